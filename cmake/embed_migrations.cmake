@@ -1,0 +1,18 @@
+# Writes OUT, a C file holding every migration under SRC/<backend>/NNN_*.sql,
+# sorted by number, as struct migration arrays per backend.
+file(WRITE ${OUT} "/* generated from deploy/migrations — do not edit */\n#include \"engine/ledger/migrations.h\"\n")
+foreach(backend sqlite postgres)
+  file(GLOB files ${SRC}/${backend}/*.sql)
+  list(SORT files)
+  file(APPEND ${OUT} "const struct migration migrations_${backend}[] = {\n")
+  foreach(f ${files})
+    get_filename_component(fname ${f} NAME)
+    string(REGEX MATCH "^[0-9]+" num ${fname})
+    math(EXPR num "${num} + 0")
+    file(READ ${f} body HEX)
+    string(REGEX REPLACE "([0-9a-f][0-9a-f])" "\\\\x\\1" body "${body}")
+    string(REGEX REPLACE "((\\\\x[0-9a-f][0-9a-f]){40})" "\\1\"\n\"" body "${body}")
+    file(APPEND ${OUT} "  {${num}, \"${fname}\",\n\"${body}\"},\n")
+  endforeach()
+  file(APPEND ${OUT} "  {0, NULL, NULL}\n};\n")
+endforeach()
