@@ -2,6 +2,8 @@
 #ifndef SKYNET_MIGRATIONS_H
 #define SKYNET_MIGRATIONS_H
 
+#include <stddef.h>
+
 struct migration {
   int version;
   const char *name;

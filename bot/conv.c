@@ -1,0 +1,529 @@
+/* bot/conv.c — command routing, access control and replies. */
+#include "conv.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine/buf.h"
+#include "engine/log.h"
+
+#define TEXT_MAX 4000           /* a request longer than this is refused */
+#define REPLY_MAX (64 * 1024)
+
+struct conv {
+  const struct cfg *cfg;
+  const struct registry *reg;
+  struct orch *orch;
+  struct ledger *l;
+};
+
+struct req {
+  struct conv *c;
+  const struct conv_in *in;
+  struct conv_out *out;
+  char actor[64];
+};
+
+enum err conv_new(const struct cfg *cfg, const struct registry *reg,
+                  struct orch *o, struct ledger *l, struct conv **out)
+{
+  struct conv *c = calloc(1, sizeof *c);
+
+  *out = NULL;
+  if (!c)
+    return ERR_NOMEM;
+  c->cfg = cfg;
+  c->reg = reg;
+  c->orch = o;
+  c->l = l;
+  *out = c;
+  return ERR_OK;
+}
+
+void conv_free(struct conv *c)
+{
+  free(c);
+}
+
+/* ---- replies ------------------------------------------------------------ */
+
+static enum err reply_full(struct req *r, const char *text, const char *buttons,
+                           const char *edit_key, int64_t job_id)
+{
+  struct outbox_msg m = {0};
+  enum err e;
+
+  m.channel = (char *)r->in->channel;
+  m.chat_id = r->in->chat_id;
+  m.job_id = job_id;
+  m.text = (char *)text;
+  m.buttons_json = (char *)buttons;
+  m.edit_key = (char *)edit_key;
+  if ((e = r->c->l->ops->outbox_put(r->c->l, &m, NULL)))
+    return e;
+  return r->c->l->ops->msg_append(r->c->l, r->in->channel, r->in->chat_id,
+                                  "assistant", text);
+}
+
+static enum err reply(struct req *r, const char *text)
+{
+  return reply_full(r, text, NULL, NULL, 0);
+}
+
+static enum err replyf(struct req *r, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static enum err replyf(struct req *r, const char *fmt, ...)
+{
+  struct buf b = BUF_INIT(REPLY_MAX);
+  va_list ap;
+  enum err e;
+
+  va_start(ap, fmt);
+  buf_vprintf(&b, fmt, ap);
+  va_end(ap);
+  e = reply(r, buf_str(&b));
+  buf_release(&b);
+  return e;
+}
+
+/* ---- access ------------------------------------------------------------- */
+
+static int is_allowed(const struct req *r)
+{
+  return r->in->trusted || cfg_is_allowed(r->c->cfg, r->in->user_id);
+}
+
+static int is_admin(const struct req *r)
+{
+  return r->in->trusted || cfg_is_admin(r->c->cfg, r->in->user_id);
+}
+
+/* SPEC §3: with no admins, allowed users approve WRITE and nobody ADMIN. */
+static int may_approve(const struct req *r, enum risk risk)
+{
+  if (is_admin(r))
+    return risk <= RISK_ADMIN;
+  return risk == RISK_WRITE && r->c->cfg->n_admins == 0 && is_allowed(r);
+}
+
+/* Nothing is stored for a stranger but a counter. */
+static enum err refuse(struct req *r)
+{
+  char key[64], *v = NULL, num[32];
+  long n = 0;
+  struct outbox_msg m = {0};
+
+  snprintf(key, sizeof key, "refused:%" PRId64, r->in->user_id);
+  if (r->c->l->ops->kv_get(r->c->l, key, &v) == ERR_OK)
+    n = strtol(v, NULL, 10);
+  free(v);
+  snprintf(num, sizeof num, "%ld", n + 1);
+  r->c->l->ops->kv_set(r->c->l, key, num);
+  r->out->refused = 1;
+  snprintf(r->out->callback_answer, sizeof r->out->callback_answer, "Not allowed.");
+  log_info("conv", "refused user %" PRId64 " on %s", r->in->user_id, r->in->channel);
+  m.channel = (char *)r->in->channel;
+  m.chat_id = r->in->chat_id;
+  m.text = "Access denied. SKYNET takes orders only from its operators.";
+  return r->c->l->ops->outbox_put(r->c->l, &m, NULL);
+}
+
+/* ---- commands ----------------------------------------------------------- */
+
+static int parse_id(const char *s, int64_t *id)
+{
+  char *end;
+  long long v;
+
+  while (s && (*s == ' ' || *s == '#'))
+    s++;
+  if (!s || !isdigit((unsigned char)*s))
+    return 0;
+  errno = 0;
+  v = strtoll(s, &end, 10);
+  while (*end == ' ')
+    end++;
+  if (errno || v <= 0 || *end)
+    return 0;
+  *id = v;
+  return 1;
+}
+
+static enum err cmd_help(struct req *r, const char *arg)
+{
+  (void)arg;
+  return reply(r,
+      "SKYNET online. Commands:\n"
+      "/task <what to do> — plan and run a task (e.g. /task check disk usage)\n"
+      "/status [id] — a job's state, or an overview\n"
+      "/list — recent jobs\n"
+      "/cancel <id> — stop a job\n"
+      "/approve <id>, /deny <id> — decide a job that needs approval\n"
+      "/memory <query> — search what I remember\n"
+      "/providers — where I can run work\n"
+      "/initiative on|off|status — whether I act on my own\n"
+      "/help — this list");
+}
+
+static void buttons_for(int64_t id, char *out, size_t n)
+{
+  snprintf(out, n,
+           "[[{\"text\":\"Approve\",\"data\":\"approve:%" PRId64 "\"},"
+           "{\"text\":\"Deny\",\"data\":\"deny:%" PRId64 "\"}]]", id, id);
+}
+
+static enum err reply_submitted(struct req *r, const struct submit_res *s)
+{
+  struct buf b = BUF_INIT(REPLY_MAX);
+  char buttons[200], key[64];
+  enum err e;
+
+  buf_printf(&b, "#%" PRId64 " %s", s->job_id, job_state_name(s->state));
+  if (s->state == JOB_FAILED) {
+    buf_printf(&b, ": %s", s->reason);
+    e = reply_full(r, buf_str(&b), NULL, NULL, s->job_id);
+    buf_release(&b);
+    return e;
+  }
+  buf_printf(&b, " · risk %s", risk_name(s->risk));
+  if (s->summary && *s->summary)
+    buf_printf(&b, "\nPlan: %s", s->summary);
+  buf_printf(&b, "\n%s", s->plan_text ? s->plan_text : "");
+  if (s->state == JOB_DENIED)
+    buf_printf(&b, "\nDenied by policy: %s. Nothing was run.", s->reason);
+  else if (s->state == JOB_AWAITING_APPROVAL)
+    buf_printf(&b, "\nNeeds approval (%s). /approve %" PRId64 " or /deny %" PRId64,
+               s->reason, s->job_id, s->job_id);
+  if (s->state == JOB_AWAITING_APPROVAL) {
+    buttons_for(s->job_id, buttons, sizeof buttons);
+    snprintf(key, sizeof key, "job:%" PRId64 ":plan", s->job_id);
+    e = reply_full(r, buf_str(&b), buttons, key, s->job_id);
+  } else {
+    e = reply_full(r, buf_str(&b), NULL, NULL, s->job_id);
+  }
+  buf_release(&b);
+  return e;
+}
+
+static enum err cmd_task(struct req *r, const char *arg)
+{
+  struct submit_req sr = {0};
+  struct submit_res res;
+  enum err e;
+
+  if (!arg || !*arg)
+    return reply(r, "Usage: /task <what to do>, e.g. /task check disk usage");
+  sr.channel = r->in->channel;
+  sr.chat_id = r->in->chat_id;
+  sr.user_id = r->in->user_id;
+  sr.text = arg;
+  sr.actor = r->actor;
+  if ((e = orch_submit(r->c->orch, r->c->l, &sr, &res))) {
+    submit_res_release(&res);
+    return e;
+  }
+  e = reply_submitted(r, &res);
+  submit_res_release(&res);
+  return e;
+}
+
+static void describe_transitions(struct req *r, int64_t id, struct buf *b)
+{
+  struct transition *t = NULL;
+  size_t n = 0;
+
+  if (r->c->l->ops->job_transitions(r->c->l, id, &t, &n))
+    return;
+  buf_appends(b, "\nHistory:");
+  for (size_t i = 0; i < n; i++) {
+    buf_printf(b, "\n  %s → %s by %s", t[i].has_from ? job_state_name(t[i].from) : "·",
+               job_state_name(t[i].to), t[i].actor);
+    if (t[i].reason)
+      buf_printf(b, " (%s)", t[i].reason);
+  }
+  transition_list_free(t, n);
+}
+
+static int job_visible(const struct req *r, const struct job *j)
+{
+  return is_admin(r) || (strcmp(j->channel, r->in->channel) == 0 &&
+                         j->chat_id == r->in->chat_id);
+}
+
+static enum err status_one(struct req *r, int64_t id)
+{
+  struct buf b = BUF_INIT(REPLY_MAX);
+  struct job j;
+  char *res;
+  enum err e;
+
+  if ((e = r->c->l->ops->job_get(r->c->l, id, &j)) == ERR_NOTFOUND || (!e && !job_visible(r, &j))) {
+    job_release(&j);
+    return replyf(r, "No job #%" PRId64 ".", id);
+  }
+  if (e)
+    return e;
+  res = orch_format_result(&j, 1500);
+  buf_printf(&b, "%s\nTask: %s · risk %s", res, j.text, risk_name(j.risk));
+  describe_transitions(r, id, &b);
+  e = reply(r, buf_str(&b));
+  free(res);
+  buf_release(&b);
+  job_release(&j);
+  return e;
+}
+
+static enum err list_jobs(struct req *r, const char *title, size_t limit)
+{
+  struct job_filter f = {r->in->channel, r->in->chat_id, 1, JOB_CREATED, limit};
+  struct buf b = BUF_INIT(REPLY_MAX);
+  struct job *v = NULL;
+  size_t n = 0;
+  enum err e;
+
+  if ((e = r->c->l->ops->job_list(r->c->l, &f, &v, &n)))
+    return e;
+  buf_appends(&b, title);
+  if (!n)
+    buf_appends(&b, "\nNo jobs yet. Start one with /task.");
+  for (size_t i = 0; i < n; i++)
+    buf_printf(&b, "\n#%" PRId64 " %s · %.60s", v[i].id, job_state_name(v[i].state),
+               v[i].summary && *v[i].summary ? v[i].summary : v[i].text);
+  e = reply(r, buf_str(&b));
+  job_list_free(v, n);
+  buf_release(&b);
+  return e;
+}
+
+static enum err cmd_status(struct req *r, const char *arg)
+{
+  int64_t id;
+
+  if (arg && *arg) {
+    if (!parse_id(arg, &id))
+      return reply(r, "Usage: /status [id], e.g. /status 4");
+    return status_one(r, id);
+  }
+  return list_jobs(r, "SKYNET status: online. Recent jobs:", 5);
+}
+
+static enum err cmd_list(struct req *r, const char *arg)
+{
+  (void)arg;
+  return list_jobs(r, "Jobs:", 20);
+}
+
+/* Shared by /approve, /deny and the buttons. */
+static enum err decide(struct req *r, int64_t id, int approve)
+{
+  struct job j;
+  enum err e;
+  char key[64];
+
+  if ((e = r->c->l->ops->job_get(r->c->l, id, &j)) == ERR_NOTFOUND || (!e && !job_visible(r, &j))) {
+    job_release(&j);
+    snprintf(r->out->callback_answer, sizeof r->out->callback_answer, "No such job.");
+    return replyf(r, "No job #%" PRId64 ".", id);
+  }
+  if (e)
+    return e;
+  if (j.state != JOB_AWAITING_APPROVAL) {
+    snprintf(r->out->callback_answer, sizeof r->out->callback_answer,
+             "#%" PRId64 " is %s; nothing changed.", id, job_state_name(j.state));
+    e = replyf(r, "#%" PRId64 " is %s, not awaiting approval; nothing changed.", id,
+               job_state_name(j.state));
+  } else if (approve && !may_approve(r, j.risk)) {
+    snprintf(r->out->callback_answer, sizeof r->out->callback_answer,
+             "You may not approve %s work.", risk_name(j.risk));
+    e = replyf(r, "#%" PRId64 " needs approval by %s; you may not approve it.", id,
+               j.risk == RISK_ADMIN ? "an admin" : "an admin or an allowed user");
+  } else if (!approve && !is_allowed(r)) {
+    e = reply(r, "You may not deny this job.");
+  } else if ((e = orch_decide(r->c->orch, r->c->l, id, approve, r->actor)) == ERR_STATE) {
+    e = replyf(r, "#%" PRId64 " is no longer awaiting approval; nothing changed.", id);
+  } else if (!e) {
+    snprintf(r->out->callback_answer, sizeof r->out->callback_answer, "#%" PRId64 " %s.",
+             id, approve ? "approved" : "denied");
+    snprintf(key, sizeof key, "job:%" PRId64 ":plan", id);
+    char text[160];
+    snprintf(text, sizeof text, approve ? "#%" PRId64 " QUEUED: approved by %s."
+                                        : "#%" PRId64 " DENIED by %s. Nothing was run.",
+             id, r->actor);
+    /* A button press edits the plan message to show the outcome. */
+    e = reply_full(r, text, NULL, r->in->callback_data ? key : NULL, id);
+  }
+  job_release(&j);
+  return e;
+}
+
+static enum err cmd_approve(struct req *r, const char *arg)
+{
+  int64_t id;
+
+  if (!parse_id(arg, &id))
+    return reply(r, "Usage: /approve <id>");
+  return decide(r, id, 1);
+}
+
+static enum err cmd_deny(struct req *r, const char *arg)
+{
+  int64_t id;
+
+  if (!parse_id(arg, &id))
+    return reply(r, "Usage: /deny <id>");
+  return decide(r, id, 0);
+}
+
+static enum err cmd_cancel(struct req *r, const char *arg)
+{
+  struct job j;
+  int64_t id;
+  enum err e;
+
+  if (!parse_id(arg, &id))
+    return reply(r, "Usage: /cancel <id>");
+  if ((e = r->c->l->ops->job_get(r->c->l, id, &j)) == ERR_NOTFOUND || (!e && !job_visible(r, &j))) {
+    job_release(&j);
+    return replyf(r, "No job #%" PRId64 ".", id);
+  }
+  job_release(&j);
+  if (e)
+    return e;
+  e = orch_cancel(r->c->orch, r->c->l, id, r->actor);
+  if (e == ERR_STATE)
+    return replyf(r, "#%" PRId64 " has already ended; nothing to cancel.", id);
+  if (e)
+    return e;
+  return replyf(r, "#%" PRId64 " cancelling.", id);
+}
+
+static enum err cmd_providers(struct req *r, const char *arg)
+{
+  struct buf b = BUF_INIT(REPLY_MAX);
+  enum err e;
+
+  (void)arg;
+  buf_appends(&b, "Providers:");
+  for (size_t i = 0; i < r->c->reg->n; i++) {
+    const struct registry_entry *re = &r->c->reg->v[i];
+    struct exec_health h = {0, ""};
+    if (re->inst && re->inst->backend->health)
+      re->inst->backend->health(re->inst, &h);
+    buf_printf(&b, "\n%s (%s)%s: %s — %s", re->name, re->type,
+               strcmp(re->name, r->c->reg->default_name) == 0 ? " default" : "",
+               re->inst ? (h.ok ? "up" : "down") : "unavailable",
+               re->inst ? h.detail : re->error);
+  }
+  e = reply(r, buf_str(&b));
+  buf_release(&b);
+  return e;
+}
+
+static enum err cmd_memory(struct req *r, const char *arg)
+{
+  (void)arg;
+  return reply(r, "Memory search is not available in this version yet.");
+}
+
+static enum err cmd_initiative(struct req *r, const char *arg)
+{
+  (void)arg;
+  return reply(r, "The initiative engine is not available in this version yet; "
+                  "SKYNET acts only on /task.");
+}
+
+static enum err chat_reply(struct req *r, const char *text)
+{
+  (void)text;
+  return reply(r, "SKYNET here. I run operations work on request: tell me with "
+                  "/task <what to do>, for example /task check disk usage. /help lists "
+                  "everything I understand.");
+}
+
+static const struct command {
+  const char *name;
+  enum err (*fn)(struct req *r, const char *arg);
+} commands[] = {
+  {"start", cmd_help},     {"help", cmd_help},       {"task", cmd_task},
+  {"status", cmd_status},  {"list", cmd_list},       {"cancel", cmd_cancel},
+  {"approve", cmd_approve}, {"deny", cmd_deny},      {"memory", cmd_memory},
+  {"providers", cmd_providers}, {"initiative", cmd_initiative},
+};
+
+/* "/task@bot args" → name "task", arg "args"; NULL if addressed elsewhere. */
+static const struct command *find_command(const struct req *r, const char *text,
+                                          const char **arg)
+{
+  size_t n = strcspn(text + 1, " \t\n@");
+  const char *p = text + 1 + n;
+
+  if (*p == '@') {
+    size_t bn = strcspn(p + 1, " \t\n");
+    const char *bot = r->in->bot_name;
+    if (bot && (strlen(bot) != bn || strncasecmp(p + 1, bot, bn) != 0))
+      return NULL;
+    p += 1 + bn;
+  }
+  *arg = p + strspn(p, " \t\n");
+  for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+    if (strlen(commands[i].name) == n && strncasecmp(text + 1, commands[i].name, n) == 0)
+      return &commands[i];
+  return NULL;
+}
+
+static enum err handle_text(struct req *r)
+{
+  const char *text = r->in->text, *arg = NULL;
+  const struct command *cmd;
+  enum err e;
+
+  if ((e = r->c->l->ops->msg_append(r->c->l, r->in->channel, r->in->chat_id, "user", text)))
+    return e;
+  if (text[0] != '/')
+    return chat_reply(r, text);
+  if (!(cmd = find_command(r, text, &arg))) {
+    if (strchr(text, '@') && r->in->bot_name)
+      return ERR_OK;   /* a command for another bot in a group */
+    return replyf(r, "Unknown command '%.40s'. /help lists what I understand.", text);
+  }
+  return cmd->fn(r, arg);
+}
+
+static enum err handle_callback(struct req *r)
+{
+  const char *d = r->in->callback_data;
+  int64_t id;
+
+  if (strncmp(d, "approve:", 8) == 0 && parse_id(d + 8, &id))
+    return decide(r, id, 1);
+  if (strncmp(d, "deny:", 5) == 0 && parse_id(d + 5, &id))
+    return decide(r, id, 0);
+  snprintf(r->out->callback_answer, sizeof r->out->callback_answer,
+           "Unknown button; nothing changed.");
+  log_warn("conv", "unknown callback data from user %" PRId64, r->in->user_id);
+  return ERR_OK;
+}
+
+enum err conv_handle(struct conv *c, const struct conv_in *in, struct conv_out *out)
+{
+  struct req r = {c, in, out, ""};
+
+  memset(out, 0, sizeof *out);
+  snprintf(r.actor, sizeof r.actor, "%s:%" PRId64, in->trusted ? "operator" : "user",
+           in->user_id);
+  if (!is_allowed(&r))
+    return refuse(&r);
+  if (in->callback_data)
+    return handle_callback(&r);
+  if (!in->text || !*in->text)
+    return ERR_OK;
+  if (strlen(in->text) > TEXT_MAX)
+    return replyf(&r, "That message is longer than %d characters; please shorten it.",
+                  TEXT_MAX);
+  return handle_text(&r);
+}

@@ -1,0 +1,291 @@
+/* bot/main.c — the skynet command line (SPEC §2). */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "bot/console.h"
+#include "bot/conv.h"
+#include "engine/config.h"
+#include "engine/ledger/ledger.h"
+#include "engine/log.h"
+#include "engine/orchestrator.h"
+#include "engine/registry.h"
+
+static volatile sig_atomic_t g_stop;
+static volatile sig_atomic_t g_reload;
+
+static void on_stop(int sig)
+{
+  (void)sig;
+  if (g_stop)
+    _exit(1);   /* a second signal: exit at once */
+  g_stop = 1;
+}
+
+static void on_hup(int sig)
+{
+  (void)sig;
+  g_reload = 1;
+}
+
+static void install_signals(void)
+{
+  struct sigaction sa;
+
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = on_stop;
+  sigaction(SIGINT, &sa, NULL);
+  sigaction(SIGTERM, &sa, NULL);
+  sa.sa_handler = on_hup;
+  sigaction(SIGHUP, &sa, NULL);
+  sa.sa_handler = SIG_IGN;
+  sigaction(SIGPIPE, &sa, NULL);
+}
+
+static void usage(FILE *f)
+{
+  fprintf(f,
+      "usage: skynet [--config FILE] [run]      the agent (Telegram if a token is set, else console)\n"
+      "       skynet worker [--config FILE]     run jobs from the shared ledger only\n"
+      "       skynet migrate [--config FILE]    apply database migrations and exit\n"
+      "       skynet doctor [--config FILE]     check configuration, database, providers\n"
+      "       skynet --version | --help\n");
+}
+
+struct args {
+  const char *config;
+  const char *cmd;
+};
+
+/* 0 ok, 1 printed help/version (exit 0), 2 usage error. */
+static int parse_args(int argc, char **argv, struct args *a)
+{
+  a->config = NULL;
+  a->cmd = "run";
+  for (int i = 1; i < argc; i++) {
+    if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+      usage(stdout);
+      return 1;
+    } else if (strcmp(argv[i], "--version") == 0) {
+      printf("skynet %s\n", SKYNET_VERSION);
+      return 1;
+    } else if (strcmp(argv[i], "--config") == 0 || strcmp(argv[i], "-c") == 0) {
+      if (++i >= argc) {
+        fprintf(stderr, "skynet: option '--config' needs a file\n");
+        return 2;
+      }
+      a->config = argv[i];
+    } else if (strncmp(argv[i], "--config=", 9) == 0) {
+      a->config = argv[i] + 9;
+    } else if (argv[i][0] != '-' && (strcmp(argv[i], "run") == 0 || strcmp(argv[i], "worker") == 0 ||
+                                     strcmp(argv[i], "migrate") == 0 ||
+                                     strcmp(argv[i], "doctor") == 0)) {
+      a->cmd = argv[i];
+    } else {
+      fprintf(stderr, "skynet: unknown argument '%s'\n", argv[i]);
+      usage(stderr);
+      return 2;
+    }
+  }
+  return 0;
+}
+
+static void setup_logging(const struct cfg *c)
+{
+  int json = c->log_json < 0 ? !isatty(STDERR_FILENO) : c->log_json;
+
+  log_setup(c->log_level, json, stderr);
+}
+
+static int open_ledger(const struct cfg *c, struct ledger **l, int migrate)
+{
+  char err[512];
+  int applied = 0;
+
+  if (ledger_open(c->database_url, l, err, sizeof err)) {
+    log_error("main", "%s", err);
+    fprintf(stderr, "skynet: %s\n", err);
+    return 1;
+  }
+  if (migrate && (*l)->ops->migrate(*l, &applied)) {
+    fprintf(stderr, "skynet: cannot migrate the database: %s\n", (*l)->errmsg);
+    ledger_close(*l);
+    *l = NULL;
+    return 1;
+  }
+  return 0;
+}
+
+static int cmd_migrate(const struct cfg *c)
+{
+  struct ledger *l;
+  int applied = 0, version = 0;
+
+  if (open_ledger(c, &l, 0))
+    return 1;
+  if (l->ops->migrate(l, &applied) || l->ops->schema_version(l, &version)) {
+    fprintf(stderr, "skynet: migration failed: %s\n", l->errmsg);
+    ledger_close(l);
+    return 1;
+  }
+  printf("migrations: applied %d, schema version %d (%s)\n", applied, version, l->ops->name);
+  ledger_close(l);
+  return 0;
+}
+
+static int doctor_line(int ok, const char *what, const char *detail)
+{
+  printf("%-10s %s  %s\n", what, ok ? "ok  " : "FAIL", detail);
+  return ok ? 0 : 1;
+}
+
+static int doctor_providers(const struct cfg *c)
+{
+  struct registry reg;
+  char line[512];
+  int bad = 0;
+
+  if (registry_init(&reg, c))
+    return doctor_line(0, "providers", "cannot set up providers");
+  for (size_t i = 0; i < reg.n; i++) {
+    struct exec_health h = {0, ""};
+    const struct registry_entry *e = &reg.v[i];
+    if (e->inst)
+      e->inst->backend->health(e->inst, &h);
+    snprintf(line, sizeof line, "%s (%s): %s", e->name, e->type, e->inst ? h.detail : e->error);
+    bad |= doctor_line(e->inst && h.ok, "provider", line);
+  }
+  registry_release(&reg);
+  return bad;
+}
+
+static int cmd_doctor(const struct cfg *c)
+{
+  struct ledger *l = NULL;
+  char line[512], err[512];
+  int bad = 0, version = 0;
+
+  snprintf(line, sizeof line, "loaded from %s; home %s", c->source, c->home);
+  bad |= doctor_line(1, "config", line);
+  if (ledger_open(c->database_url, &l, err, sizeof err)) {
+    bad |= doctor_line(0, "database", err);
+  } else {
+    l->ops->schema_version(l, &version);
+    snprintf(line, sizeof line, "%s, schema version %d%s", l->ops->name, version,
+             version ? "" : " (run 'skynet migrate')");
+    bad |= doctor_line(version > 0, "database", line);
+    ledger_close(l);
+  }
+  if (c->telegram_token)
+    bad |= doctor_line(0, "telegram", "a token is set but this build has no Telegram channel yet");
+  else
+    bad |= doctor_line(1, "telegram", "no token: console channel");
+  if (strcmp(c->llm_provider, "offline") == 0)
+    bad |= doctor_line(1, "llm", "offline planner");
+  else
+    bad |= doctor_line(0, "llm", "model-backed planners are not in this build yet");
+  bad |= doctor_providers(c);
+  return bad ? 1 : 0;
+}
+
+struct runtime {
+  struct registry reg;
+  struct orch *orch;
+  struct ledger *l;
+  struct conv *conv;
+};
+
+static int start_runtime(const struct cfg *c, int workers, struct runtime *rt)
+{
+  char err[256];
+
+  memset(rt, 0, sizeof *rt);
+  if (open_ledger(c, &rt->l, 1))
+    return 1;
+  if (registry_init(&rt->reg, c) ||
+      orch_start(c, &rt->reg, workers, &rt->orch, err, sizeof err)) {
+    fprintf(stderr, "skynet: cannot start: %s\n", err);
+    return 1;
+  }
+  log_info("main", "skynet %s started: ledger %s, %d workers", SKYNET_VERSION,
+           rt->l->ops->name, workers);
+  return 0;
+}
+
+static void stop_runtime(const struct cfg *c, struct runtime *rt)
+{
+  orch_stop(rt->orch, c->shutdown_grace_s * 1000);
+  conv_free(rt->conv);
+  registry_release(&rt->reg);
+  ledger_close(rt->l);
+  log_info("main", "skynet stopped");
+}
+
+static int cmd_run(const struct cfg *c)
+{
+  struct runtime rt;
+  int rc;
+
+  if (c->telegram_token) {
+    fprintf(stderr, "skynet: key 'telegram.token' is set, but this build has no Telegram "
+                    "channel yet; unset it to use the console\n");
+    return 2;
+  }
+  if (start_runtime(c, c->workers, &rt))
+    return 1;
+  if (conv_new(c, &rt.reg, rt.orch, rt.l, &rt.conv)) {
+    stop_runtime(c, &rt);
+    return 1;
+  }
+  rc = console_run(rt.conv, rt.l, &g_stop);
+  stop_runtime(c, &rt);
+  return rc;
+}
+
+static int cmd_worker(const struct cfg *c)
+{
+  struct runtime rt;
+
+  if (start_runtime(c, c->workers > 0 ? c->workers : 1, &rt))
+    return 1;
+  while (!g_stop) {
+    if (g_reload) {
+      g_reload = 0;
+      log_info("main", "SIGHUP: nothing to reload in worker mode");
+    }
+    usleep(100 * 1000);
+  }
+  stop_runtime(c, &rt);
+  return 0;
+}
+
+int main(int argc, char **argv)
+{
+  struct args a;
+  struct cfg c;
+  char err[512];
+  enum err e;
+  int rc;
+
+  if ((rc = parse_args(argc, argv, &a)))
+    return rc == 1 ? 0 : 2;
+  install_signals();
+  if ((e = cfg_load(&c, a.config, err, sizeof err))) {
+    fprintf(stderr, "skynet: %s\n", err);
+    return 2;
+  }
+  setup_logging(&c);
+  if (strcmp(a.cmd, "migrate") == 0)
+    rc = cmd_migrate(&c);
+  else if (strcmp(a.cmd, "doctor") == 0)
+    rc = cmd_doctor(&c);
+  else if (strcmp(a.cmd, "worker") == 0)
+    rc = cmd_worker(&c);
+  else
+    rc = cmd_run(&c);
+  cfg_release(&c);
+  return rc;
+}

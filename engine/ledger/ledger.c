@@ -1,0 +1,112 @@
+/* engine/ledger/ledger.c — backend choice by URL and the shared frees. */
+#include "ledger.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+enum err ledger_open(const char *url, struct ledger **out, char *errbuf,
+                     size_t errlen)
+{
+  *out = NULL;
+  if (!url || !*url) {
+    snprintf(errbuf, errlen, "database url is empty");
+    return ERR_CONFIG;
+  }
+  if (strncmp(url, "sqlite://", 9) == 0)
+    return ledger_sqlite_open(url + 9, out, errbuf, errlen);
+  if (strncmp(url, "postgresql://", 13) == 0 ||
+      strncmp(url, "postgres://", 11) == 0)
+    return ledger_pg_open(url, out, errbuf, errlen);
+  snprintf(errbuf, errlen,
+           "database url must start with sqlite:// or postgresql://");
+  return ERR_CONFIG;
+}
+
+void ledger_close(struct ledger *l)
+{
+  if (l)
+    l->ops->close(l);
+}
+
+int64_t ledger_now_ms(void)
+{
+  struct timespec ts;
+
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+void job_release(struct job *j)
+{
+  if (!j)
+    return;
+  free(j->channel);
+  free(j->text);
+  free(j->plan_json);
+  free(j->summary);
+  free(j->reason);
+  free(j->output_tail);
+  free(j->lease_owner);
+  memset(j, 0, sizeof *j);
+}
+
+void job_list_free(struct job *v, size_t n)
+{
+  for (size_t i = 0; v && i < n; i++)
+    job_release(&v[i]);
+  free(v);
+}
+
+void job_step_rec_release(struct job_step_rec *s)
+{
+  if (!s)
+    return;
+  free(s->state);
+  free(s->output_tail);
+  memset(s, 0, sizeof *s);
+}
+
+void job_step_list_free(struct job_step_rec *v, size_t n)
+{
+  for (size_t i = 0; v && i < n; i++)
+    job_step_rec_release(&v[i]);
+  free(v);
+}
+
+void transition_list_free(struct transition *v, size_t n)
+{
+  for (size_t i = 0; v && i < n; i++) {
+    free(v[i].actor);
+    free(v[i].reason);
+  }
+  free(v);
+}
+
+void chat_msg_list_free(struct chat_msg *v, size_t n)
+{
+  for (size_t i = 0; v && i < n; i++) {
+    free(v[i].role);
+    free(v[i].text);
+  }
+  free(v);
+}
+
+void outbox_msg_release(struct outbox_msg *m)
+{
+  if (!m)
+    return;
+  free(m->channel);
+  free(m->text);
+  free(m->buttons_json);
+  free(m->edit_key);
+  memset(m, 0, sizeof *m);
+}
+
+void outbox_list_free(struct outbox_msg *v, size_t n)
+{
+  for (size_t i = 0; v && i < n; i++)
+    outbox_msg_release(&v[i]);
+  free(v);
+}

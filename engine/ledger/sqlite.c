@@ -1,0 +1,870 @@
+/* engine/ledger/sqlite.c — the SQLite ledger backend (embedded default).
+ *
+ * DESIGN: one sqlite3 connection per struct ledger, so per thread.  The file
+ * is in WAL mode so readers never block the writer; writers serialise through
+ * SQLite's lock with a busy timeout, and every write that must be atomic runs
+ * in BEGIN IMMEDIATE so that compare-and-set state changes cannot interleave
+ * between connections or processes.  synchronous=FULL: a committed job,
+ * approval, offset or notification survives a power cut. */
+#include "ledger.h"
+
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../log.h"
+#include "migrations.h"
+
+struct sqlite_ledger {
+  struct ledger base;
+  sqlite3 *db;
+  int in_tx;                /* inside a caller's begin/commit */
+};
+
+static struct sqlite_ledger *sl_of(struct ledger *l)
+{
+  return (struct sqlite_ledger *)l;
+}
+
+static enum err sl_fail(struct sqlite_ledger *s, const char *what)
+{
+  snprintf(s->base.errmsg, sizeof s->base.errmsg, "%s: %s", what,
+           sqlite3_errmsg(s->db));
+  log_error("ledger", "sqlite %s", s->base.errmsg);
+  return ERR_DB;
+}
+
+static enum err sl_exec(struct sqlite_ledger *s, const char *sql)
+{
+  char *msg = NULL;
+
+  if (sqlite3_exec(s->db, sql, NULL, NULL, &msg) != SQLITE_OK) {
+    snprintf(s->base.errmsg, sizeof s->base.errmsg, "%s", msg ? msg : "?");
+    log_error("ledger", "sqlite exec failed: %s", s->base.errmsg);
+    sqlite3_free(msg);
+    return ERR_DB;
+  }
+  return ERR_OK;
+}
+
+static sqlite3_stmt *sl_prep(struct sqlite_ledger *s, const char *sql)
+{
+  sqlite3_stmt *st = NULL;
+
+  if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) != SQLITE_OK) {
+    sl_fail(s, "prepare");
+    return NULL;
+  }
+  return st;
+}
+
+static void bind_text(sqlite3_stmt *st, int i, const char *v)
+{
+  if (v)
+    sqlite3_bind_text(st, i, v, -1, SQLITE_TRANSIENT);
+  else
+    sqlite3_bind_null(st, i);
+}
+
+static char *col_text(sqlite3_stmt *st, int i)
+{
+  const unsigned char *t = sqlite3_column_text(st, i);
+
+  return t ? strdup((const char *)t) : NULL;
+}
+
+/* Runs a prepared statement that returns no rows, then finalizes it. */
+static enum err sl_done(struct sqlite_ledger *s, sqlite3_stmt *st)
+{
+  int rc = sqlite3_step(st);
+  enum err e = ERR_OK;
+
+  if (rc != SQLITE_DONE && rc != SQLITE_ROW)
+    e = sl_fail(s, "step");
+  sqlite3_finalize(st);
+  return e;
+}
+
+/* Own transaction unless the caller holds one. */
+static enum err tx_begin(struct sqlite_ledger *s)
+{
+  return s->in_tx ? ERR_OK : sl_exec(s, "BEGIN IMMEDIATE");
+}
+
+static enum err tx_end(struct sqlite_ledger *s, enum err e)
+{
+  if (s->in_tx)
+    return e;
+  if (e == ERR_OK)
+    return sl_exec(s, "COMMIT");
+  sl_exec(s, "ROLLBACK");
+  return e;
+}
+
+static void sl_close(struct ledger *l)
+{
+  struct sqlite_ledger *s = sl_of(l);
+
+  sqlite3_close_v2(s->db);
+  free(s);
+}
+
+static enum err sl_schema_version(struct ledger *l, int *version)
+{
+  struct sqlite_ledger *s = sl_of(l);
+  sqlite3_stmt *st = sl_prep(s, "PRAGMA user_version");
+
+  if (!st)
+    return ERR_DB;
+  *version = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int(st, 0) : 0;
+  sqlite3_finalize(st);
+  return ERR_OK;
+}
+
+static enum err sl_migrate(struct ledger *l, int *applied)
+{
+  struct sqlite_ledger *s = sl_of(l);
+  int have = 0;
+  char pragma[64];
+  enum err e;
+
+  *applied = 0;
+  for (const struct migration *m = migrations_sqlite; m->name; m++) {
+    if ((e = sl_exec(s, "BEGIN IMMEDIATE")))
+      return e;
+    /* Re-read inside the lock: another process may have migrated. */
+    sl_schema_version(l, &have);
+    if (m->version <= have) {
+      sl_exec(s, "ROLLBACK");
+      continue;
+    }
+    snprintf(pragma, sizeof pragma, "PRAGMA user_version=%d", m->version);
+    if ((e = sl_exec(s, m->sql)) || (e = sl_exec(s, pragma))) {
+      sl_exec(s, "ROLLBACK");
+      log_error("ledger", "migration '%s' failed", m->name);
+      return e;
+    }
+    if ((e = sl_exec(s, "COMMIT")))
+      return e;
+    log_info("ledger", "applied migration %s", m->name);
+    (*applied)++;
+  }
+  return ERR_OK;
+}
+
+static enum err sl_begin(struct ledger *l)
+{
+  struct sqlite_ledger *s = sl_of(l);
+  enum err e;
+
+  if (s->in_tx)
+    return ERR_STATE;
+  if ((e = sl_exec(s, "BEGIN IMMEDIATE")))
+    return e;
+  s->in_tx = 1;
+  return ERR_OK;
+}
+
+static enum err sl_commit(struct ledger *l)
+{
+  struct sqlite_ledger *s = sl_of(l);
+
+  if (!s->in_tx)
+    return ERR_STATE;
+  s->in_tx = 0;
+  return sl_exec(s, "COMMIT");
+}
+
+static enum err sl_rollback(struct ledger *l)
+{
+  struct sqlite_ledger *s = sl_of(l);
+
+  if (!s->in_tx)
+    return ERR_STATE;
+  s->in_tx = 0;
+  return sl_exec(s, "ROLLBACK");
+}
+
+static enum err add_transition(struct sqlite_ledger *s, int64_t id,
+                               const char *from, const char *to,
+                               const char *actor, const char *reason,
+                               int64_t now)
+{
+  sqlite3_stmt *st = sl_prep(s,
+      "INSERT INTO transitions(job_id, from_state, to_state, actor, reason, at)"
+      " VALUES (?, ?, ?, ?, ?, ?)");
+
+  if (!st)
+    return ERR_DB;
+  sqlite3_bind_int64(st, 1, id);
+  bind_text(st, 2, from);
+  bind_text(st, 3, to);
+  bind_text(st, 4, actor ? actor : "system");
+  bind_text(st, 5, reason);
+  sqlite3_bind_int64(st, 6, now);
+  return sl_done(s, st);
+}
+
+static enum err sl_job_create(struct ledger *l, struct job *j, const char *actor)
+{
+  struct sqlite_ledger *s = sl_of(l);
+  int64_t now = ledger_now_ms();
+  sqlite3_stmt *st;
+  enum err e;
+
+  if ((e = tx_begin(s)))
+    return e;
+  st = sl_prep(s, "INSERT INTO jobs(channel, chat_id, user_id, text, state,"
+                  " created_at, updated_at) VALUES (?, ?, ?, ?, 'CREATED', ?, ?)");
+  if (!st)
+    return tx_end(s, ERR_DB);
+  bind_text(st, 1, j->channel ? j->channel : "console");
+  sqlite3_bind_int64(st, 2, j->chat_id);
+  sqlite3_bind_int64(st, 3, j->user_id);
+  bind_text(st, 4, j->text ? j->text : "");
+  sqlite3_bind_int64(st, 5, now);
+  sqlite3_bind_int64(st, 6, now);
+  e = sl_done(s, st);
+  if (e == ERR_OK) {
+    j->id = sqlite3_last_insert_rowid(s->db);
+    j->state = JOB_CREATED;
+    j->created_at = j->updated_at = now;
+    e = add_transition(s, j->id, NULL, "CREATED", actor, NULL, now);
+  }
+  return tx_end(s, e);
+}
+
+#define JOB_COLS                                                        \
+  "id, channel, chat_id, user_id, text, state, risk, plan_json, summary," \
+  " reason, exit_code, output_tail, cancel_requested, attempts,"          \
+  " lease_owner, lease_expires, created_at, updated_at"
+
+static void row_to_job(sqlite3_stmt *st, struct job *j)
+{
+  memset(j, 0, sizeof *j);
+  j->id = sqlite3_column_int64(st, 0);
+  j->channel = col_text(st, 1);
+  j->chat_id = sqlite3_column_int64(st, 2);
+  j->user_id = sqlite3_column_int64(st, 3);
+  j->text = col_text(st, 4);
+  job_state_parse((const char *)sqlite3_column_text(st, 5), &j->state);
+  risk_parse((const char *)sqlite3_column_text(st, 6), &j->risk);
+  j->plan_json = col_text(st, 7);
+  j->summary = col_text(st, 8);
+  j->reason = col_text(st, 9);
+  j->has_exit_code = sqlite3_column_type(st, 10) != SQLITE_NULL;
+  j->exit_code = sqlite3_column_int(st, 10);
+  j->output_tail = col_text(st, 11);
+  j->cancel_requested = sqlite3_column_int(st, 12);
+  j->attempts = sqlite3_column_int(st, 13);
+  j->lease_owner = col_text(st, 14);
+  j->lease_expires = sqlite3_column_int64(st, 15);
+  j->created_at = sqlite3_column_int64(st, 16);
+  j->updated_at = sqlite3_column_int64(st, 17);
+}
+
+static enum err sl_job_get(struct ledger *l, int64_t id, struct job *out)
+{
+  struct sqlite_ledger *s = sl_of(l);
+  sqlite3_stmt *st = sl_prep(s, "SELECT " JOB_COLS " FROM jobs WHERE id = ?");
+  enum err e = ERR_NOTFOUND;
+  int rc;
+
+  memset(out, 0, sizeof *out);
+  if (!st)
+    return ERR_DB;
+  sqlite3_bind_int64(st, 1, id);
+  rc = sqlite3_step(st);
+  if (rc == SQLITE_ROW) {
+    row_to_job(st, out);
+    e = ERR_OK;
+  } else if (rc != SQLITE_DONE) {
+    e = sl_fail(s, "job_get");
+  }
+  sqlite3_finalize(st);
+  return e;
+}
+
+/* Collects every row of st into a growing array of `size`-byte elements. */
+static enum err collect_rows(struct sqlite_ledger *s, sqlite3_stmt *st,
+                             size_t size, void (*fill)(sqlite3_stmt *, void *),
+                             void **out, size_t *n)
+{
+  char *v = NULL;
+  size_t cap = 0, cnt = 0;
+  int rc;
+
+  while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+    if (cnt == cap) {
+      size_t ncap = cap ? cap * 2 : 8;
+      char *nv = realloc(v, ncap * size);
+      if (!nv) {
+        sqlite3_finalize(st);
+        *out = v;
+        *n = cnt;
+        return ERR_NOMEM;
+      }
+      v = nv;
+      cap = ncap;
+    }
+    fill(st, v + cnt * size);
+    cnt++;
+  }
+  *out = v;
+  *n = cnt;
+  if (rc != SQLITE_DONE) {
+    sl_fail(s, "select");
+    sqlite3_finalize(st);
+    return ERR_DB;
+  }
+  sqlite3_finalize(st);
+  return ERR_OK;
+}
+
+static void fill_job(sqlite3_stmt *st, void *p)
+{
+  row_to_job(st, p);
+}
+
+static enum err sl_job_list(struct ledger *l, const struct job_filter *f,
+                            struct job **out, size_t *n)
+{
+  struct sqlite_ledger *s = sl_of(l);
+  sqlite3_stmt *st = sl_prep(s,
+      "SELECT " JOB_COLS " FROM jobs WHERE (?1 IS NULL OR (channel = ?1 AND"
+      " chat_id = ?2)) AND (?3 = 1 OR state = ?4) ORDER BY id DESC LIMIT ?5");
+
+  *out = NULL;
+  *n = 0;
+  if (!st)
+    return ERR_DB;
+  bind_text(st, 1, f ? f->channel : NULL);
+  sqlite3_bind_int64(st, 2, f ? f->chat_id : 0);
+  sqlite3_bind_int(st, 3, f ? f->any_state : 1);
+  bind_text(st, 4, job_state_name(f ? f->state : JOB_CREATED));
+  sqlite3_bind_int64(st, 5, f && f->limit ? (int64_t)f->limit : 20);
+  return collect_rows(s, st, sizeof(struct job), fill_job, (void **)out, n);
+}
+
+static enum err sl_job_set_plan(struct ledger *l, int64_t id,
+                                const char *plan_json, const char *summary,
+                                enum risk risk)
+{
+  struct sqlite_ledger *s = sl_of(l);
+  sqlite3_stmt *st = sl_prep(s, "UPDATE jobs SET plan_json = ?, summary = ?,"
+                                " risk = ?, updated_at = ? WHERE id = ?");
+
+  if (!st)
+    return ERR_DB;
+  bind_text(st, 1, plan_json);
+  bind_text(st, 2, summary);
+  bind_text(st, 3, risk_name(risk));
+  sqlite3_bind_int64(st, 4, ledger_now_ms());
+  sqlite3_bind_int64(st, 5, id);
+  return sl_done(s, st);
+}
+
+/* The state-changing core, inside a transaction: CAS from → to. */
+static enum err move_state(struct sqlite_ledger *s, int64_t id,
+                           enum job_state from, enum job_state to,
+                           const char *actor, const char *reason,
+                           const char *owner_sql_extra)
+{
+  int64_t now = ledger_now_ms();
+  char sql[384];
+  sqlite3_stmt *st;
+  enum err e;
+
+  if (!job_transition_allowed(from, to))
+    return ERR_STATE;
+  snprintf(sql, sizeof sql,
+           "UPDATE jobs SET state = ?, reason = ?, updated_at = ?%s"
+           " WHERE id = ? AND state = ?",
+           owner_sql_extra ? owner_sql_extra : "");
+  if (!(st = sl_prep(s, sql)))
+    return ERR_DB;
+  bind_text(st, 1, job_state_name(to));
+  bind_text(st, 2, reason);
+  sqlite3_bind_int64(st, 3, now);
+  sqlite3_bind_int64(st, 4, id);
+  bind_text(st, 5, job_state_name(from));
+  if ((e = sl_done(s, st)))
+    return e;
+  if (sqlite3_changes(s->db) != 1) {
+    struct job j;
+    e = sl_job_get(&s->base, id, &j) == ERR_NOTFOUND ? ERR_NOTFOUND : ERR_STATE;
+    job_release(&j);
+    return e;
+  }
+  return add_transition(s, id, job_state_name(from), job_state_name(to), actor,
+                        reason, now);
+}
+
+static enum err sl_job_transition(struct ledger *l, int64_t id,
+                                  enum job_state from, enum job_state to,
+                                  const char *actor, const char *reason)
+{
+  struct sqlite_ledger *s = sl_of(l);
+  const char *extra = NULL;
+  enum err e;
+
+  if (from == JOB_RUNNING)
+    extra = ", lease_owner = NULL, lease_expires = NULL";
+  if ((e = tx_begin(s)))
+    return e;
+  return tx_end(s, move_state(s, id, from, to, actor, reason, extra));
+}
+
+static enum err sl_job_claim(struct ledger *l, const char *owner, int lease_ms,
+                             int64_t only, struct job *out)
+{
+  struct sqlite_ledger *s = sl_of(l);
+  sqlite3_stmt *st;
+  int64_t id = 0;
+  char actor[160];
+  enum err e;
+
+  memset(out, 0, sizeof *out);
+  if ((e = tx_begin(s)))
+    return e;
+  st = sl_prep(s, "SELECT id FROM jobs WHERE state = 'QUEUED' AND"
+                  " (?1 = 0 OR id = ?1) ORDER BY id LIMIT 1");
+  if (!st)
+    return tx_end(s, ERR_DB);
+  sqlite3_bind_int64(st, 1, only);
+  if (sqlite3_step(st) == SQLITE_ROW)
+    id = sqlite3_column_int64(st, 0);
+  sqlite3_finalize(st);
+  if (!id)
+    return tx_end(s, ERR_NOTFOUND);
+  snprintf(actor, sizeof actor, "worker:%s", owner);
+  e = move_state(s, id, JOB_QUEUED, JOB_RUNNING, actor, NULL,
+                 ", attempts = attempts + 1");
+  if (e == ERR_OK) {
+    st = sl_prep(s, "UPDATE jobs SET lease_owner = ?, lease_expires = ? WHERE id = ?");
+    if (!st)
+      return tx_end(s, ERR_DB);
+    bind_text(st, 1, owner);
+    sqlite3_bind_int64(st, 2, ledger_now_ms() + lease_ms);
+    sqlite3_bind_int64(st, 3, id);
+    e = sl_done(s, st);
+  }
+  if ((e = tx_end(s, e)))
+    return e;
+  return sl_job_get(l, id, out);
+}
+
+static enum err sl_job_heartbeat(struct ledger *l, int64_t id, const char *owner,
+                                 int lease_ms, int *cancel_requested)
+{
+  struct sqlite_ledger *s = sl_of(l);
+  sqlite3_stmt *st = sl_prep(s,
+      "UPDATE jobs SET lease_expires = ? WHERE id = ? AND state = 'RUNNING'"
+      " AND lease_owner = ? RETURNING cancel_requested");
+  enum err e = ERR_STATE;
+
+  if (!st)
+    return ERR_DB;
+  sqlite3_bind_int64(st, 1, ledger_now_ms() + lease_ms);
+  sqlite3_bind_int64(st, 2, id);
+  bind_text(st, 3, owner);
+  switch (sqlite3_step(st)) {
+  case SQLITE_ROW:
+    *cancel_requested = sqlite3_column_int(st, 0);
+    e = ERR_OK;
+    break;
+  case SQLITE_DONE:
+    break;
+  default:
+    e = sl_fail(s, "heartbeat");
+  }
+  sqlite3_finalize(st);
+  return e;
+}
+
+static enum err sl_job_finish(struct ledger *l, int64_t id, const char *owner,
+                              enum job_state to, int exit_code,
+                              const char *output_tail, const char *reason)
+{
+  struct sqlite_ledger *s = sl_of(l);
+  sqlite3_stmt *st;
+  char actor[160];
+  enum err e;
+
+  if ((e = tx_begin(s)))
+    return e;
+  st = sl_prep(s, "UPDATE jobs SET exit_code = ?, output_tail = ? WHERE id = ?"
+                  " AND state = 'RUNNING' AND lease_owner = ?");
+  if (!st)
+    return tx_end(s, ERR_DB);
+  sqlite3_bind_int(st, 1, exit_code);
+  bind_text(st, 2, output_tail);
+  sqlite3_bind_int64(st, 3, id);
+  bind_text(st, 4, owner);
+  if ((e = sl_done(s, st)))
+    return tx_end(s, e);
+  if (sqlite3_changes(s->db) != 1)
+    return tx_end(s, ERR_STATE);
+  snprintf(actor, sizeof actor, "worker:%s", owner);
+  e = move_state(s, id, JOB_RUNNING, to, actor, reason,
+                 ", lease_owner = NULL, lease_expires = NULL");
+  return tx_end(s, e);
+}
+
+static enum err sl_job_request_cancel(struct ledger *l, int64_t id)
+{
+  struct sqlite_ledger *s = sl_of(l);
+  sqlite3_stmt *st = sl_prep(s, "UPDATE jobs SET cancel_requested = 1 WHERE id = ?");
+  enum err e;
+
+  if (!st)
+    return ERR_DB;
+  sqlite3_bind_int64(st, 1, id);
+  if ((e = sl_done(s, st)))
+    return e;
+  return sqlite3_changes(s->db) == 1 ? ERR_OK : ERR_NOTFOUND;
+}
+
+static enum err sl_job_expired(struct ledger *l, int64_t now_ms,
+                               struct job **out, size_t *n)
+{
+  struct sqlite_ledger *s = sl_of(l);
+  sqlite3_stmt *st = sl_prep(s, "SELECT " JOB_COLS " FROM jobs WHERE state ="
+                                " 'RUNNING' AND lease_expires < ? ORDER BY id");
+
+  *out = NULL;
+  *n = 0;
+  if (!st)
+    return ERR_DB;
+  sqlite3_bind_int64(st, 1, now_ms);
+  return collect_rows(s, st, sizeof(struct job), fill_job, (void **)out, n);
+}
+
+static void fill_transition(sqlite3_stmt *st, void *p)
+{
+  struct transition *t = p;
+
+  memset(t, 0, sizeof *t);
+  t->job_id = sqlite3_column_int64(st, 0);
+  t->has_from = job_state_parse((const char *)sqlite3_column_text(st, 1),
+                                &t->from) == ERR_OK;
+  job_state_parse((const char *)sqlite3_column_text(st, 2), &t->to);
+  t->actor = col_text(st, 3);
+  t->reason = col_text(st, 4);
+  t->at = sqlite3_column_int64(st, 5);
+}
+
+static enum err sl_job_transitions(struct ledger *l, int64_t id,
+                                   struct transition **out, size_t *n)
+{
+  struct sqlite_ledger *s = sl_of(l);
+  sqlite3_stmt *st = sl_prep(s, "SELECT job_id, from_state, to_state, actor,"
+                                " reason, at FROM transitions WHERE job_id = ?"
+                                " ORDER BY id");
+
+  *out = NULL;
+  *n = 0;
+  if (!st)
+    return ERR_DB;
+  sqlite3_bind_int64(st, 1, id);
+  return collect_rows(s, st, sizeof(struct transition), fill_transition,
+                      (void **)out, n);
+}
+
+static enum err sl_step_record(struct ledger *l, int64_t job_id,
+                               const struct job_step_rec *r)
+{
+  struct sqlite_ledger *s = sl_of(l);
+  sqlite3_stmt *st = sl_prep(s,
+      "INSERT INTO steps(job_id, idx, state, exit_code, output_tail, started_at,"
+      " finished_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(job_id, idx) DO"
+      " UPDATE SET state = excluded.state, exit_code = excluded.exit_code,"
+      " output_tail = excluded.output_tail, started_at = excluded.started_at,"
+      " finished_at = excluded.finished_at");
+
+  if (!st)
+    return ERR_DB;
+  sqlite3_bind_int64(st, 1, job_id);
+  sqlite3_bind_int(st, 2, r->idx);
+  bind_text(st, 3, r->state);
+  if (r->has_exit_code)
+    sqlite3_bind_int(st, 4, r->exit_code);
+  else
+    sqlite3_bind_null(st, 4);
+  bind_text(st, 5, r->output_tail);
+  sqlite3_bind_int64(st, 6, r->started_at);
+  sqlite3_bind_int64(st, 7, r->finished_at);
+  return sl_done(s, st);
+}
+
+static void fill_step(sqlite3_stmt *st, void *p)
+{
+  struct job_step_rec *r = p;
+
+  memset(r, 0, sizeof *r);
+  r->idx = sqlite3_column_int(st, 0);
+  r->state = col_text(st, 1);
+  r->has_exit_code = sqlite3_column_type(st, 2) != SQLITE_NULL;
+  r->exit_code = sqlite3_column_int(st, 2);
+  r->output_tail = col_text(st, 3);
+  r->started_at = sqlite3_column_int64(st, 4);
+  r->finished_at = sqlite3_column_int64(st, 5);
+}
+
+static enum err sl_step_list(struct ledger *l, int64_t job_id,
+                             struct job_step_rec **out, size_t *n)
+{
+  struct sqlite_ledger *s = sl_of(l);
+  sqlite3_stmt *st = sl_prep(s, "SELECT idx, state, exit_code, output_tail,"
+                                " started_at, finished_at FROM steps WHERE"
+                                " job_id = ? ORDER BY idx");
+
+  *out = NULL;
+  *n = 0;
+  if (!st)
+    return ERR_DB;
+  sqlite3_bind_int64(st, 1, job_id);
+  return collect_rows(s, st, sizeof(struct job_step_rec), fill_step,
+                      (void **)out, n);
+}
+
+static enum err sl_msg_append(struct ledger *l, const char *channel,
+                              int64_t chat_id, const char *role,
+                              const char *text)
+{
+  struct sqlite_ledger *s = sl_of(l);
+  sqlite3_stmt *st = sl_prep(s, "INSERT INTO messages(channel, chat_id, role,"
+                                " text, at) VALUES (?, ?, ?, ?, ?)");
+
+  if (!st)
+    return ERR_DB;
+  bind_text(st, 1, channel);
+  sqlite3_bind_int64(st, 2, chat_id);
+  bind_text(st, 3, role);
+  bind_text(st, 4, text ? text : "");
+  sqlite3_bind_int64(st, 5, ledger_now_ms());
+  return sl_done(s, st);
+}
+
+static void fill_msg(sqlite3_stmt *st, void *p)
+{
+  struct chat_msg *m = p;
+
+  m->role = col_text(st, 0);
+  m->text = col_text(st, 1);
+  m->at = sqlite3_column_int64(st, 2);
+}
+
+static enum err sl_msg_recent(struct ledger *l, const char *channel,
+                              int64_t chat_id, size_t max,
+                              struct chat_msg **out, size_t *n)
+{
+  struct sqlite_ledger *s = sl_of(l);
+  sqlite3_stmt *st = sl_prep(s,
+      "SELECT role, text, at FROM (SELECT id, role, text, at FROM messages"
+      " WHERE channel = ? AND chat_id = ? ORDER BY id DESC LIMIT ?)"
+      " ORDER BY id");
+
+  *out = NULL;
+  *n = 0;
+  if (!st)
+    return ERR_DB;
+  bind_text(st, 1, channel);
+  sqlite3_bind_int64(st, 2, chat_id);
+  sqlite3_bind_int64(st, 3, (int64_t)max);
+  return collect_rows(s, st, sizeof(struct chat_msg), fill_msg, (void **)out, n);
+}
+
+static enum err sl_outbox_put(struct ledger *l, const struct outbox_msg *m,
+                              int64_t *id)
+{
+  struct sqlite_ledger *s = sl_of(l);
+  sqlite3_stmt *st = sl_prep(s,
+      "INSERT INTO outbox(channel, chat_id, job_id, text, buttons_json,"
+      " edit_key, not_before, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)");
+  enum err e;
+
+  if (!st)
+    return ERR_DB;
+  bind_text(st, 1, m->channel);
+  sqlite3_bind_int64(st, 2, m->chat_id);
+  if (m->job_id)
+    sqlite3_bind_int64(st, 3, m->job_id);
+  else
+    sqlite3_bind_null(st, 3);
+  bind_text(st, 4, m->text ? m->text : "");
+  bind_text(st, 5, m->buttons_json);
+  bind_text(st, 6, m->edit_key);
+  sqlite3_bind_int64(st, 7, m->not_before);
+  sqlite3_bind_int64(st, 8, ledger_now_ms());
+  e = sl_done(s, st);
+  if (e == ERR_OK && id)
+    *id = sqlite3_last_insert_rowid(s->db);
+  return e;
+}
+
+static void fill_outbox(sqlite3_stmt *st, void *p)
+{
+  struct outbox_msg *m = p;
+
+  memset(m, 0, sizeof *m);
+  m->id = sqlite3_column_int64(st, 0);
+  m->channel = col_text(st, 1);
+  m->chat_id = sqlite3_column_int64(st, 2);
+  m->job_id = sqlite3_column_int64(st, 3);
+  m->text = col_text(st, 4);
+  m->buttons_json = col_text(st, 5);
+  m->edit_key = col_text(st, 6);
+  m->attempts = sqlite3_column_int(st, 7);
+  m->not_before = sqlite3_column_int64(st, 8);
+}
+
+static enum err sl_outbox_pending(struct ledger *l, const char *channel,
+                                  int64_t now_ms, size_t max,
+                                  struct outbox_msg **out, size_t *n)
+{
+  struct sqlite_ledger *s = sl_of(l);
+  sqlite3_stmt *st = sl_prep(s,
+      "SELECT id, channel, chat_id, job_id, text, buttons_json, edit_key,"
+      " attempts, not_before FROM outbox WHERE channel = ? AND state ="
+      " 'pending' AND not_before <= ? ORDER BY id LIMIT ?");
+
+  *out = NULL;
+  *n = 0;
+  if (!st)
+    return ERR_DB;
+  bind_text(st, 1, channel);
+  sqlite3_bind_int64(st, 2, now_ms);
+  sqlite3_bind_int64(st, 3, (int64_t)max);
+  return collect_rows(s, st, sizeof(struct outbox_msg), fill_outbox,
+                      (void **)out, n);
+}
+
+static enum err outbox_set(struct ledger *l, int64_t id, const char *state,
+                           int64_t not_before, const char *error)
+{
+  struct sqlite_ledger *s = sl_of(l);
+  sqlite3_stmt *st = sl_prep(s,
+      "UPDATE outbox SET state = ?, attempts = attempts + (? IS NOT NULL),"
+      " not_before = ?, last_error = COALESCE(?, last_error) WHERE id = ?");
+
+  if (!st)
+    return ERR_DB;
+  bind_text(st, 1, state);
+  bind_text(st, 2, error);
+  sqlite3_bind_int64(st, 3, not_before);
+  bind_text(st, 4, error);
+  sqlite3_bind_int64(st, 5, id);
+  return sl_done(s, st);
+}
+
+static enum err sl_outbox_done(struct ledger *l, int64_t id)
+{
+  return outbox_set(l, id, "sent", 0, NULL);
+}
+
+static enum err sl_outbox_retry(struct ledger *l, int64_t id,
+                                int64_t not_before, const char *error)
+{
+  return outbox_set(l, id, "pending", not_before, error ? error : "retry");
+}
+
+static enum err sl_outbox_fail(struct ledger *l, int64_t id, const char *error)
+{
+  return outbox_set(l, id, "failed", 0, error ? error : "failed");
+}
+
+static enum err sl_kv_get(struct ledger *l, const char *key, char **value)
+{
+  struct sqlite_ledger *s = sl_of(l);
+  sqlite3_stmt *st = sl_prep(s, "SELECT value FROM kv WHERE key = ?");
+  enum err e = ERR_NOTFOUND;
+
+  *value = NULL;
+  if (!st)
+    return ERR_DB;
+  bind_text(st, 1, key);
+  if (sqlite3_step(st) == SQLITE_ROW) {
+    *value = col_text(st, 0);
+    e = *value ? ERR_OK : ERR_NOMEM;
+  }
+  sqlite3_finalize(st);
+  return e;
+}
+
+static enum err sl_kv_set(struct ledger *l, const char *key, const char *value)
+{
+  struct sqlite_ledger *s = sl_of(l);
+  sqlite3_stmt *st = sl_prep(s, "INSERT INTO kv(key, value) VALUES (?, ?)"
+                                " ON CONFLICT(key) DO UPDATE SET value ="
+                                " excluded.value");
+
+  if (!st)
+    return ERR_DB;
+  bind_text(st, 1, key);
+  bind_text(st, 2, value);
+  return sl_done(s, st);
+}
+
+const struct ledger_ops ledger_sqlite_ops = {
+  .name = "sqlite",
+  .close = sl_close,
+  .migrate = sl_migrate,
+  .schema_version = sl_schema_version,
+  .begin = sl_begin,
+  .commit = sl_commit,
+  .rollback = sl_rollback,
+  .job_create = sl_job_create,
+  .job_get = sl_job_get,
+  .job_list = sl_job_list,
+  .job_set_plan = sl_job_set_plan,
+  .job_transition = sl_job_transition,
+  .job_claim = sl_job_claim,
+  .job_heartbeat = sl_job_heartbeat,
+  .job_finish = sl_job_finish,
+  .job_request_cancel = sl_job_request_cancel,
+  .job_expired = sl_job_expired,
+  .job_transitions = sl_job_transitions,
+  .step_record = sl_step_record,
+  .step_list = sl_step_list,
+  .msg_append = sl_msg_append,
+  .msg_recent = sl_msg_recent,
+  .outbox_put = sl_outbox_put,
+  .outbox_pending = sl_outbox_pending,
+  .outbox_done = sl_outbox_done,
+  .outbox_retry = sl_outbox_retry,
+  .outbox_fail = sl_outbox_fail,
+  .kv_get = sl_kv_get,
+  .kv_set = sl_kv_set,
+};
+
+enum err ledger_sqlite_open(const char *path, struct ledger **out, char *errbuf,
+                            size_t errlen)
+{
+  struct sqlite_ledger *s = calloc(1, sizeof *s);
+  int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX;
+
+  *out = NULL;
+  if (!s)
+    return ERR_NOMEM;
+  s->base.ops = &ledger_sqlite_ops;
+  if (sqlite3_open_v2(path, &s->db, flags, NULL) != SQLITE_OK) {
+    snprintf(errbuf, errlen, "cannot open database '%s': %s", path,
+             s->db ? sqlite3_errmsg(s->db) : "out of memory");
+    sqlite3_close_v2(s->db);
+    free(s);
+    return ERR_DB;
+  }
+  sqlite3_busy_timeout(s->db, 10000);
+  if (sl_exec(s, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
+                 " PRAGMA foreign_keys=ON;")) {
+    snprintf(errbuf, errlen, "cannot use database '%s': %s", path,
+             s->base.errmsg);
+    sqlite3_close_v2(s->db);
+    free(s);
+    return ERR_DB;
+  }
+  *out = &s->base;
+  return ERR_OK;
+}

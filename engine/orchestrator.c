@@ -1,0 +1,676 @@
+/* engine/orchestrator.c — see orchestrator.h for the design. */
+#include "orchestrator.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "buf.h"
+#include "log.h"
+#include "plan.h"
+#include "planner.h"
+
+#define LEASE_MS 30000
+#define HEARTBEAT_MS 1000
+#define RESULT_TAIL 3000
+
+struct slot {
+  pthread_t thread;
+  struct orch *o;
+  int index;
+  char owner[96];
+  _Atomic int64_t job_id;       /* running job, 0 when idle */
+  atomic_int cancel;            /* stop the running step */
+  atomic_int handback;          /* stopped by shutdown: requeue */
+};
+
+struct orch {
+  const struct cfg *cfg;
+  const struct registry *reg;
+  pthread_mutex_t mu;
+  pthread_cond_t cv;            /* work queued, or stopping */
+  int wake_seq;
+  atomic_int stopping;          /* no new claims */
+  struct slot *slots;
+  int n_slots;
+  pthread_t supervisor;
+  int has_supervisor;
+};
+
+static void sleep_ms(int ms)
+{
+  struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+  nanosleep(&ts, NULL);
+}
+
+static int64_t mono_ms(void)
+{
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+void orch_wake(struct orch *o)
+{
+  if (!o)
+    return;
+  pthread_mutex_lock(&o->mu);
+  o->wake_seq++;
+  pthread_cond_broadcast(&o->cv);
+  pthread_mutex_unlock(&o->mu);
+}
+
+/* Waits up to ms for orch_wake() or stop. */
+static void wait_for_work(struct orch *o, int ms)
+{
+  struct timespec ts;
+  int seq;
+
+  clock_gettime(CLOCK_REALTIME, &ts);
+  ts.tv_sec += ms / 1000;
+  ts.tv_nsec += (long)(ms % 1000) * 1000000L;
+  if (ts.tv_nsec >= 1000000000L) {
+    ts.tv_sec++;
+    ts.tv_nsec -= 1000000000L;
+  }
+  pthread_mutex_lock(&o->mu);
+  seq = o->wake_seq;
+  while (seq == o->wake_seq && !atomic_load(&o->stopping))
+    if (pthread_cond_timedwait(&o->cv, &o->mu, &ts) == ETIMEDOUT)
+      break;
+  pthread_mutex_unlock(&o->mu);
+}
+
+/* ---- notifications ---------------------------------------------------- */
+
+static void notify(struct ledger *l, const struct job *j, const char *text,
+                   const char *edit_key)
+{
+  struct outbox_msg m = {0};
+
+  m.channel = j->channel;
+  m.chat_id = j->chat_id;
+  m.job_id = j->id;
+  m.text = (char *)text;
+  m.edit_key = (char *)edit_key;
+  if (l->ops->outbox_put(l, &m, NULL))
+    log_error("orch", "cannot queue a notification for job #%lld",
+              (long long)j->id);
+}
+
+static const char *tail_of(const char *s, size_t max)
+{
+  size_t n = s ? strlen(s) : 0;
+
+  if (!s)
+    return "";
+  if (n <= max)
+    return s;
+  s += n - max;
+  while ((*s & 0xC0) == 0x80)   /* do not start inside a UTF-8 sequence */
+    s++;
+  return s;
+}
+
+char *orch_format_result(const struct job *j, size_t tail_max)
+{
+  struct buf b = BUF_INIT(tail_max + 1024);
+  double secs = (double)(j->updated_at - j->created_at) / 1000.0;
+
+  buf_printf(&b, "#%lld %s", (long long)j->id, job_state_name(j->state));
+  if (j->has_exit_code)
+    buf_printf(&b, " · exit %d", j->exit_code);
+  buf_printf(&b, " · %.1fs", secs);
+  if (j->reason && *j->reason)
+    buf_printf(&b, "\n%s", j->reason);
+  if (j->output_tail && *j->output_tail) {
+    const char *t = tail_of(j->output_tail, tail_max);
+    buf_printf(&b, "\n%s%s", t != j->output_tail ? "…" : "", t);
+  }
+  return buf_detach(&b);
+}
+
+static void notify_result(struct ledger *l, int64_t id)
+{
+  struct job j;
+  char *text;
+
+  if (l->ops->job_get(l, id, &j))
+    return;
+  text = orch_format_result(&j, RESULT_TAIL);
+  notify(l, &j, text, NULL);
+  free(text);
+  job_release(&j);
+}
+
+/* ---- submission --------------------------------------------------------- */
+
+static enum err fail_job(struct ledger *l, int64_t id, enum job_state from,
+                         const char *actor, const char *why)
+{
+  return l->ops->job_transition(l, id, from, JOB_FAILED, actor, why);
+}
+
+/* A step may only go to a provider that exists. */
+static int check_providers(const struct orch *o, const struct plan *p,
+                           char *why, size_t n)
+{
+  for (size_t i = 0; i < p->n_steps; i++) {
+    if (!registry_find(o->reg, p->steps[i].provider)) {
+      snprintf(why, n, "step %zu names unknown provider '%s'", i + 1,
+               p->steps[i].provider ? p->steps[i].provider : "default");
+      return 0;
+    }
+  }
+  return 1;
+}
+
+static enum err plan_job(struct orch *o, const struct submit_req *r,
+                         struct plan *p, char *why, size_t n)
+{
+  char *json = NULL;
+  enum err e;
+
+  if (r->plan_json) {
+    e = plan_parse(r->plan_json, strlen(r->plan_json), p, why, n);
+  } else {
+    e = planner_offline(o->cfg, r->text, &json, why, n);
+    if (!e)
+      e = plan_parse(json, strlen(json), p, why, n);
+    free(json);
+  }
+  if (!e && !check_providers(o, p, why, n))
+    e = ERR_INVAL;
+  if (!e)
+    plan_assess(p);
+  return e;
+}
+
+/* PLANNED → DENIED | AWAITING_APPROVAL | QUEUED by the decided risk. */
+static enum err route_by_risk(struct orch *o, struct ledger *l, int64_t id,
+                              const struct plan *p, struct submit_res *out)
+{
+  enum err e;
+
+  out->risk = p->risk;
+  snprintf(out->reason, sizeof out->reason, "%s", p->reason);
+  if (p->risk == RISK_BLOCKED) {
+    out->state = JOB_DENIED;
+    return l->ops->job_transition(l, id, JOB_PLANNED, JOB_DENIED, "policy", p->reason);
+  }
+  if (p->risk >= RISK_WRITE) {
+    out->state = JOB_AWAITING_APPROVAL;
+    return l->ops->job_transition(l, id, JOB_PLANNED, JOB_AWAITING_APPROVAL,
+                                  "policy", p->reason);
+  }
+  out->state = JOB_QUEUED;
+  e = l->ops->job_transition(l, id, JOB_PLANNED, JOB_QUEUED, "policy", p->reason);
+  if (!e)
+    orch_wake(o);
+  return e;
+}
+
+enum err orch_submit(struct orch *o, struct ledger *l, const struct submit_req *r,
+                     struct submit_res *out)
+{
+  struct job j = {0};
+  struct plan p;
+  char *json;
+  enum err e;
+
+  memset(out, 0, sizeof *out);
+  j.channel = (char *)r->channel;
+  j.chat_id = r->chat_id;
+  j.user_id = r->user_id;
+  j.text = (char *)r->text;
+  if ((e = l->ops->job_create(l, &j, r->actor)))
+    return e;
+  out->job_id = j.id;
+  if (plan_job(o, r, &p, out->reason, sizeof out->reason)) {
+    out->state = JOB_FAILED;
+    return fail_job(l, j.id, JOB_CREATED, "planner", out->reason);
+  }
+  out->plan_text = plan_describe(&p);
+  out->summary = strdup(p.summary);
+  json = plan_to_json(&p);
+  e = l->ops->job_set_plan(l, j.id, json, p.summary, p.risk);
+  free(json);
+  if (!e)
+    e = l->ops->job_transition(l, j.id, JOB_CREATED, JOB_PLANNED, "planner", NULL);
+  if (!e)
+    e = route_by_risk(o, l, j.id, &p, out);
+  plan_release(&p);
+  return e;
+}
+
+void submit_res_release(struct submit_res *r)
+{
+  if (!r)
+    return;
+  free(r->plan_text);
+  free(r->summary);
+  r->plan_text = r->summary = NULL;
+}
+
+enum err orch_decide(struct orch *o, struct ledger *l, int64_t id, int approve,
+                     const char *actor)
+{
+  enum err e;
+
+  if (!approve)
+    return l->ops->job_transition(l, id, JOB_AWAITING_APPROVAL, JOB_DENIED, actor,
+                                  "denied by a person");
+  if ((e = l->ops->begin(l)))
+    return e;
+  e = l->ops->job_transition(l, id, JOB_AWAITING_APPROVAL, JOB_APPROVED, actor, NULL);
+  if (!e)
+    e = l->ops->job_transition(l, id, JOB_APPROVED, JOB_QUEUED, actor, NULL);
+  if (e) {
+    l->ops->rollback(l);
+    return e;
+  }
+  if ((e = l->ops->commit(l)))
+    return e;
+  orch_wake(o);
+  return ERR_OK;
+}
+
+static void cancel_local(struct orch *o, int64_t id)
+{
+  for (int i = 0; o && i < o->n_slots; i++)
+    if (atomic_load(&o->slots[i].job_id) == id)
+      atomic_store(&o->slots[i].cancel, 1);
+}
+
+enum err orch_cancel(struct orch *o, struct ledger *l, int64_t id, const char *actor)
+{
+  struct job j;
+  enum err e;
+
+  if ((e = l->ops->job_get(l, id, &j)))
+    return e;
+  if (job_state_terminal(j.state)) {
+    e = ERR_STATE;
+  } else if (j.state == JOB_RUNNING) {
+    e = l->ops->job_request_cancel(l, id);
+    cancel_local(o, id);
+  } else {
+    e = l->ops->job_transition(l, id, j.state, JOB_CANCELLED, actor, "cancelled by a person");
+  }
+  job_release(&j);
+  return e;
+}
+
+/* ---- running ------------------------------------------------------------ */
+
+struct run_ctx {
+  struct slot *s;
+  struct ledger *l;
+  struct job *job;
+  struct plan plan;
+  int64_t deadline;             /* monotonic ms: whole-job timeout */
+  struct buf tail;              /* last step's output tail */
+};
+
+static int step_timeout_ms(struct run_ctx *c, const struct plan_step *st, int *job_level)
+{
+  int64_t step = (int64_t)(st->timeout_s ? st->timeout_s : c->s->o->cfg->step_timeout_s) * 1000;
+  int64_t left = c->deadline - mono_ms();
+
+  *job_level = left < step;
+  if (left < 1)
+    left = 1;
+  return (int)(left < step ? left : step);
+}
+
+static void progress(struct run_ctx *c, size_t i, int64_t started)
+{
+  char bar[11], text[512], key[64];
+  size_t n = c->plan.n_steps, done = i * 10 / n;
+
+  for (size_t k = 0; k < 10; k++)
+    bar[k] = k < done ? '#' : '-';
+  bar[10] = '\0';
+  snprintf(text, sizeof text, "#%lld RUNNING step %zu/%zu [%s] %.0fs · %s",
+           (long long)c->job->id, i + 1, n, bar,
+           (double)(mono_ms() - started) / 1000.0, c->plan.steps[i].action);
+  snprintf(key, sizeof key, "job:%lld:progress", (long long)c->job->id);
+  notify(c->l, c->job, text, key);
+}
+
+struct step_outcome {
+  enum job_state state;         /* SUCCEEDED, FAILED, TIMED_OUT, CANCELLED */
+  int exit_code;
+  char reason[320];
+};
+
+static void record_step(struct run_ctx *c, size_t i, const char *state,
+                        const struct exec_result *res, int64_t started)
+{
+  struct job_step_rec r = {0};
+
+  r.idx = (int)i;
+  r.state = (char *)state;
+  r.has_exit_code = res != NULL;
+  r.exit_code = res ? res->exit_code : 0;
+  r.output_tail = res ? res->output : NULL;
+  r.started_at = started;
+  r.finished_at = res ? ledger_now_ms() : 0;
+  if (c->l->ops->step_record(c->l, c->job->id, &r))
+    log_error("orch", "cannot record step %zu of job #%lld", i + 1, (long long)c->job->id);
+}
+
+static void judge_step(size_t i, enum err e,
+                       const struct exec_result *res, int job_level,
+                       struct step_outcome *out)
+{
+  out->exit_code = res->exit_code;
+  if (e == ERR_CANCELLED || res->cancelled) {
+    out->state = JOB_CANCELLED;
+    snprintf(out->reason, sizeof out->reason, "step %zu cancelled", i + 1);
+  } else if (e == ERR_TIMEOUT || res->timed_out) {
+    out->state = JOB_TIMED_OUT;
+    snprintf(out->reason, sizeof out->reason, "step %zu: the %s timeout fired",
+             i + 1, job_level ? "job" : "step");
+  } else if (e != ERR_OK) {
+    out->state = JOB_FAILED;
+    snprintf(out->reason, sizeof out->reason, "step %zu: %s", i + 1,
+             res->error[0] ? res->error : err_str(e));
+  } else if (res->exit_code != 0) {
+    out->state = JOB_FAILED;
+    snprintf(out->reason, sizeof out->reason, "step %zu exited with %d", i + 1,
+             res->exit_code);
+  } else {
+    out->state = JOB_SUCCEEDED;
+  }
+}
+
+static void run_step(struct run_ctx *c, size_t i, struct step_outcome *out)
+{
+  const struct plan_step *st = &c->plan.steps[i];
+  const struct registry_entry *re = registry_find(c->s->o->reg, st->provider);
+  struct exec_request req = {0};
+  struct exec_result res = {0};
+  int64_t started = ledger_now_ms();
+  int job_level = 0;
+  enum err e;
+
+  if (!re || !re->inst) {
+    out->state = JOB_FAILED;
+    snprintf(out->reason, sizeof out->reason, "step %zu: %s", i + 1,
+             re ? re->error : "unknown provider");
+    return;
+  }
+  record_step(c, i, "RUNNING", NULL, started);
+  req.argv = (const char *const *)st->argv;
+  req.stdin_data = st->stdin_data;
+  req.stdin_len = st->stdin_data ? strlen(st->stdin_data) : 0;
+  req.timeout_ms = step_timeout_ms(c, st, &job_level);
+  req.grace_ms = c->s->o->cfg->kill_grace_ms;
+  req.capture_max = c->s->o->cfg->output_max;
+  req.cancel = &c->s->cancel;
+  e = re->inst->backend->run(re->inst, &req, &res);
+  judge_step(i, e, &res, job_level, out);
+  record_step(c, i, job_state_name(out->state), &res, started);
+  buf_clear(&c->tail);
+  buf_appends(&c->tail, tail_of(res.output, c->tail.max));
+  exec_result_release(&res);
+}
+
+static void finish(struct run_ctx *c, const struct step_outcome *oc)
+{
+  struct slot *s = c->s;
+  enum err e;
+
+  if (atomic_load(&s->handback)) {
+    e = c->l->ops->job_transition(c->l, c->job->id, JOB_RUNNING, JOB_QUEUED, s->owner,
+                                  "skynet stopped; handed back to the queue");
+    if (e)
+      log_error("orch", "cannot hand back job #%lld: %s", (long long)c->job->id, err_str(e));
+    return;
+  }
+  e = c->l->ops->job_finish(c->l, c->job->id, s->owner, oc->state, oc->exit_code,
+                            buf_str(&c->tail), oc->reason[0] ? oc->reason : NULL);
+  if (e) {
+    log_error("orch", "cannot finish job #%lld: %s", (long long)c->job->id, err_str(e));
+    return;
+  }
+  notify_result(c->l, c->job->id);
+}
+
+static void run_job(struct slot *s, struct ledger *l, struct job *j)
+{
+  struct run_ctx c = {s, l, j, {0}, 0, BUF_INIT(s->o->cfg->output_max)};
+  struct step_outcome oc = {JOB_SUCCEEDED, 0, ""};
+  int64_t started = mono_ms();
+  char why[256];
+
+  c.deadline = started + (int64_t)s->o->cfg->job_timeout_s * 1000;
+  if (!j->plan_json || plan_parse(j->plan_json, strlen(j->plan_json), &c.plan, why, sizeof why)) {
+    oc.state = JOB_FAILED;
+    snprintf(oc.reason, sizeof oc.reason, "the stored plan is unusable");
+  }
+  for (size_t i = 0; oc.state == JOB_SUCCEEDED && i < c.plan.n_steps; i++) {
+    if (atomic_load(&s->cancel)) {
+      oc.state = JOB_CANCELLED;
+      snprintf(oc.reason, sizeof oc.reason, "cancelled before step %zu", i + 1);
+      break;
+    }
+    progress(&c, i, started);
+    run_step(&c, i, &oc);
+  }
+  log_info("orch", "job #%lld %s", (long long)j->id, job_state_name(oc.state));
+  finish(&c, &oc);
+  plan_release(&c.plan);
+  buf_release(&c.tail);
+}
+
+static void *worker_main(void *arg)
+{
+  struct slot *s = arg;
+  struct orch *o = s->o;
+  struct ledger *l = NULL;
+  char err[256];
+  struct job j;
+
+  if (ledger_open(o->cfg->database_url, &l, err, sizeof err)) {
+    log_error("orch", "worker %d cannot open the ledger: %s", s->index, err);
+    return NULL;
+  }
+  while (!atomic_load(&o->stopping)) {
+    enum err e = l->ops->job_claim(l, s->owner, LEASE_MS, 0, &j);
+    if (e) {
+      if (e != ERR_NOTFOUND)
+        sleep_ms(200);
+      wait_for_work(o, 500);
+      continue;
+    }
+    atomic_store(&s->cancel, 0);
+    atomic_store(&s->job_id, j.id);
+    run_job(s, l, &j);
+    atomic_store(&s->job_id, 0);
+    job_release(&j);
+  }
+  ledger_close(l);
+  return NULL;
+}
+
+/* ---- supervision -------------------------------------------------------- */
+
+static void heartbeat_slots(struct orch *o, struct ledger *l)
+{
+  for (int i = 0; i < o->n_slots; i++) {
+    struct slot *s = &o->slots[i];
+    int64_t id = atomic_load(&s->job_id);
+    int cancel = 0;
+
+    if (!id)
+      continue;
+    if (l->ops->job_heartbeat(l, id, s->owner, LEASE_MS, &cancel) == ERR_STATE) {
+      log_warn("orch", "lost the lease of job #%lld; stopping it", (long long)id);
+      atomic_store(&s->cancel, 1);
+    } else if (cancel) {
+      atomic_store(&s->cancel, 1);
+    }
+  }
+}
+
+/* Whether the owner "host:pid:wN" is a dead process on this host. */
+static int owner_is_dead_here(const char *owner)
+{
+  char host[256];
+  size_t hn;
+  long pid;
+  char *end;
+
+  if (!owner || gethostname(host, sizeof host) != 0)
+    return 0;
+  host[sizeof host - 1] = '\0';
+  hn = strlen(host);
+  if (strncmp(owner, host, hn) != 0 || owner[hn] != ':')
+    return 0;
+  pid = strtol(owner + hn + 1, &end, 10);
+  if (*end != ':' || pid <= 0 || pid == (long)getpid())
+    return 0;
+  return kill((pid_t)pid, 0) != 0 && errno == ESRCH;
+}
+
+/* A job whose runner died: read-only work runs again, anything that changes
+ * things is not repeated behind the user's back. */
+static void take_back(struct ledger *l, const struct job *j)
+{
+  enum err e;
+
+  if (j->risk == RISK_READ_ONLY && j->attempts < 3) {
+    e = l->ops->job_transition(l, j->id, JOB_RUNNING, JOB_QUEUED, "supervisor",
+                               "its runner stopped; queued again");
+  } else {
+    e = l->ops->job_transition(l, j->id, JOB_RUNNING, JOB_FAILED, "supervisor",
+                               "interrupted: its runner stopped, and a step that "
+                               "changes things is not run twice");
+    if (!e)
+      notify_result(l, j->id);
+  }
+  if (!e)
+    log_warn("orch", "took back job #%lld from %s", (long long)j->id,
+             j->lease_owner ? j->lease_owner : "?");
+}
+
+static void reclaim(struct orch *o, struct ledger *l)
+{
+  struct job *v = NULL, *all = NULL;
+  size_t n = 0, na = 0;
+  struct job_filter f = {NULL, 0, 0, JOB_RUNNING, 1000};
+
+  if (l->ops->job_expired(l, ledger_now_ms(), &v, &n) == ERR_OK)
+    for (size_t i = 0; i < n; i++)
+      take_back(l, &v[i]);
+  job_list_free(v, n);
+  /* Runners of this host that died need not wait for their lease. */
+  if (l->ops->job_list(l, &f, &all, &na) == ERR_OK)
+    for (size_t i = 0; i < na; i++)
+      if (owner_is_dead_here(all[i].lease_owner))
+        take_back(l, &all[i]);
+  job_list_free(all, na);
+  orch_wake(o);
+}
+
+static void *supervisor_main(void *arg)
+{
+  struct orch *o = arg;
+  struct ledger *l = NULL;
+  char err[256];
+  int64_t last_reclaim = 0;
+
+  if (ledger_open(o->cfg->database_url, &l, err, sizeof err)) {
+    log_error("orch", "supervisor cannot open the ledger: %s", err);
+    return NULL;
+  }
+  while (!atomic_load(&o->stopping)) {
+    heartbeat_slots(o, l);
+    if (mono_ms() - last_reclaim >= 5000) {
+      reclaim(o, l);
+      last_reclaim = mono_ms();
+    }
+    wait_for_work(o, HEARTBEAT_MS);
+  }
+  ledger_close(l);
+  return NULL;
+}
+
+enum err orch_start(const struct cfg *cfg, const struct registry *reg,
+                    int workers, struct orch **out, char *errbuf, size_t errlen)
+{
+  struct orch *o = calloc(1, sizeof *o);
+  char host[200];
+
+  *out = NULL;
+  if (!o)
+    return ERR_NOMEM;
+  o->cfg = cfg;
+  o->reg = reg;
+  pthread_mutex_init(&o->mu, NULL);
+  pthread_cond_init(&o->cv, NULL);
+  if (gethostname(host, sizeof host) != 0)
+    snprintf(host, sizeof host, "host");
+  host[sizeof host - 1] = '\0';
+  o->slots = calloc(workers > 0 ? (size_t)workers : 1, sizeof *o->slots);
+  if (!o->slots) {
+    free(o);
+    return ERR_NOMEM;
+  }
+  for (int i = 0; i < workers; i++) {
+    struct slot *s = &o->slots[i];
+    s->o = o;
+    s->index = i;
+    snprintf(s->owner, sizeof s->owner, "%.60s:%ld:w%d", host, (long)getpid(), i);
+    if (pthread_create(&s->thread, NULL, worker_main, s) != 0) {
+      snprintf(errbuf, errlen, "cannot start worker thread %d", i);
+      orch_stop(o, 0);
+      return ERR_NOMEM;
+    }
+    o->n_slots++;
+  }
+  if (pthread_create(&o->supervisor, NULL, supervisor_main, o) == 0)
+    o->has_supervisor = 1;
+  *out = o;
+  return ERR_OK;
+}
+
+void orch_stop(struct orch *o, int grace_ms)
+{
+  int64_t until = mono_ms() + grace_ms;
+  int busy;
+
+  if (!o)
+    return;
+  atomic_store(&o->stopping, 1);
+  orch_wake(o);
+  do {
+    busy = 0;
+    for (int i = 0; i < o->n_slots; i++)
+      busy |= atomic_load(&o->slots[i].job_id) != 0;
+    if (busy)
+      sleep_ms(20);
+  } while (busy && mono_ms() < until);
+  for (int i = 0; i < o->n_slots; i++) {
+    if (atomic_load(&o->slots[i].job_id)) {
+      atomic_store(&o->slots[i].handback, 1);
+      atomic_store(&o->slots[i].cancel, 1);
+    }
+  }
+  for (int i = 0; i < o->n_slots; i++)
+    pthread_join(o->slots[i].thread, NULL);
+  if (o->has_supervisor)
+    pthread_join(o->supervisor, NULL);
+  pthread_cond_destroy(&o->cv);
+  pthread_mutex_destroy(&o->mu);
+  free(o->slots);
+  free(o);
+}

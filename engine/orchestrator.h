@@ -1,0 +1,74 @@
+/* engine/orchestrator.h — jobs from request to result.
+ *
+ * DESIGN
+ * Submission, approval and cancellation run on the caller's thread with the
+ * caller's own ledger connection: they plan, judge and move the job through
+ * the state machine (SPEC §5), every transition persisted before anything is
+ * announced.  Running happens elsewhere: `workers` threads each own a ledger
+ * connection, claim QUEUED jobs (oldest first, with a lease) and run their
+ * steps in order on the execution providers, stopping at the first failure.
+ * A supervisor thread with its own connection renews the leases of the jobs
+ * this process runs, turns cancel requests recorded in the ledger into a
+ * stop of the running step, and takes back jobs whose runner died.
+ * Results and progress are written to the outbox for the job's channel; the
+ * engine never calls a channel.
+ *
+ * Thread contract: orch_* may be called from any thread, each with its own
+ * ledger.  orch_start/orch_stop from the main thread only. */
+#ifndef SKYNET_ORCHESTRATOR_H
+#define SKYNET_ORCHESTRATOR_H
+
+#include <stdint.h>
+
+#include "config.h"
+#include "err.h"
+#include "job.h"
+#include "ledger/ledger.h"
+#include "registry.h"
+
+struct orch;
+
+struct submit_req {
+  const char *channel;      /* "console", "telegram", "http" */
+  int64_t chat_id;
+  int64_t user_id;
+  const char *text;         /* the request in words */
+  const char *plan_json;    /* a ready plan (model, API); NULL → offline planner */
+  const char *actor;        /* "user:42" */
+};
+
+struct submit_res {
+  int64_t job_id;           /* 0 if no job was made */
+  enum job_state state;     /* DENIED, AWAITING_APPROVAL, QUEUED or FAILED */
+  enum risk risk;
+  char *plan_text;          /* plan_describe(); malloc'd, may be NULL */
+  char *summary;            /* malloc'd, may be NULL */
+  char reason[512];         /* policy reason, or why planning failed */
+};
+
+/* Starts `workers` worker threads (0 = none) and the supervisor.
+ * cfg and reg must outlive the orchestrator. */
+enum err orch_start(const struct cfg *cfg, const struct registry *reg,
+                    int workers, struct orch **out, char *errbuf, size_t errlen);
+/* Stops claiming, lets running jobs finish for up to grace_ms, then stops
+ * them and hands them back to the queue; joins every thread; frees o. */
+void orch_stop(struct orch *o, int grace_ms);
+
+enum err orch_submit(struct orch *o, struct ledger *l, const struct submit_req *r,
+                     struct submit_res *out);
+void submit_res_release(struct submit_res *r);
+
+/* approve != 0: AWAITING_APPROVAL → APPROVED → QUEUED; else → DENIED.
+ * ERR_STATE when the job is not awaiting approval. */
+enum err orch_decide(struct orch *o, struct ledger *l, int64_t id, int approve,
+                     const char *actor);
+/* Cancels a job in any non-final state; a running one is stopped at once
+ * when it runs in this process, else at its runner's next heartbeat. */
+enum err orch_cancel(struct orch *o, struct ledger *l, int64_t id, const char *actor);
+/* Wakes idle workers: new work is queued.  Any thread. */
+void orch_wake(struct orch *o);
+
+/* "#4 SUCCEEDED · exit 0 · 1.2s" + output tail; malloc'd. */
+char *orch_format_result(const struct job *j, size_t tail_max);
+
+#endif

@@ -1,0 +1,398 @@
+/* The ledger suite: every backend must pass it.  Runs against SQLite in a
+ * temp dir, and against PostgreSQL when SKYNET_TEST_PG_URL is set. */
+#include <pthread.h>
+
+#include "../harness.h"
+#include "../testutil.h"
+#include "engine/ledger/ledger.h"
+#include "engine/log.h"
+
+static char g_url[1024];
+
+static struct ledger *open_l(void)
+{
+  struct ledger *l = NULL;
+  char err[256];
+  int applied;
+
+  if (ledger_open(g_url, &l, err, sizeof err)) {
+    fprintf(stderr, "open: %s\n", err);
+    return NULL;
+  }
+  if (l->ops->migrate(l, &applied)) {
+    ledger_close(l);
+    return NULL;
+  }
+  return l;
+}
+
+static int64_t new_job(struct ledger *l, const char *text)
+{
+  struct job j = {0};
+
+  j.channel = "console";
+  j.chat_id = 7;
+  j.user_id = 1;
+  j.text = (char *)text;
+  if (l->ops->job_create(l, &j, "test"))
+    return 0;
+  return j.id;
+}
+
+/* Walks a job to QUEUED through the legal path. */
+static int queue_job(struct ledger *l, int64_t id)
+{
+  return l->ops->job_transition(l, id, JOB_CREATED, JOB_PLANNED, "t", NULL) ||
+         l->ops->job_transition(l, id, JOB_PLANNED, JOB_QUEUED, "t", NULL);
+}
+
+TEST(migrate_is_idempotent)
+{
+  struct ledger *l = open_l();
+  int applied = -1, v = 0;
+
+  ASSERT(l);
+  ASSERT_EQ(l->ops->migrate(l, &applied), ERR_OK);
+  ASSERT_EQ(applied, 0);
+  ASSERT_EQ(l->ops->schema_version(l, &v), ERR_OK);
+  ASSERT(v >= 1);
+  ledger_close(l);
+}
+
+TEST(create_get_and_transitions)
+{
+  struct ledger *l = open_l();
+  struct job j;
+  struct transition *t;
+  size_t n;
+  int64_t id;
+
+  ASSERT(l);
+  id = new_job(l, "check disk");
+  ASSERT(id > 0);
+  ASSERT_EQ(l->ops->job_get(l, id, &j), ERR_OK);
+  ASSERT_EQ(j.state, JOB_CREATED);
+  ASSERT_STREQ(j.text, "check disk");
+  ASSERT_STREQ(j.channel, "console");
+  job_release(&j);
+  ASSERT_EQ(l->ops->job_set_plan(l, id, "{\"steps\":[]}", "sum", RISK_WRITE), ERR_OK);
+  ASSERT_EQ(l->ops->job_transition(l, id, JOB_CREATED, JOB_PLANNED, "planner", NULL), ERR_OK);
+  /* compare-and-set: wrong from-state and illegal edges change nothing */
+  ASSERT_EQ(l->ops->job_transition(l, id, JOB_CREATED, JOB_PLANNED, "x", NULL), ERR_STATE);
+  ASSERT_EQ(l->ops->job_transition(l, id, JOB_PLANNED, JOB_SUCCEEDED, "x", NULL), ERR_STATE);
+  ASSERT_EQ(l->ops->job_transition(l, 999999, JOB_PLANNED, JOB_QUEUED, "x", NULL), ERR_NOTFOUND);
+  ASSERT_EQ(l->ops->job_transition(l, id, JOB_PLANNED, JOB_AWAITING_APPROVAL, "policy", "rm"), ERR_OK);
+  ASSERT_EQ(l->ops->job_get(l, id, &j), ERR_OK);
+  ASSERT_EQ(j.state, JOB_AWAITING_APPROVAL);
+  ASSERT_EQ(j.risk, RISK_WRITE);
+  ASSERT_STREQ(j.summary, "sum");
+  ASSERT_STREQ(j.reason, "rm");
+  job_release(&j);
+  ASSERT_EQ(l->ops->job_transitions(l, id, &t, &n), ERR_OK);
+  ASSERT_EQ(n, 3);
+  ASSERT_EQ(t[0].has_from, 0);
+  ASSERT_EQ(t[0].to, JOB_CREATED);
+  ASSERT_EQ(t[2].from, JOB_PLANNED);
+  ASSERT_EQ(t[2].to, JOB_AWAITING_APPROVAL);
+  ASSERT_STREQ(t[2].actor, "policy");
+  ASSERT(t[2].at > 0);
+  transition_list_free(t, n);
+  ledger_close(l);
+}
+
+TEST(claim_heartbeat_finish)
+{
+  struct ledger *l = open_l();
+  struct job j;
+  int cancel = -1;
+  int64_t a, b;
+
+  ASSERT(l);
+  a = new_job(l, "a");
+  b = new_job(l, "b");
+  ASSERT(!queue_job(l, a) && !queue_job(l, b));
+  ASSERT_EQ(l->ops->job_claim(l, "w1", 5000, a, &j), ERR_OK);
+  ASSERT_EQ(j.id, a);
+  ASSERT_EQ(j.state, JOB_RUNNING);
+  ASSERT_STREQ(j.lease_owner, "w1");
+  ASSERT_EQ(j.attempts, 1);
+  job_release(&j);
+  ASSERT_EQ(l->ops->job_claim(l, "w2", 5000, a, &j), ERR_NOTFOUND);
+  ASSERT_EQ(l->ops->job_heartbeat(l, a, "w1", 5000, &cancel), ERR_OK);
+  ASSERT_EQ(cancel, 0);
+  ASSERT_EQ(l->ops->job_heartbeat(l, a, "w2", 5000, &cancel), ERR_STATE);
+  ASSERT_EQ(l->ops->job_request_cancel(l, a), ERR_OK);
+  ASSERT_EQ(l->ops->job_heartbeat(l, a, "w1", 5000, &cancel), ERR_OK);
+  ASSERT_EQ(cancel, 1);
+  ASSERT_EQ(l->ops->job_finish(l, a, "w2", JOB_SUCCEEDED, 0, "x", NULL), ERR_STATE);
+  ASSERT_EQ(l->ops->job_finish(l, a, "w1", JOB_FAILED, 3, "boom", "step 1 exited with 3"), ERR_OK);
+  ASSERT_EQ(l->ops->job_get(l, a, &j), ERR_OK);
+  ASSERT_EQ(j.state, JOB_FAILED);
+  ASSERT_EQ(j.has_exit_code, 1);
+  ASSERT_EQ(j.exit_code, 3);
+  ASSERT_STREQ(j.output_tail, "boom");
+  ASSERT(j.lease_owner == NULL);
+  job_release(&j);
+  ASSERT_EQ(l->ops->job_heartbeat(l, a, "w1", 5000, &cancel), ERR_STATE);
+  ledger_close(l);
+}
+
+TEST(expired_leases_are_found)
+{
+  struct ledger *l = open_l();
+  struct job j, *v;
+  size_t n;
+  int64_t id;
+
+  ASSERT(l);
+  id = new_job(l, "lease");
+  ASSERT(!queue_job(l, id));
+  ASSERT_EQ(l->ops->job_claim(l, "gone", 1, id, &j), ERR_OK);
+  job_release(&j);
+  tu_sleep_ms(20);
+  ASSERT_EQ(l->ops->job_expired(l, ledger_now_ms(), &v, &n), ERR_OK);
+  int found = 0;
+  for (size_t i = 0; i < n; i++)
+    found |= v[i].id == id;
+  job_list_free(v, n);
+  ASSERT(found);
+  ASSERT_EQ(l->ops->job_transition(l, id, JOB_RUNNING, JOB_QUEUED, "sup", "requeue"), ERR_OK);
+  ASSERT_EQ(l->ops->job_get(l, id, &j), ERR_OK);
+  ASSERT(j.lease_owner == NULL);
+  ASSERT_EQ(j.state, JOB_QUEUED);
+  job_release(&j);
+  ledger_close(l);
+}
+
+struct race {
+  int64_t first, last;
+  int claimed;
+};
+
+static void *racer(void *arg)
+{
+  struct race *r = arg;
+  struct ledger *l = open_l();
+  char owner[32];
+  struct job j;
+
+  snprintf(owner, sizeof owner, "r%p", (void *)r);
+  while (l && l->ops->job_claim(l, owner, 5000, 0, &j) == ERR_OK) {
+    if (j.id >= r->first && j.id <= r->last)
+      r->claimed++;
+    l->ops->job_finish(l, j.id, owner, JOB_SUCCEEDED, 0, "", NULL);
+    job_release(&j);
+  }
+  ledger_close(l);
+  return NULL;
+}
+
+TEST(concurrent_claims_take_each_job_once)
+{
+  struct ledger *l = open_l();
+  struct race r[4];
+  pthread_t t[4];
+  int64_t first = 0, last = 0;
+  int total = 0;
+
+  ASSERT(l);
+  for (int i = 0; i < 40; i++) {
+    int64_t id = new_job(l, "race");
+    ASSERT(id && !queue_job(l, id));
+    if (!first)
+      first = id;
+    last = id;
+  }
+  for (int i = 0; i < 4; i++) {
+    r[i] = (struct race){first, last, 0};
+    pthread_create(&t[i], NULL, racer, &r[i]);
+  }
+  for (int i = 0; i < 4; i++) {
+    pthread_join(t[i], NULL);
+    total += r[i].claimed;
+  }
+  ASSERT_EQ(total, 40);
+  ledger_close(l);
+}
+
+TEST(list_filters_and_orders)
+{
+  struct ledger *l = open_l();
+  struct job_filter f = {"console", 7, 0, JOB_CREATED, 1000};
+  struct job *v;
+  size_t n;
+  int64_t id;
+
+  ASSERT(l);
+  id = new_job(l, "newest");
+  ASSERT_EQ(l->ops->job_list(l, &f, &v, &n), ERR_OK);
+  ASSERT(n >= 1);
+  ASSERT_EQ(v[0].id, id);
+  for (size_t i = 0; i < n; i++)
+    ASSERT_EQ(v[i].state, JOB_CREATED);
+  job_list_free(v, n);
+  f.chat_id = 8;
+  ASSERT_EQ(l->ops->job_list(l, &f, &v, &n), ERR_OK);
+  ASSERT_EQ(n, 0);
+  job_list_free(v, n);
+  ledger_close(l);
+}
+
+TEST(steps_messages_outbox_kv)
+{
+  struct ledger *l = open_l();
+  struct job_step_rec r = {0}, *sv;
+  struct chat_msg *mv;
+  struct outbox_msg m = {0}, *ov;
+  size_t n;
+  int64_t id, oid;
+  char *val;
+
+  ASSERT(l);
+  id = new_job(l, "s");
+  r.idx = 0;
+  r.state = "RUNNING";
+  ASSERT_EQ(l->ops->step_record(l, id, &r), ERR_OK);
+  r.state = "SUCCEEDED";
+  r.has_exit_code = 1;
+  r.output_tail = "done";
+  ASSERT_EQ(l->ops->step_record(l, id, &r), ERR_OK);
+  ASSERT_EQ(l->ops->step_list(l, id, &sv, &n), ERR_OK);
+  ASSERT_EQ(n, 1);
+  ASSERT_STREQ(sv[0].state, "SUCCEEDED");
+  ASSERT_STREQ(sv[0].output_tail, "done");
+  job_step_list_free(sv, n);
+
+  for (int i = 0; i < 5; i++) {
+    char t[16];
+    snprintf(t, sizeof t, "m%d", i);
+    ASSERT_EQ(l->ops->msg_append(l, "console", 4242, i % 2 ? "assistant" : "user", t), ERR_OK);
+  }
+  ASSERT_EQ(l->ops->msg_recent(l, "console", 4242, 3, &mv, &n), ERR_OK);
+  ASSERT_EQ(n, 3);
+  ASSERT_STREQ(mv[0].text, "m2");
+  ASSERT_STREQ(mv[2].text, "m4");
+  chat_msg_list_free(mv, n);
+
+  m.channel = "unit";
+  m.chat_id = 5;
+  m.text = "hello";
+  m.edit_key = "job:1:progress";
+  ASSERT_EQ(l->ops->outbox_put(l, &m, &oid), ERR_OK);
+  ASSERT_EQ(l->ops->outbox_pending(l, "unit", ledger_now_ms(), 10, &ov, &n), ERR_OK);
+  ASSERT_EQ(n, 1);
+  ASSERT_STREQ(ov[0].text, "hello");
+  ASSERT_STREQ(ov[0].edit_key, "job:1:progress");
+  outbox_list_free(ov, n);
+  ASSERT_EQ(l->ops->outbox_retry(l, oid, ledger_now_ms() + 60000, "429"), ERR_OK);
+  ASSERT_EQ(l->ops->outbox_pending(l, "unit", ledger_now_ms(), 10, &ov, &n), ERR_OK);
+  ASSERT_EQ(n, 0);
+  outbox_list_free(ov, n);
+  ASSERT_EQ(l->ops->outbox_retry(l, oid, 0, "again"), ERR_OK);
+  ASSERT_EQ(l->ops->outbox_pending(l, "unit", ledger_now_ms(), 10, &ov, &n), ERR_OK);
+  ASSERT_EQ(n, 1);
+  ASSERT_EQ(ov[0].attempts, 2);
+  outbox_list_free(ov, n);
+  ASSERT_EQ(l->ops->outbox_done(l, oid), ERR_OK);
+  ASSERT_EQ(l->ops->outbox_pending(l, "unit", ledger_now_ms(), 10, &ov, &n), ERR_OK);
+  ASSERT_EQ(n, 0);
+  outbox_list_free(ov, n);
+
+  ASSERT_EQ(l->ops->kv_get(l, "offset", &val), ERR_NOTFOUND);
+  ASSERT_EQ(l->ops->kv_set(l, "offset", "10"), ERR_OK);
+  ASSERT_EQ(l->ops->kv_set(l, "offset", "11"), ERR_OK);
+  ASSERT_EQ(l->ops->kv_get(l, "offset", &val), ERR_OK);
+  ASSERT_STREQ(val, "11");
+  free(val);
+  ledger_close(l);
+}
+
+TEST(transactions_roll_back_together)
+{
+  struct ledger *l = open_l();
+  struct outbox_msg m = {0}, *ov;
+  char *val = NULL;
+  size_t n;
+
+  ASSERT(l);
+  m.channel = "txtest";
+  m.text = "reply";
+  ASSERT_EQ(l->ops->begin(l), ERR_OK);
+  ASSERT_EQ(l->ops->begin(l), ERR_STATE);
+  ASSERT_EQ(l->ops->outbox_put(l, &m, NULL), ERR_OK);
+  ASSERT_EQ(l->ops->kv_set(l, "txoffset", "5"), ERR_OK);
+  ASSERT_EQ(l->ops->rollback(l), ERR_OK);
+  ASSERT_EQ(l->ops->kv_get(l, "txoffset", &val), ERR_NOTFOUND);
+  ASSERT_EQ(l->ops->outbox_pending(l, "txtest", ledger_now_ms(), 10, &ov, &n), ERR_OK);
+  ASSERT_EQ(n, 0);
+  outbox_list_free(ov, n);
+  ASSERT_EQ(l->ops->begin(l), ERR_OK);
+  ASSERT_EQ(l->ops->outbox_put(l, &m, NULL), ERR_OK);
+  ASSERT_EQ(l->ops->kv_set(l, "txoffset", "6"), ERR_OK);
+  ASSERT_EQ(l->ops->commit(l), ERR_OK);
+  ASSERT_EQ(l->ops->kv_get(l, "txoffset", &val), ERR_OK);
+  ASSERT_STREQ(val, "6");
+  free(val);
+  ledger_close(l);
+}
+
+TEST(data_survives_reopen)
+{
+  struct ledger *l = open_l();
+  struct job j;
+  int64_t id;
+
+  ASSERT(l);
+  id = new_job(l, "persist me");
+  ledger_close(l);
+  l = open_l();
+  ASSERT(l);
+  ASSERT_EQ(l->ops->job_get(l, id, &j), ERR_OK);
+  ASSERT_STREQ(j.text, "persist me");
+  job_release(&j);
+  ledger_close(l);
+}
+
+TEST(bad_urls_are_refused)
+{
+  struct ledger *l;
+  char err[256];
+
+  ASSERT_EQ(ledger_open("mysql://x", &l, err, sizeof err), ERR_CONFIG);
+  ASSERT_CONTAINS(err, "sqlite://");
+  ASSERT_EQ(ledger_open("sqlite:///nonexistent-dir/x/y.db", &l, err, sizeof err), ERR_DB);
+  ASSERT_CONTAINS(err, "cannot open");
+}
+
+static void run_suite(void)
+{
+  RUN(migrate_is_idempotent);
+  RUN(create_get_and_transitions);
+  RUN(claim_heartbeat_finish);
+  RUN(expired_leases_are_found);
+  RUN(concurrent_claims_take_each_job_once);
+  RUN(list_filters_and_orders);
+  RUN(steps_messages_outbox_kv);
+  RUN(transactions_roll_back_together);
+  RUN(data_survives_reopen);
+  RUN(bad_urls_are_refused);
+}
+
+int main(void)
+{
+  char dir[512];
+  const char *pg = getenv("SKYNET_TEST_PG_URL");
+
+  log_setup(LOGL_ERROR, 0, NULL);
+  tu_tmpdir(dir, sizeof dir);
+  snprintf(g_url, sizeof g_url, "sqlite://%s/ledger.db", dir);
+  fprintf(stderr, "-- sqlite\n");
+  run_suite();
+  tu_rmrf(dir);
+  if (pg && *pg) {
+    snprintf(g_url, sizeof g_url, "%s", pg);
+    fprintf(stderr, "-- postgresql\n");
+    run_suite();
+  }
+  return test_summary();
+}
