@@ -223,13 +223,18 @@ static enum err cmd_task(struct req *r, const char *arg)
   sr.user_id = r->in->user_id;
   sr.text = arg;
   sr.actor = r->actor;
-  if ((e = orch_submit(r->c->orch, r->c->l, &sr, &res))) {
-    submit_res_release(&res);
+  /* The job and its announcement land together, so the plan is always shown
+   * before any progress of the job. */
+  if ((e = r->c->l->ops->begin(r->c->l)))
+    return e;
+  if (!(e = orch_submit(r->c->orch, r->c->l, &sr, &res)))
+    e = reply_submitted(r, &res);
+  submit_res_release(&res);
+  if (e) {
+    r->c->l->ops->rollback(r->c->l);
     return e;
   }
-  e = reply_submitted(r, &res);
-  submit_res_release(&res);
-  return e;
+  return r->c->l->ops->commit(r->c->l);
 }
 
 static void describe_transitions(struct req *r, int64_t id, struct buf *b)

@@ -10,8 +10,10 @@
 
 enum log_level { LOGL_DEBUG, LOGL_INFO, LOGL_WARN, LOGL_ERROR };
 
-/* Sets the level, the format (json != 0 for JSON lines) and the stream
- * (NULL = stderr).  Call before threads start; may be called again on reload. */
+/* Sets the level, the format (json > 0 for JSON lines, 0 for text, < 0 for
+ * auto: text when the stream is a terminal, JSON otherwise, as cfg.log_json)
+ * and the stream (NULL = stderr).  Call before threads start; may be called
+ * again on reload. */
 void log_setup(enum log_level level, int json, FILE *out);
 /* Parses "debug", "info", "warn"/"warning", "error"; returns -1 if unknown. */
 int log_level_parse(const char *s);
@@ -20,7 +22,8 @@ int log_level_parse(const char *s);
 void log_add_secret(const char *secret);
 /* Forgets every registered secret (tests, reload). */
 void log_clear_secrets(void);
-/* Returns a malloc'd copy of s with every registered secret redacted. */
+/* Returns a malloc'd copy of s with every registered secret redacted (NULL
+ * if s is NULL or memory ran out).  Any thread. */
 char *log_redact(const char *s);
 
 void log_msg(enum log_level level, const char *module, const char *fmt, ...)

@@ -248,7 +248,8 @@ static void rule_net(struct rules_ctx *c)
   }
   if ((svc = word_after(c->text, c->lower, "service ")) ||
       (svc = word_after(c->text, c->lower, "status of "))) {
-    add(c, action_step("service_status", "name", svc, "show the service status"));
+    if (!strchr("/.~", svc[0]) && strcasecmp(svc, "git") != 0 && strcasecmp(svc, "the") != 0)
+      add(c, action_step("service_status", "name", svc, "show the service status"));
     free(svc);
   }
 }
@@ -294,6 +295,18 @@ static char *route_provider(const struct cfg *cfg, char *text)
   return dup;
 }
 
+static int looks_like_prose(const char *text)
+{
+  static const char *const markers[] = {" of ", " the ", " in ", " for ", " please", NULL};
+
+  if (has_shell_syntax(text))
+    return 0;
+  for (int i = 0; markers[i]; i++)
+    if (strcasestr(text, markers[i]))
+      return 1;
+  return 0;
+}
+
 static int is_command_line(const char *text, const char **cmd)
 {
   size_t n;
@@ -330,11 +343,15 @@ enum err planner_offline(const struct cfg *cfg, const char *text,
   if (!(t = strdup(text + strspn(text, " \t\n"))))
     return ERR_NOMEM;
   provider = route_provider(cfg, t);
-  if (is_command_line(t, &cmd)) {
+  int command = is_command_line(t, &cmd);
+  /* "git status of /srv/app" is prose that starts with a program name. */
+  if (command && !looks_like_prose(cmd)) {
     steps = json_object_new_array();
     json_object_array_add(steps, command_step(cmd));
   } else {
     steps = keyword_steps(t);
+    if (command && !json_object_array_length(steps))
+      json_object_array_add(steps, command_step(cmd));
   }
   if (!json_object_array_length(steps)) {
     json_object_put(steps);
