@@ -1,0 +1,210 @@
+/* The orchestrator with real worker threads, the SQLite ledger and the local
+ * and mock providers: routing by risk, approval, timeouts, cancellation,
+ * stop at the first failing step, and hand-back on shutdown. */
+#include "../harness.h"
+#include "../testutil.h"
+#include "engine/config.h"
+#include "engine/ledger/ledger.h"
+#include "engine/log.h"
+#include "engine/orchestrator.h"
+#include "engine/registry.h"
+
+static struct cfg g_cfg;
+static struct registry g_reg;
+static struct orch *g_orch;
+static struct ledger *g_l;
+
+static int64_t submit_plan(const char *plan, enum job_state *state)
+{
+  struct submit_req r = {"unit", 1, 1, "test", plan, "test"};
+  struct submit_res res;
+
+  if (orch_submit(g_orch, g_l, &r, &res) != ERR_OK)
+    return 0;
+  *state = res.state;
+  submit_res_release(&res);
+  return res.job_id;
+}
+
+static enum job_state wait_final(int64_t id, int ms, struct job *out)
+{
+  long long until = tu_now_ms() + ms;
+
+  for (;;) {
+    if (g_l->ops->job_get(g_l, id, out) == ERR_OK) {
+      if (job_state_terminal(out->state) || tu_now_ms() > until)
+        return out->state;
+      job_release(out);
+    }
+    tu_sleep_ms(20);
+  }
+}
+
+TEST(read_only_runs_and_succeeds)
+{
+  enum job_state st;
+  struct job j;
+  int64_t id = submit_plan("{\"steps\":[{\"action\":\"shell\",\"args\":{\"argv\":[\"echo\",\"hi\"]}}]}", &st);
+
+  ASSERT(id > 0);
+  ASSERT_EQ(st, JOB_QUEUED);
+  ASSERT_EQ(wait_final(id, 10000, &j), JOB_SUCCEEDED);
+  ASSERT_EQ(j.exit_code, 0);
+  ASSERT_CONTAINS(j.output_tail, "hi");
+  job_release(&j);
+}
+
+TEST(write_waits_for_approval_then_runs)
+{
+  char dir[512], plan[1024];
+  enum job_state st;
+  struct job j;
+  int64_t id;
+
+  tu_tmpdir(dir, sizeof dir);
+  snprintf(plan, sizeof plan, "{\"steps\":[{\"action\":\"file_delete\",\"args\":{\"path\":\"%s\"}}]}", dir);
+  id = submit_plan(plan, &st);
+  ASSERT_EQ(st, JOB_AWAITING_APPROVAL);
+  tu_sleep_ms(300);
+  ASSERT_EQ(access(dir, F_OK), 0);
+  ASSERT_EQ(orch_decide(g_orch, g_l, id, 1, "op"), ERR_OK);
+  ASSERT_EQ(orch_decide(g_orch, g_l, id, 1, "op"), ERR_STATE);
+  ASSERT_EQ(wait_final(id, 10000, &j), JOB_SUCCEEDED);
+  job_release(&j);
+  ASSERT(access(dir, F_OK) != 0);
+}
+
+TEST(blocked_is_denied_and_never_runs)
+{
+  enum job_state st;
+  struct job j;
+  int64_t id = submit_plan("{\"steps\":[{\"action\":\"shell\",\"args\":{\"argv\":[\"rm\",\"-rf\",\"/\"]}}],"
+                           "\"risk\":\"READ_ONLY\"}", &st);
+
+  ASSERT_EQ(st, JOB_DENIED);
+  ASSERT_EQ(g_l->ops->job_get(g_l, id, &j), ERR_OK);
+  ASSERT_EQ(j.state, JOB_DENIED);
+  ASSERT(j.reason && *j.reason);
+  ASSERT_EQ(orch_decide(g_orch, g_l, id, 1, "op"), ERR_STATE);
+  job_release(&j);
+}
+
+TEST(first_failure_stops_the_job)
+{
+  enum job_state st;
+  struct job j;
+  struct job_step_rec *s;
+  size_t n;
+  int64_t id = submit_plan("{\"steps\":[{\"action\":\"shell\",\"args\":{\"argv\":[\"false\"]}},"
+                           "{\"action\":\"shell\",\"args\":{\"argv\":[\"echo\",\"after\"]}}]}", &st);
+
+  ASSERT_EQ(wait_final(id, 10000, &j), JOB_FAILED);
+  ASSERT_CONTAINS(j.reason, "step 1 exited with 1");
+  job_release(&j);
+  ASSERT_EQ(g_l->ops->step_list(g_l, id, &s, &n), ERR_OK);
+  ASSERT_EQ(n, 1);
+  job_step_list_free(s, n);
+}
+
+TEST(step_timeout_ends_timed_out)
+{
+  enum job_state st;
+  struct job j;
+  long long t0 = tu_now_ms();
+  int64_t id = submit_plan("{\"steps\":[{\"action\":\"shell\",\"args\":{\"argv\":[\"sleep\",\"30\"]},"
+                           "\"timeout_s\":1}]}", &st);
+
+  ASSERT_EQ(wait_final(id, 15000, &j), JOB_TIMED_OUT);
+  ASSERT_CONTAINS(j.reason, "step timeout");
+  ASSERT(tu_now_ms() - t0 < 8000);
+  job_release(&j);
+}
+
+TEST(cancel_running_and_queued)
+{
+  enum job_state st;
+  struct job j;
+  int64_t id = submit_plan("{\"steps\":[{\"action\":\"shell\",\"args\":{\"argv\":[\"sleep\",\"60\"]}}]}", &st);
+  long long t0;
+
+  for (int i = 0; i < 200; i++) {
+    ASSERT_EQ(g_l->ops->job_get(g_l, id, &j), ERR_OK);
+    st = j.state;
+    job_release(&j);
+    if (st == JOB_RUNNING)
+      break;
+    tu_sleep_ms(20);
+  }
+  ASSERT_EQ(st, JOB_RUNNING);
+  t0 = tu_now_ms();
+  ASSERT_EQ(orch_cancel(g_orch, g_l, id, "op"), ERR_OK);
+  ASSERT_EQ(wait_final(id, 5000, &j), JOB_CANCELLED);
+  ASSERT(tu_now_ms() - t0 < 3000);
+  job_release(&j);
+  ASSERT_EQ(orch_cancel(g_orch, g_l, id, "op"), ERR_STATE);
+  id = submit_plan("{\"steps\":[{\"action\":\"file_delete\",\"args\":{\"path\":\"/tmp/nothing-here\"}}]}", &st);
+  ASSERT_EQ(st, JOB_AWAITING_APPROVAL);
+  ASSERT_EQ(orch_cancel(g_orch, g_l, id, "op"), ERR_OK);
+  ASSERT_EQ(g_l->ops->job_get(g_l, id, &j), ERR_OK);
+  ASSERT_EQ(j.state, JOB_CANCELLED);
+  job_release(&j);
+}
+
+TEST(unknown_provider_fails_planning)
+{
+  enum job_state st;
+  int64_t id = submit_plan("{\"steps\":[{\"action\":\"uptime\",\"provider\":\"nowhere\"}]}", &st);
+
+  ASSERT(id > 0);
+  ASSERT_EQ(st, JOB_FAILED);
+}
+
+TEST(results_reach_the_outbox)
+{
+  struct outbox_msg *v;
+  size_t n;
+  int found = 0;
+
+  ASSERT_EQ(g_l->ops->outbox_pending(g_l, "unit", ledger_now_ms(), 1000, &v, &n), ERR_OK);
+  for (size_t i = 0; i < n; i++)
+    found |= strstr(v[i].text, "SUCCEEDED · exit 0") != NULL;
+  outbox_list_free(v, n);
+  ASSERT(found);
+}
+
+int main(void)
+{
+  char dir[512], env[600], err[256];
+
+  log_setup(LOGL_ERROR, 0, NULL);
+  tu_tmpdir(dir, sizeof dir);
+  snprintf(env, sizeof env, "%s/home", dir);
+  setenv("SKYNET_HOME", env, 1);
+  setenv("SKYNET_CONFIG", "", 1);
+  unsetenv("SKYNET_DATABASE_URL");
+  unsetenv("TELEGRAM_BOT_TOKEN");
+  if (cfg_load(&g_cfg, NULL, err, sizeof err) || ledger_open(g_cfg.database_url, &g_l, err, sizeof err)) {
+    fprintf(stderr, "setup: %s\n", err);
+    return 1;
+  }
+  int applied;
+  g_l->ops->migrate(g_l, &applied);
+  g_cfg.kill_grace_ms = 300;
+  registry_init(&g_reg, &g_cfg);
+  if (orch_start(&g_cfg, &g_reg, 2, &g_orch, err, sizeof err))
+    return 1;
+  RUN(read_only_runs_and_succeeds);
+  RUN(write_waits_for_approval_then_runs);
+  RUN(blocked_is_denied_and_never_runs);
+  RUN(first_failure_stops_the_job);
+  RUN(step_timeout_ends_timed_out);
+  RUN(cancel_running_and_queued);
+  RUN(unknown_provider_fails_planning);
+  RUN(results_reach_the_outbox);
+  orch_stop(g_orch, 1000);
+  registry_release(&g_reg);
+  ledger_close(g_l);
+  cfg_release(&g_cfg);
+  tu_rmrf(dir);
+  return test_summary();
+}
