@@ -91,6 +91,29 @@ static enum err replyf(struct req *r, const char *fmt, ...)
   return e;
 }
 
+/* ---- transactions ------------------------------------------------------ */
+
+/* Starts a transaction, or joins the channel's own (a channel may hold one
+ * to store an update's effects with its offset).  *own says who commits. */
+static enum err tx_join(struct ledger *l, int *own)
+{
+  enum err e = l->ops->begin(l);
+
+  *own = e == ERR_OK;
+  return e == ERR_STATE ? ERR_OK : e;
+}
+
+static enum err tx_finish(struct ledger *l, int own, enum err e)
+{
+  if (!own)
+    return e;
+  if (e) {
+    l->ops->rollback(l);
+    return e;
+  }
+  return l->ops->commit(l);
+}
+
 /* ---- access ------------------------------------------------------------- */
 
 static int is_allowed(const struct req *r)
@@ -225,16 +248,16 @@ static enum err cmd_task(struct req *r, const char *arg)
   sr.actor = r->actor;
   /* The job and its announcement land together, so the plan is always shown
    * before any progress of the job. */
-  if ((e = r->c->l->ops->begin(r->c->l)))
+  int own;
+  if ((e = tx_join(r->c->l, &own)))
     return e;
   if (!(e = orch_submit(r->c->orch, r->c->l, &sr, &res)))
     e = reply_submitted(r, &res);
   submit_res_release(&res);
-  if (e) {
-    r->c->l->ops->rollback(r->c->l);
+  if ((e = tx_finish(r->c->l, own, e)))
     return e;
-  }
-  return r->c->l->ops->commit(r->c->l);
+  orch_wake(r->c->orch);
+  return ERR_OK;
 }
 
 static void describe_transitions(struct req *r, int64_t id, struct buf *b)
@@ -323,12 +346,13 @@ static enum err cmd_list(struct req *r, const char *arg)
   return list_jobs(r, "Jobs:", 20);
 }
 
+static enum err decide_and_reply(struct req *r, int64_t id, int approve);
+
 /* Shared by /approve, /deny and the buttons. */
 static enum err decide(struct req *r, int64_t id, int approve)
 {
   struct job j;
   enum err e;
-  char key[64];
 
   if ((e = r->c->l->ops->job_get(r->c->l, id, &j)) == ERR_NOTFOUND || (!e && !job_visible(r, &j))) {
     job_release(&j);
@@ -349,21 +373,39 @@ static enum err decide(struct req *r, int64_t id, int approve)
                j.risk == RISK_ADMIN ? "an admin" : "an admin or an allowed user");
   } else if (!approve && !is_allowed(r)) {
     e = reply(r, "You may not deny this job.");
-  } else if ((e = orch_decide(r->c->orch, r->c->l, id, approve, r->actor)) == ERR_STATE) {
+  } else if ((e = decide_and_reply(r, id, approve)) == ERR_STATE) {
     e = replyf(r, "#%" PRId64 " is no longer awaiting approval; nothing changed.", id);
-  } else if (!e) {
+  }
+  job_release(&j);
+  return e;
+}
+
+/* The decision and its announcement land in one transaction, so the outcome
+ * is always shown before any progress of the job. */
+static enum err decide_and_reply(struct req *r, int64_t id, int approve)
+{
+  struct ledger *l = r->c->l;
+  char key[64], text[160];
+  enum err e;
+
+  int own;
+
+  if ((e = tx_join(l, &own)))
+    return e;
+  if (!(e = orch_decide(r->c->orch, l, id, approve, r->actor))) {
     snprintf(r->out->callback_answer, sizeof r->out->callback_answer, "#%" PRId64 " %s.",
              id, approve ? "approved" : "denied");
     snprintf(key, sizeof key, "job:%" PRId64 ":plan", id);
-    char text[160];
     snprintf(text, sizeof text, approve ? "#%" PRId64 " QUEUED: approved by %s."
                                         : "#%" PRId64 " DENIED by %s. Nothing was run.",
              id, r->actor);
     /* A button press edits the plan message to show the outcome. */
     e = reply_full(r, text, NULL, r->in->callback_data ? key : NULL, id);
   }
-  job_release(&j);
-  return e;
+  if ((e = tx_finish(l, own, e)))
+    return e;
+  orch_wake(r->c->orch);
+  return ERR_OK;
 }
 
 static enum err cmd_approve(struct req *r, const char *arg)

@@ -127,7 +127,9 @@ char *orch_format_result(const struct job *j, size_t tail_max)
   if (j->has_exit_code)
     buf_printf(&b, " · exit %d", j->exit_code);
   buf_printf(&b, " · %.1fs", secs);
-  if (j->reason && *j->reason)
+  /* A reason explains an ending other than success, or a pending approval. */
+  if (j->reason && *j->reason && j->state != JOB_SUCCEEDED &&
+      (job_state_terminal(j->state) || j->state == JOB_AWAITING_APPROVAL))
     buf_printf(&b, "\n%s", j->reason);
   if (j->output_tail && *j->output_tail) {
     const char *t = tail_of(j->output_tail, tail_max);
@@ -185,8 +187,10 @@ static enum err plan_job(struct orch *o, const struct submit_req *r,
       e = plan_parse(json, strlen(json), p, why, n);
     free(json);
   }
-  if (!e && !check_providers(o, p, why, n))
+  if (!e && !check_providers(o, p, why, n)) {
+    plan_release(p);
     e = ERR_INVAL;
+  }
   if (!e)
     plan_assess(p);
   return e;
@@ -266,16 +270,20 @@ enum err orch_decide(struct orch *o, struct ledger *l, int64_t id, int approve,
   if (!approve)
     return l->ops->job_transition(l, id, JOB_AWAITING_APPROVAL, JOB_DENIED, actor,
                                   "denied by a person");
-  if ((e = l->ops->begin(l)))
+  /* Both steps land together; inside a caller's transaction (ERR_STATE from
+   * begin) they join it and the caller commits. */
+  int own = (e = l->ops->begin(l)) == ERR_OK;
+  if (e && e != ERR_STATE)
     return e;
   e = l->ops->job_transition(l, id, JOB_AWAITING_APPROVAL, JOB_APPROVED, actor, NULL);
   if (!e)
     e = l->ops->job_transition(l, id, JOB_APPROVED, JOB_QUEUED, actor, NULL);
   if (e) {
-    l->ops->rollback(l);
+    if (own)
+      l->ops->rollback(l);
     return e;
   }
-  if ((e = l->ops->commit(l)))
+  if (own && (e = l->ops->commit(l)))
     return e;
   orch_wake(o);
   return ERR_OK;
