@@ -8,6 +8,7 @@
 
 #include "bot/console.h"
 #include "bot/conv.h"
+#include "bot/telegram.h"
 #include "engine/config.h"
 #include "engine/ledger/ledger.h"
 #include "engine/log.h"
@@ -179,9 +180,13 @@ static int cmd_doctor(const struct cfg *c)
     bad |= doctor_line(version > 0, "database", line);
     ledger_close(l);
   }
-  if (c->telegram_token)
-    bad |= doctor_line(0, "telegram", "a token is set but this build has no Telegram channel yet");
-  else
+  if (c->telegram_token) {
+    struct tg *tg = NULL;
+    if (tg_open(c, &tg, err, sizeof err) == ERR_OK)
+      snprintf(err, sizeof err, "getMe ok: %s", tg_bot_name(tg));
+    bad |= doctor_line(tg != NULL, "telegram", err);
+    tg_free(tg);
+  } else
     bad |= doctor_line(1, "telegram", "no token: console channel");
   if (strcmp(c->llm_provider, "offline") == 0)
     bad |= doctor_line(1, "llm", "offline planner");
@@ -227,21 +232,27 @@ static void stop_runtime(const struct cfg *c, struct runtime *rt)
 static int cmd_run(const struct cfg *c)
 {
   struct runtime rt;
+  struct tg *tg = NULL;
+  char err[512];
   int rc;
 
-  if (c->telegram_token) {
-    fprintf(stderr, "skynet: key 'telegram.token' is set, but this build has no Telegram "
-                    "channel yet; unset it to use the console\n");
-    return 2;
-  }
-  if (start_runtime(c, c->workers, &rt))
+  if (c->telegram_token && tg_open(c, &tg, err, sizeof err)) {
+    log_error("main", "%s", err);
+    fprintf(stderr, "skynet: %s\n", err);
     return 1;
+  }
+  if (start_runtime(c, c->workers, &rt)) {
+    tg_free(tg);
+    return 1;
+  }
   if (conv_new(c, &rt.reg, rt.orch, rt.l, &rt.conv)) {
     stop_runtime(c, &rt);
+    tg_free(tg);
     return 1;
   }
-  rc = console_run(rt.conv, rt.l, &g_stop);
+  rc = tg ? tg_run(tg, rt.conv, rt.l, &g_stop) : console_run(rt.conv, rt.l, &g_stop);
   stop_runtime(c, &rt);
+  tg_free(tg);
   return rc;
 }
 

@@ -496,7 +496,10 @@ static void *worker_main(void *arg)
     if (e) {
       if (e != ERR_NOTFOUND)
         sleep_ms(200);
-      wait_for_work(o, 500);
+      /* A shared ledger wakes us when any process queues a job (PostgreSQL
+       * LISTEN/NOTIFY); short waits so that stopping is noticed. */
+      if (!l->ops->wait_for_work || l->ops->wait_for_work(l, 250) == ERR_DB)
+        wait_for_work(o, l->ops->wait_for_work ? 200 : 500);
       continue;
     }
     atomic_store(&s->cancel, 0);

@@ -15,6 +15,11 @@ echo "== build (asan+ubsan)"
 cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DSKYNET_SANITIZE=ON >/dev/null
 cmake --build build-asan -j "$jobs" >/dev/null
 
+# A throwaway PostgreSQL for the ledger tests: exports SKYNET_TEST_PG_URL,
+# stopped on exit; under CI=true a server that cannot start fails the run.
+. tests/pg.sh
+pg_test_start
+
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 status=0

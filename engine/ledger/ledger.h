@@ -132,7 +132,9 @@ struct ledger_ops {
                          const char *output_tail, const char *reason);
   enum err (*job_request_cancel)(struct ledger *l, int64_t id);
   /* RUNNING jobs whose lease ended before now_ms (or held by owner_prefix
-   * when given, for a process that restarts under the same name). */
+   * when given, for a process that restarts under the same name).
+   * PostgreSQL uses the database clock, which set the leases, instead of
+   * now_ms, so lease expiry does not depend on the caller's clock. */
   enum err (*job_expired)(struct ledger *l, int64_t now_ms,
                           struct job **out, size_t *n);
   enum err (*job_transitions)(struct ledger *l, int64_t id,
@@ -164,6 +166,13 @@ struct ledger_ops {
   /* ERR_NOTFOUND when the key is absent. */
   enum err (*kv_get)(struct ledger *l, const char *key, char **value);
   enum err (*kv_set)(struct ledger *l, const char *key, const char *value);
+
+  /* Optional (NULL when the backend cannot; sqlite): blocks up to timeout_ms
+   * until another connection, in any process, moves a job to QUEUED.  ERR_OK
+   * on such a wake-up, ERR_TIMEOUT when none came, ERR_DB on a lost
+   * connection (reset for the next call).  Wake-ups may be spurious: claim
+   * and see.  Not inside begin/commit (ERR_STATE). */
+  enum err (*wait_for_work)(struct ledger *l, int timeout_ms);
 };
 
 struct ledger {
@@ -193,7 +202,8 @@ void outbox_list_free(struct outbox_msg *v, size_t n);
 extern const struct ledger_ops ledger_sqlite_ops;
 enum err ledger_sqlite_open(const char *path, struct ledger **out, char *errbuf,
                             size_t errlen);
-/* PostgreSQL backend; ERR_UNSUPPORTED until it lands. */
+/* PostgreSQL backend: url is a libpq connection URI (postgresql://...). */
+extern const struct ledger_ops ledger_pg_ops;
 enum err ledger_pg_open(const char *url, struct ledger **out, char *errbuf,
                         size_t errlen);
 

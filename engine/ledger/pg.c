@@ -1,17 +1,1022 @@
-/* engine/ledger/pg.c — the PostgreSQL backend.
+/* engine/ledger/pg.c — the PostgreSQL ledger backend (libpq).
  *
- * Not implemented yet: opening a postgresql:// URL says so instead of
- * pretending.  The SQLite backend is the embedded default. */
+ * DESIGN: one PGconn per struct ledger, so per thread, as with SQLite.  Every
+ * statement is parameterised (PQexecParams, text format).  Writes that must be
+ * atomic run in one transaction; compare-and-set state changes are
+ * "UPDATE ... WHERE state = $from" whose row count decides, and job_claim
+ * picks the oldest QUEUED row with FOR UPDATE SKIP LOCKED so that many
+ * processes on many machines claim each job once without waiting on each
+ * other.
+ *
+ * Time: leases and every timestamp written are taken from the database clock
+ * (clock_timestamp() in unix ms), never the caller's, so lease expiry means
+ * the same thing to every machine whatever their clocks say.  job_expired
+ * therefore compares with the database clock too and ignores its now_ms
+ * argument (the caller's clock).
+ *
+ * Wake-ups: a job entering QUEUED sends NOTIFY skynet_jobs in the same
+ * transaction (delivered on commit).  wait_for_work LISTENs on first use and
+ * waits on the connection's socket, so an idle worker starts within
+ * milliseconds without polling.
+ *
+ * Reconnects: when a statement fails and the connection is bad, it is reset
+ * with PQreset; outside a transaction the statement is retried once.  Inside
+ * one the error is returned: the transaction is lost with the connection, and
+ * until the caller's rollback every statement and commit fails rather than
+ * run outside it. */
 #include "ledger.h"
 
+#include <errno.h>
+#include <libpq-fe.h>
+#include <poll.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../log.h"
+#include "migrations.h"
+
+#define NOW_MS "(extract(epoch from clock_timestamp()) * 1000)::bigint"
+#define MAX_PARAMS 12
+/* Any constant shared by every skynet process: serialises migrations. */
+#define MIGRATE_LOCK_KEY "727370001"
+
+struct pg_ledger {
+  struct ledger base;
+  PGconn *c;
+  int in_tx;                /* inside a caller's begin/commit */
+  int tx_lost;              /* the connection, and so the caller's
+                             * transaction, was lost: only rollback helps */
+  int own_tx;               /* inside a transaction of one operation */
+  int listening;            /* LISTEN skynet_jobs issued on this session */
+};
+
+struct params {
+  const char *v[MAX_PARAMS];
+  char num[MAX_PARAMS][24];
+  int n;
+};
+
+static struct pg_ledger *pl_of(struct ledger *l)
+{
+  return (struct pg_ledger *)l;
+}
+
+static void par_text(struct params *p, const char *s)
+{
+  p->v[p->n++] = s;
+}
+
+static void par_i64(struct params *p, int64_t x)
+{
+  snprintf(p->num[p->n], sizeof p->num[p->n], "%lld", (long long)x);
+  p->v[p->n] = p->num[p->n];
+  p->n++;
+}
+
+/* Stores a redacted, one-line error message and logs it. */
+static enum err pl_fail(struct pg_ledger *s, const char *what, const char *msg)
+{
+  char *red = log_redact(msg ? msg : "?");
+  char *nl;
+
+  snprintf(s->base.errmsg, sizeof s->base.errmsg, "%s: %s", what,
+           red ? red : "?");
+  free(red);
+  if ((nl = strchr(s->base.errmsg, '\n')))
+    *nl = '\0';
+  log_error("ledger", "postgresql %s", s->base.errmsg);
+  return ERR_DB;
+}
+
+static int res_ok(const PGresult *r)
+{
+  ExecStatusType st = PQresultStatus(r);
+
+  return st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK;
+}
+
+static PGresult *run_once(struct pg_ledger *s, const char *sql,
+                          const struct params *p)
+{
+  return PQexecParams(s->c, sql, p ? p->n : 0, NULL, p ? p->v : NULL, NULL,
+                      NULL, 0);
+}
+
+/* Runs one statement.  On success *out (when given) holds the result for the
+ * caller to PQclear; on failure nothing is held. */
+static enum err pl_q(struct pg_ledger *s, const char *sql,
+                     const struct params *p, PGresult **out)
+{
+  PGresult *r;
+
+  /* Never let a statement of a lost transaction autocommit on a new
+   * connection. */
+  if (s->tx_lost)
+    return pl_fail(s, "query", "the transaction was lost with its connection");
+  r = run_once(s, sql, p);
+  if (!res_ok(r) && PQstatus(s->c) == CONNECTION_BAD) {
+    pl_fail(s, "connection lost", r && *PQresultErrorMessage(r) ?
+                                  PQresultErrorMessage(r) : PQerrorMessage(s->c));
+    PQclear(r);
+    r = NULL;
+    log_warn("ledger", "postgresql reconnecting");
+    PQreset(s->c);
+    s->listening = 0;
+    if (s->in_tx || s->own_tx) {
+      s->tx_lost = s->in_tx;
+      return ERR_DB;
+    }
+    if (PQstatus(s->c) != CONNECTION_OK)
+      return pl_fail(s, "reconnect", PQerrorMessage(s->c));
+    r = run_once(s, sql, p);
+  }
+  if (!res_ok(r)) {
+    pl_fail(s, "query", r ? PQresultErrorMessage(r) : PQerrorMessage(s->c));
+    PQclear(r);
+    return ERR_DB;
+  }
+  if (out)
+    *out = r;
+  else
+    PQclear(r);
+  return ERR_OK;
+}
+
+/* Runs a statement and reports how many rows it changed. */
+static enum err pl_changes(struct pg_ledger *s, const char *sql,
+                           const struct params *p, long *changed)
+{
+  PGresult *r;
+  enum err e = pl_q(s, sql, p, &r);
+
+  if (e)
+    return e;
+  *changed = strtol(PQcmdTuples(r), NULL, 10);
+  PQclear(r);
+  return ERR_OK;
+}
+
+static char *col_text(const PGresult *r, int row, int col)
+{
+  return PQgetisnull(r, row, col) ? NULL : strdup(PQgetvalue(r, row, col));
+}
+
+static int64_t col_i64(const PGresult *r, int row, int col)
+{
+  return PQgetisnull(r, row, col) ? 0 : strtoll(PQgetvalue(r, row, col), NULL, 10);
+}
+
+/* Own transaction unless the caller holds one. */
+static enum err tx_begin(struct pg_ledger *s)
+{
+  enum err e;
+
+  if (s->in_tx)
+    return ERR_OK;
+  if ((e = pl_q(s, "BEGIN", NULL, NULL)) == ERR_OK)
+    s->own_tx = 1;
+  return e;
+}
+
+static enum err tx_end(struct pg_ledger *s, enum err e)
+{
+  if (s->in_tx)
+    return e;
+  if (!s->own_tx)
+    return e;
+  s->own_tx = 0;
+  if (e == ERR_OK)
+    return pl_q(s, "COMMIT", NULL, NULL);
+  pl_q(s, "ROLLBACK", NULL, NULL);
+  return e;
+}
+
+static void pl_close(struct ledger *l)
+{
+  struct pg_ledger *s = pl_of(l);
+
+  PQfinish(s->c);
+  free(s);
+}
+
+static enum err pl_schema_version(struct ledger *l, int *version)
+{
+  struct pg_ledger *s = pl_of(l);
+  PGresult *r;
+  enum err e;
+  int exists;
+
+  *version = 0;
+  e = pl_q(s, "SELECT to_regclass('schema_migrations') IS NOT NULL", NULL, &r);
+  if (e)
+    return e;
+  exists = strcmp(PQgetvalue(r, 0, 0), "t") == 0;
+  PQclear(r);
+  if (!exists)
+    return ERR_OK;
+  e = pl_q(s, "SELECT COALESCE(MAX(version), 0) FROM schema_migrations", NULL,
+           &r);
+  if (e)
+    return e;
+  *version = (int)col_i64(r, 0, 0);
+  PQclear(r);
+  return ERR_OK;
+}
+
+static enum err apply_one(struct pg_ledger *s, const struct migration *m)
+{
+  struct params p = {0};
+  PGresult *r;
+  enum err e;
+
+  /* A migration may hold several statements: PQexec, no parameters. */
+  r = PQexec(s->c, m->sql);
+  if (!res_ok(r)) {
+    pl_fail(s, m->name, PQresultErrorMessage(r));
+    PQclear(r);
+    return ERR_DB;
+  }
+  PQclear(r);
+  par_i64(&p, m->version);
+  par_text(&p, m->name);
+  e = pl_q(s, "INSERT INTO schema_migrations(version, name, applied_at)"
+              " VALUES ($1, $2, " NOW_MS ")", &p, NULL);
+  if (e == ERR_OK)
+    log_info("ledger", "applied migration %s", m->name);
+  return e;
+}
+
+static enum err pl_migrate(struct ledger *l, int *applied)
+{
+  struct pg_ledger *s = pl_of(l);
+  int have = 0;
+  enum err e;
+
+  *applied = 0;
+  if (s->in_tx)
+    return ERR_STATE;
+  if ((e = tx_begin(s)))
+    return e;
+  /* Transaction-scoped: released on commit or rollback. */
+  e = pl_q(s, "SELECT pg_advisory_xact_lock(" MIGRATE_LOCK_KEY ")", NULL, NULL);
+  if (e == ERR_OK)
+    e = pl_q(s, "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER"
+                " PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)",
+             NULL, NULL);
+  if (e == ERR_OK)
+    e = pl_schema_version(l, &have);
+  for (const struct migration *m = migrations_postgres; e == ERR_OK && m->name;
+       m++) {
+    if (m->version <= have)
+      continue;
+    if ((e = apply_one(s, m)) == ERR_OK)
+      (*applied)++;
+  }
+  if (e)
+    *applied = 0;
+  return tx_end(s, e);
+}
+
+static enum err pl_begin(struct ledger *l)
+{
+  struct pg_ledger *s = pl_of(l);
+  enum err e;
+
+  if (s->in_tx)
+    return ERR_STATE;
+  if ((e = pl_q(s, "BEGIN", NULL, NULL)))
+    return e;
+  s->in_tx = 1;
+  return ERR_OK;
+}
+
+static enum err pl_commit(struct ledger *l)
+{
+  struct pg_ledger *s = pl_of(l);
+
+  if (!s->in_tx)
+    return ERR_STATE;
+  s->in_tx = 0;
+  if (s->tx_lost) {
+    s->tx_lost = 0;
+    return pl_fail(s, "commit", "the transaction was lost with its connection");
+  }
+  return pl_q(s, "COMMIT", NULL, NULL);
+}
+
+static enum err pl_rollback(struct ledger *l)
+{
+  struct pg_ledger *s = pl_of(l);
+
+  if (!s->in_tx)
+    return ERR_STATE;
+  s->in_tx = 0;
+  if (s->tx_lost) {
+    s->tx_lost = 0;
+    return ERR_OK;          /* the server already threw it away */
+  }
+  return pl_q(s, "ROLLBACK", NULL, NULL);
+}
+
+static enum err add_transition(struct pg_ledger *s, int64_t id,
+                               const char *from, const char *to,
+                               const char *actor, const char *reason)
+{
+  struct params p = {0};
+
+  par_i64(&p, id);
+  par_text(&p, from);
+  par_text(&p, to);
+  par_text(&p, actor ? actor : "system");
+  par_text(&p, reason);
+  return pl_q(s, "INSERT INTO transitions(job_id, from_state, to_state, actor,"
+                 " reason, at) VALUES ($1, $2, $3, $4, $5, " NOW_MS ")",
+              &p, NULL);
+}
+
+static enum err pl_job_create(struct ledger *l, struct job *j, const char *actor)
+{
+  struct pg_ledger *s = pl_of(l);
+  struct params p = {0};
+  PGresult *r = NULL;
+  enum err e;
+
+  if ((e = tx_begin(s)))
+    return e;
+  par_text(&p, j->channel ? j->channel : "console");
+  par_i64(&p, j->chat_id);
+  par_i64(&p, j->user_id);
+  par_text(&p, j->text ? j->text : "");
+  e = pl_q(s, "INSERT INTO jobs(channel, chat_id, user_id, text, state,"
+              " created_at, updated_at) VALUES ($1, $2, $3, $4, 'CREATED', "
+              NOW_MS ", " NOW_MS ") RETURNING id, created_at", &p, &r);
+  if (e == ERR_OK) {
+    j->id = col_i64(r, 0, 0);
+    j->state = JOB_CREATED;
+    j->created_at = j->updated_at = col_i64(r, 0, 1);
+    PQclear(r);
+    e = add_transition(s, j->id, NULL, "CREATED", actor, NULL);
+  }
+  return tx_end(s, e);
+}
+
+#define JOB_COLS                                                        \
+  "id, channel, chat_id, user_id, text, state, risk, plan_json, summary," \
+  " reason, exit_code, output_tail, cancel_requested, attempts,"          \
+  " lease_owner, lease_expires, created_at, updated_at"
+
+static void row_to_job(const PGresult *r, int i, struct job *j)
+{
+  memset(j, 0, sizeof *j);
+  j->id = col_i64(r, i, 0);
+  j->channel = col_text(r, i, 1);
+  j->chat_id = col_i64(r, i, 2);
+  j->user_id = col_i64(r, i, 3);
+  j->text = col_text(r, i, 4);
+  job_state_parse(PQgetvalue(r, i, 5), &j->state);
+  risk_parse(PQgetvalue(r, i, 6), &j->risk);
+  j->plan_json = col_text(r, i, 7);
+  j->summary = col_text(r, i, 8);
+  j->reason = col_text(r, i, 9);
+  j->has_exit_code = !PQgetisnull(r, i, 10);
+  j->exit_code = (int)col_i64(r, i, 10);
+  j->output_tail = col_text(r, i, 11);
+  j->cancel_requested = (int)col_i64(r, i, 12);
+  j->attempts = (int)col_i64(r, i, 13);
+  j->lease_owner = col_text(r, i, 14);
+  j->lease_expires = col_i64(r, i, 15);
+  j->created_at = col_i64(r, i, 16);
+  j->updated_at = col_i64(r, i, 17);
+}
+
+static enum err pl_job_get(struct ledger *l, int64_t id, struct job *out)
+{
+  struct pg_ledger *s = pl_of(l);
+  struct params p = {0};
+  PGresult *r;
+  enum err e;
+
+  memset(out, 0, sizeof *out);
+  par_i64(&p, id);
+  if ((e = pl_q(s, "SELECT " JOB_COLS " FROM jobs WHERE id = $1", &p, &r)))
+    return e;
+  e = ERR_NOTFOUND;
+  if (PQntuples(r) == 1) {
+    row_to_job(r, 0, out);
+    e = ERR_OK;
+  }
+  PQclear(r);
+  return e;
+}
+
+/* Copies every row of r into a new array of `size`-byte elements. */
+static enum err collect_rows(PGresult *r, size_t size,
+                             void (*fill)(const PGresult *, int, void *),
+                             void **out, size_t *n)
+{
+  int rows = PQntuples(r);
+  char *v = NULL;
+
+  *out = NULL;
+  *n = 0;
+  if (rows > 0 && !(v = calloc((size_t)rows, size))) {
+    PQclear(r);
+    return ERR_NOMEM;
+  }
+  for (int i = 0; i < rows; i++)
+    fill(r, i, v + (size_t)i * size);
+  PQclear(r);
+  *out = v;
+  *n = (size_t)rows;
+  return ERR_OK;
+}
+
+static enum err select_rows(struct pg_ledger *s, const char *sql,
+                            const struct params *p, size_t size,
+                            void (*fill)(const PGresult *, int, void *),
+                            void **out, size_t *n)
+{
+  PGresult *r;
+  enum err e;
+
+  *out = NULL;
+  *n = 0;
+  if ((e = pl_q(s, sql, p, &r)))
+    return e;
+  return collect_rows(r, size, fill, out, n);
+}
+
+static void fill_job(const PGresult *r, int i, void *p)
+{
+  row_to_job(r, i, p);
+}
+
+static enum err pl_job_list(struct ledger *l, const struct job_filter *f,
+                            struct job **out, size_t *n)
+{
+  struct pg_ledger *s = pl_of(l);
+  struct params p = {0};
+
+  par_text(&p, f ? f->channel : NULL);
+  par_i64(&p, f ? f->chat_id : 0);
+  par_i64(&p, f ? f->any_state : 1);
+  par_text(&p, job_state_name(f ? f->state : JOB_CREATED));
+  par_i64(&p, f && f->limit ? (int64_t)f->limit : 20);
+  return select_rows(s, "SELECT " JOB_COLS " FROM jobs WHERE ($1::text IS NULL"
+                        " OR (channel = $1 AND chat_id = $2)) AND ($3 = 1 OR"
+                        " state = $4) ORDER BY id DESC LIMIT $5",
+                     &p, sizeof(struct job), fill_job, (void **)out, n);
+}
+
+static enum err pl_job_set_plan(struct ledger *l, int64_t id,
+                                const char *plan_json, const char *summary,
+                                enum risk risk)
+{
+  struct pg_ledger *s = pl_of(l);
+  struct params p = {0};
+
+  par_text(&p, plan_json);
+  par_text(&p, summary);
+  par_text(&p, risk_name(risk));
+  par_i64(&p, id);
+  return pl_q(s, "UPDATE jobs SET plan_json = $1, summary = $2, risk = $3,"
+                 " updated_at = " NOW_MS " WHERE id = $4", &p, NULL);
+}
+
+/* The state-changing core, inside a transaction: CAS from → to.  `extra` is
+ * a constant SQL fragment (no user data) appended to the SET list. */
+static enum err move_state(struct pg_ledger *s, int64_t id, enum job_state from,
+                           enum job_state to, const char *actor,
+                           const char *reason, const char *extra)
+{
+  struct params p = {0};
+  char sql[512];
+  long changed = 0;
+  enum err e;
+
+  if (!job_transition_allowed(from, to))
+    return ERR_STATE;
+  snprintf(sql, sizeof sql,
+           "UPDATE jobs SET state = $1, reason = $2, updated_at = " NOW_MS
+           "%s WHERE id = $3 AND state = $4", extra ? extra : "");
+  par_text(&p, job_state_name(to));
+  par_text(&p, reason);
+  par_i64(&p, id);
+  par_text(&p, job_state_name(from));
+  if ((e = pl_changes(s, sql, &p, &changed)))
+    return e;
+  if (changed != 1) {
+    struct job j;
+    e = pl_job_get(&s->base, id, &j) == ERR_NOTFOUND ? ERR_NOTFOUND : ERR_STATE;
+    job_release(&j);
+    return e;
+  }
+  if (to == JOB_QUEUED &&
+      (e = pl_q(s, "NOTIFY skynet_jobs", NULL, NULL)))
+    return e;
+  return add_transition(s, id, job_state_name(from), job_state_name(to), actor,
+                        reason);
+}
+
+static enum err pl_job_transition(struct ledger *l, int64_t id,
+                                  enum job_state from, enum job_state to,
+                                  const char *actor, const char *reason)
+{
+  struct pg_ledger *s = pl_of(l);
+  const char *extra = NULL;
+  enum err e;
+
+  if (from == JOB_RUNNING)
+    extra = ", lease_owner = NULL, lease_expires = NULL";
+  if ((e = tx_begin(s)))
+    return e;
+  return tx_end(s, move_state(s, id, from, to, actor, reason, extra));
+}
+
+/* Locks the oldest QUEUED job (or `only`) that nobody else holds; 0 if none. */
+static enum err pick_queued(struct pg_ledger *s, int64_t only, int64_t *id)
+{
+  struct params p = {0};
+  PGresult *r;
+  enum err e;
+
+  *id = 0;
+  par_i64(&p, only);
+  e = pl_q(s, "SELECT id FROM jobs WHERE state = 'QUEUED' AND ($1 = 0 OR"
+              " id = $1) ORDER BY id FOR UPDATE SKIP LOCKED LIMIT 1", &p, &r);
+  if (e)
+    return e;
+  if (PQntuples(r) == 1)
+    *id = col_i64(r, 0, 0);
+  PQclear(r);
+  return ERR_OK;
+}
+
+static enum err pl_job_claim(struct ledger *l, const char *owner, int lease_ms,
+                             int64_t only, struct job *out)
+{
+  struct pg_ledger *s = pl_of(l);
+  struct params p = {0};
+  char actor[160];
+  int64_t id = 0;
+  enum err e;
+
+  memset(out, 0, sizeof *out);
+  if ((e = tx_begin(s)))
+    return e;
+  if ((e = pick_queued(s, only, &id)))
+    return tx_end(s, e);
+  if (!id)
+    return tx_end(s, ERR_NOTFOUND);
+  snprintf(actor, sizeof actor, "worker:%s", owner);
+  e = move_state(s, id, JOB_QUEUED, JOB_RUNNING, actor, NULL,
+                 ", attempts = attempts + 1");
+  if (e == ERR_OK) {
+    par_text(&p, owner);
+    par_i64(&p, lease_ms);
+    par_i64(&p, id);
+    e = pl_q(s, "UPDATE jobs SET lease_owner = $1, lease_expires = " NOW_MS
+                " + $2 WHERE id = $3", &p, NULL);
+  }
+  if ((e = tx_end(s, e)))
+    return e;
+  return pl_job_get(l, id, out);
+}
+
+static enum err pl_job_heartbeat(struct ledger *l, int64_t id, const char *owner,
+                                 int lease_ms, int *cancel_requested)
+{
+  struct pg_ledger *s = pl_of(l);
+  struct params p = {0};
+  PGresult *r;
+  enum err e;
+
+  par_i64(&p, lease_ms);
+  par_i64(&p, id);
+  par_text(&p, owner);
+  e = pl_q(s, "UPDATE jobs SET lease_expires = " NOW_MS " + $1 WHERE id = $2"
+              " AND state = 'RUNNING' AND lease_owner = $3 RETURNING"
+              " cancel_requested", &p, &r);
+  if (e)
+    return e;
+  e = ERR_STATE;
+  if (PQntuples(r) == 1) {
+    *cancel_requested = (int)col_i64(r, 0, 0);
+    e = ERR_OK;
+  }
+  PQclear(r);
+  return e;
+}
+
+static enum err pl_job_finish(struct ledger *l, int64_t id, const char *owner,
+                              enum job_state to, int exit_code,
+                              const char *output_tail, const char *reason)
+{
+  struct pg_ledger *s = pl_of(l);
+  struct params p = {0};
+  char actor[160];
+  long changed = 0;
+  enum err e;
+
+  if ((e = tx_begin(s)))
+    return e;
+  par_i64(&p, exit_code);
+  par_text(&p, output_tail);
+  par_i64(&p, id);
+  par_text(&p, owner);
+  e = pl_changes(s, "UPDATE jobs SET exit_code = $1, output_tail = $2 WHERE"
+                    " id = $3 AND state = 'RUNNING' AND lease_owner = $4",
+                 &p, &changed);
+  if (e)
+    return tx_end(s, e);
+  if (changed != 1)
+    return tx_end(s, ERR_STATE);
+  snprintf(actor, sizeof actor, "worker:%s", owner);
+  e = move_state(s, id, JOB_RUNNING, to, actor, reason,
+                 ", lease_owner = NULL, lease_expires = NULL");
+  return tx_end(s, e);
+}
+
+static enum err pl_job_request_cancel(struct ledger *l, int64_t id)
+{
+  struct pg_ledger *s = pl_of(l);
+  struct params p = {0};
+  long changed = 0;
+  enum err e;
+
+  par_i64(&p, id);
+  e = pl_changes(s, "UPDATE jobs SET cancel_requested = 1 WHERE id = $1", &p,
+                 &changed);
+  if (e)
+    return e;
+  return changed == 1 ? ERR_OK : ERR_NOTFOUND;
+}
+
+static enum err pl_job_expired(struct ledger *l, int64_t now_ms,
+                               struct job **out, size_t *n)
+{
+  /* The database clock decides, as it set the leases: see DESIGN. */
+  (void)now_ms;
+  return select_rows(pl_of(l), "SELECT " JOB_COLS " FROM jobs WHERE state ="
+                               " 'RUNNING' AND lease_expires < " NOW_MS
+                               " ORDER BY id",
+                     NULL, sizeof(struct job), fill_job, (void **)out, n);
+}
+
+static void fill_transition(const PGresult *r, int i, void *p)
+{
+  struct transition *t = p;
+
+  memset(t, 0, sizeof *t);
+  t->job_id = col_i64(r, i, 0);
+  t->has_from = !PQgetisnull(r, i, 1) &&
+                job_state_parse(PQgetvalue(r, i, 1), &t->from) == ERR_OK;
+  job_state_parse(PQgetvalue(r, i, 2), &t->to);
+  t->actor = col_text(r, i, 3);
+  t->reason = col_text(r, i, 4);
+  t->at = col_i64(r, i, 5);
+}
+
+static enum err pl_job_transitions(struct ledger *l, int64_t id,
+                                   struct transition **out, size_t *n)
+{
+  struct params p = {0};
+
+  par_i64(&p, id);
+  return select_rows(pl_of(l), "SELECT job_id, from_state, to_state, actor,"
+                               " reason, at FROM transitions WHERE job_id = $1"
+                               " ORDER BY id",
+                     &p, sizeof(struct transition), fill_transition,
+                     (void **)out, n);
+}
+
+static enum err pl_step_record(struct ledger *l, int64_t job_id,
+                               const struct job_step_rec *rec)
+{
+  struct params p = {0};
+  char code[24];
+
+  snprintf(code, sizeof code, "%d", rec->exit_code);
+  par_i64(&p, job_id);
+  par_i64(&p, rec->idx);
+  par_text(&p, rec->state);
+  par_text(&p, rec->has_exit_code ? code : NULL);
+  par_text(&p, rec->output_tail);
+  par_i64(&p, rec->started_at);
+  par_i64(&p, rec->finished_at);
+  return pl_q(pl_of(l),
+              "INSERT INTO steps(job_id, idx, state, exit_code, output_tail,"
+              " started_at, finished_at) VALUES ($1, $2, $3, $4, $5, $6, $7)"
+              " ON CONFLICT (job_id, idx) DO UPDATE SET state = excluded.state,"
+              " exit_code = excluded.exit_code, output_tail ="
+              " excluded.output_tail, started_at = excluded.started_at,"
+              " finished_at = excluded.finished_at", &p, NULL);
+}
+
+static void fill_step(const PGresult *r, int i, void *p)
+{
+  struct job_step_rec *rec = p;
+
+  memset(rec, 0, sizeof *rec);
+  rec->idx = (int)col_i64(r, i, 0);
+  rec->state = col_text(r, i, 1);
+  rec->has_exit_code = !PQgetisnull(r, i, 2);
+  rec->exit_code = (int)col_i64(r, i, 2);
+  rec->output_tail = col_text(r, i, 3);
+  rec->started_at = col_i64(r, i, 4);
+  rec->finished_at = col_i64(r, i, 5);
+}
+
+static enum err pl_step_list(struct ledger *l, int64_t job_id,
+                             struct job_step_rec **out, size_t *n)
+{
+  struct params p = {0};
+
+  par_i64(&p, job_id);
+  return select_rows(pl_of(l), "SELECT idx, state, exit_code, output_tail,"
+                               " started_at, finished_at FROM steps WHERE"
+                               " job_id = $1 ORDER BY idx",
+                     &p, sizeof(struct job_step_rec), fill_step, (void **)out,
+                     n);
+}
+
+static enum err pl_msg_append(struct ledger *l, const char *channel,
+                              int64_t chat_id, const char *role,
+                              const char *text)
+{
+  struct params p = {0};
+
+  par_text(&p, channel);
+  par_i64(&p, chat_id);
+  par_text(&p, role);
+  par_text(&p, text ? text : "");
+  return pl_q(pl_of(l), "INSERT INTO messages(channel, chat_id, role, text, at)"
+                        " VALUES ($1, $2, $3, $4, " NOW_MS ")", &p, NULL);
+}
+
+static void fill_msg(const PGresult *r, int i, void *p)
+{
+  struct chat_msg *m = p;
+
+  m->role = col_text(r, i, 0);
+  m->text = col_text(r, i, 1);
+  m->at = col_i64(r, i, 2);
+}
+
+static enum err pl_msg_recent(struct ledger *l, const char *channel,
+                              int64_t chat_id, size_t max,
+                              struct chat_msg **out, size_t *n)
+{
+  struct params p = {0};
+
+  par_text(&p, channel);
+  par_i64(&p, chat_id);
+  par_i64(&p, (int64_t)max);
+  return select_rows(pl_of(l),
+                     "SELECT role, text, at FROM (SELECT id, role, text, at FROM"
+                     " messages WHERE channel = $1 AND chat_id = $2 ORDER BY id"
+                     " DESC LIMIT $3) m ORDER BY id",
+                     &p, sizeof(struct chat_msg), fill_msg, (void **)out, n);
+}
+
+static enum err pl_outbox_put(struct ledger *l, const struct outbox_msg *m,
+                              int64_t *id)
+{
+  struct params p = {0};
+  char job[24];
+  PGresult *r;
+  enum err e;
+
+  snprintf(job, sizeof job, "%lld", (long long)m->job_id);
+  par_text(&p, m->channel);
+  par_i64(&p, m->chat_id);
+  par_text(&p, m->job_id ? job : NULL);
+  par_text(&p, m->text ? m->text : "");
+  par_text(&p, m->buttons_json);
+  par_text(&p, m->edit_key);
+  par_i64(&p, m->not_before);
+  e = pl_q(pl_of(l), "INSERT INTO outbox(channel, chat_id, job_id, text,"
+                     " buttons_json, edit_key, not_before, created_at) VALUES"
+                     " ($1, $2, $3, $4, $5, $6, $7, " NOW_MS ") RETURNING id",
+           &p, &r);
+  if (e)
+    return e;
+  if (id)
+    *id = col_i64(r, 0, 0);
+  PQclear(r);
+  return ERR_OK;
+}
+
+static void fill_outbox(const PGresult *r, int i, void *p)
+{
+  struct outbox_msg *m = p;
+
+  memset(m, 0, sizeof *m);
+  m->id = col_i64(r, i, 0);
+  m->channel = col_text(r, i, 1);
+  m->chat_id = col_i64(r, i, 2);
+  m->job_id = col_i64(r, i, 3);
+  m->text = col_text(r, i, 4);
+  m->buttons_json = col_text(r, i, 5);
+  m->edit_key = col_text(r, i, 6);
+  m->attempts = (int)col_i64(r, i, 7);
+  m->not_before = col_i64(r, i, 8);
+}
+
+static enum err pl_outbox_pending(struct ledger *l, const char *channel,
+                                  int64_t now_ms, size_t max,
+                                  struct outbox_msg **out, size_t *n)
+{
+  struct params p = {0};
+
+  par_text(&p, channel);
+  par_i64(&p, now_ms);
+  par_i64(&p, (int64_t)max);
+  return select_rows(pl_of(l),
+                     "SELECT id, channel, chat_id, job_id, text, buttons_json,"
+                     " edit_key, attempts, not_before FROM outbox WHERE channel"
+                     " = $1 AND state = 'pending' AND not_before <= $2 ORDER BY"
+                     " id LIMIT $3",
+                     &p, sizeof(struct outbox_msg), fill_outbox, (void **)out,
+                     n);
+}
+
+static enum err outbox_set(struct ledger *l, int64_t id, const char *state,
+                           int64_t not_before, const char *error)
+{
+  struct params p = {0};
+
+  par_text(&p, state);
+  par_text(&p, error);
+  par_i64(&p, not_before);
+  par_i64(&p, id);
+  return pl_q(pl_of(l), "UPDATE outbox SET state = $1, attempts = attempts +"
+                        " (CASE WHEN $2::text IS NULL THEN 0 ELSE 1 END),"
+                        " not_before = $3, last_error = COALESCE($2, last_error)"
+                        " WHERE id = $4", &p, NULL);
+}
+
+static enum err pl_outbox_done(struct ledger *l, int64_t id)
+{
+  return outbox_set(l, id, "sent", 0, NULL);
+}
+
+static enum err pl_outbox_retry(struct ledger *l, int64_t id,
+                                int64_t not_before, const char *error)
+{
+  return outbox_set(l, id, "pending", not_before, error ? error : "retry");
+}
+
+static enum err pl_outbox_fail(struct ledger *l, int64_t id, const char *error)
+{
+  return outbox_set(l, id, "failed", 0, error ? error : "failed");
+}
+
+static enum err pl_kv_get(struct ledger *l, const char *key, char **value)
+{
+  struct params p = {0};
+  PGresult *r;
+  enum err e;
+
+  *value = NULL;
+  par_text(&p, key);
+  if ((e = pl_q(pl_of(l), "SELECT value FROM kv WHERE key = $1", &p, &r)))
+    return e;
+  e = ERR_NOTFOUND;
+  if (PQntuples(r) == 1) {
+    *value = col_text(r, 0, 0);
+    e = *value ? ERR_OK : ERR_NOMEM;
+  }
+  PQclear(r);
+  return e;
+}
+
+static enum err pl_kv_set(struct ledger *l, const char *key, const char *value)
+{
+  struct params p = {0};
+
+  par_text(&p, key);
+  par_text(&p, value);
+  return pl_q(pl_of(l), "INSERT INTO kv(key, value) VALUES ($1, $2) ON CONFLICT"
+                        " (key) DO UPDATE SET value = excluded.value", &p, NULL);
+}
+
+/* Drains notifications already received; 1 if any. */
+static int drain_notifies(struct pg_ledger *s)
+{
+  PGnotify *nf;
+  int got = 0;
+
+  while ((nf = PQnotifies(s->c))) {
+    got = 1;
+    PQfreemem(nf);
+  }
+  return got;
+}
+
+static enum err pl_wait_for_work(struct ledger *l, int timeout_ms)
+{
+  struct pg_ledger *s = pl_of(l);
+  struct pollfd pfd;
+  enum err e;
+  int rc;
+
+  if (s->in_tx)
+    return ERR_STATE;
+  if (!s->listening) {
+    if ((e = pl_q(s, "LISTEN skynet_jobs", NULL, NULL)))
+      return e;
+    s->listening = 1;
+  }
+  if (!PQconsumeInput(s->c))
+    return pl_fail(s, "wait", PQerrorMessage(s->c));
+  if (drain_notifies(s))
+    return ERR_OK;
+  pfd.fd = PQsocket(s->c);
+  pfd.events = POLLIN;
+  pfd.revents = 0;
+  if (pfd.fd < 0)
+    return pl_fail(s, "wait", "no connection");
+  rc = poll(&pfd, 1, timeout_ms);
+  if (rc < 0 && errno != EINTR)
+    return pl_fail(s, "wait", strerror(errno));
+  if (rc <= 0)
+    return ERR_TIMEOUT;
+  if (!PQconsumeInput(s->c)) {
+    /* Reset now so that the next operation finds a working connection. */
+    pl_fail(s, "wait", PQerrorMessage(s->c));
+    PQreset(s->c);
+    s->listening = 0;
+    return ERR_DB;
+  }
+  return drain_notifies(s) ? ERR_OK : ERR_TIMEOUT;
+}
+
+const struct ledger_ops ledger_pg_ops = {
+  .name = "postgresql",
+  .close = pl_close,
+  .migrate = pl_migrate,
+  .schema_version = pl_schema_version,
+  .begin = pl_begin,
+  .commit = pl_commit,
+  .rollback = pl_rollback,
+  .job_create = pl_job_create,
+  .job_get = pl_job_get,
+  .job_list = pl_job_list,
+  .job_set_plan = pl_job_set_plan,
+  .job_transition = pl_job_transition,
+  .job_claim = pl_job_claim,
+  .job_heartbeat = pl_job_heartbeat,
+  .job_finish = pl_job_finish,
+  .job_request_cancel = pl_job_request_cancel,
+  .job_expired = pl_job_expired,
+  .job_transitions = pl_job_transitions,
+  .step_record = pl_step_record,
+  .step_list = pl_step_list,
+  .msg_append = pl_msg_append,
+  .msg_recent = pl_msg_recent,
+  .outbox_put = pl_outbox_put,
+  .outbox_pending = pl_outbox_pending,
+  .outbox_done = pl_outbox_done,
+  .outbox_retry = pl_outbox_retry,
+  .outbox_fail = pl_outbox_fail,
+  .kv_get = pl_kv_get,
+  .kv_set = pl_kv_set,
+  .wait_for_work = pl_wait_for_work,
+};
+
+static void quiet_notice(void *arg, const char *msg)
+{
+  (void)arg;
+  (void)msg;
+}
 
 enum err ledger_pg_open(const char *url, struct ledger **out, char *errbuf,
                         size_t errlen)
 {
-  (void)url;
+  struct pg_ledger *s = calloc(1, sizeof *s);
+  char *red;
+
   *out = NULL;
-  snprintf(errbuf, errlen,
-           "the postgresql ledger backend is not implemented yet; use sqlite://");
-  return ERR_UNSUPPORTED;
+  if (!s)
+    return ERR_NOMEM;
+  s->base.ops = &ledger_pg_ops;
+  s->c = PQconnectdb(url);
+  if (!s->c || PQstatus(s->c) != CONNECTION_OK) {
+    red = log_redact(s->c ? PQerrorMessage(s->c) : "out of memory");
+    snprintf(errbuf, errlen, "cannot connect to postgresql: %s",
+             red ? red : "?");
+    free(red);
+    red = strchr(errbuf, '\n');
+    if (red)
+      *red = '\0';
+    PQfinish(s->c);
+    free(s);
+    return ERR_DB;
+  }
+  /* "relation already exists, skipping" and friends are not news. */
+  PQsetNoticeProcessor(s->c, quiet_notice, NULL);
+  *out = &s->base;
+  return ERR_OK;
 }

@@ -9,6 +9,10 @@
 static const struct exec_backend *const exec_backends[] = {
   &exec_local,
   &exec_mock,
+  &exec_sandbox,
+  &exec_ssh,
+  &exec_docker,
+  &exec_gateway,
 };
 
 const struct exec_backend *exec_backend_find(const char *type)

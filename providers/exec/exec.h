@@ -74,6 +74,8 @@ struct exec_backend {
 };
 
 extern const struct exec_backend exec_local, exec_mock;
+extern const struct exec_backend exec_sandbox, exec_ssh, exec_docker,
+    exec_gateway;
 
 /* Backend by type name ("local"), or NULL. */
 const struct exec_backend *exec_backend_find(const char *type);

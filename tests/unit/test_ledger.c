@@ -3,6 +3,7 @@
 #include <pthread.h>
 
 #include "../harness.h"
+#include "../pgutil.h"
 #include "../testutil.h"
 #include "engine/ledger/ledger.h"
 #include "engine/log.h"
@@ -390,9 +391,14 @@ int main(void)
   run_suite();
   tu_rmrf(dir);
   if (pg && *pg) {
-    snprintf(g_url, sizeof g_url, "%s", pg);
     fprintf(stderr, "-- postgresql\n");
-    run_suite();
+    if (tpg_schema_url(pg, "ledger_suite", g_url, sizeof g_url) == 0)
+      run_suite();
+    else
+      test_failed_++;
+    tpg_schema_drop(pg, "ledger_suite");
+  } else if (tpg_missing_is_failure("ledger suite on postgresql")) {
+    test_failed_++;
   }
   return test_summary();
 }

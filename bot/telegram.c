@@ -1,0 +1,910 @@
+/* bot/telegram.c — see telegram.h. */
+#include "telegram.h"
+
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <curl/curl.h>
+
+#include "engine/buf.h"
+#include "engine/log.h"
+
+#define TG_POLL_TIMEOUT_S 50
+#define TG_MIN_POLL_MS 200          /* an empty getUpdates never loops faster */
+#define TG_RESP_MAX (8 * 1024 * 1024)
+#define TG_CHUNK 3500               /* bytes of plain text per message (< 4096 chars) */
+#define TG_DOC_PARTS 3              /* more parts than this go as a file */
+#define TG_PRIVATE_GAP_MS 1000      /* 1 message/s per private chat */
+#define TG_GROUP_GAP_MS 3000        /* 20 messages/min per group */
+#define TG_GLOBAL_GAP_MS 34         /* about 30 messages/s overall */
+#define TG_CHATS 256
+#define TG_BATCH 50
+
+struct tg_http {
+  CURL *h;
+  struct buf resp;
+  char *base;                       /* <api_base>/bot<token>/ */
+  volatile sig_atomic_t *stop;
+};
+
+struct tg_res {
+  long status;                      /* HTTP status, 0 for a network error */
+  int ok;
+  long error_code;
+  char desc[256];
+  int retry_after;
+  json_object *root;
+  json_object *result;              /* borrowed from root */
+};
+
+struct tg_pace {
+  int64_t chat;
+  int64_t next_ms;
+};
+
+struct tg {
+  const struct cfg *cfg;
+  struct tg_http http;              /* the poller's connection */
+  struct tg_http out;               /* the sender's connection */
+  char bot_name[128];
+  char username[64];
+  pthread_t sender;
+  int sender_started;
+  volatile sig_atomic_t sender_stop;
+  int64_t flush_deadline;
+  /* sender-only state */
+  struct tg_pace pace[TG_CHATS];
+  int64_t global_next;
+  int no_document;
+  int no_typing;                    /* poller-only */
+};
+
+/* ---- HTTP --------------------------------------------------------------- */
+
+static size_t tg_on_data(char *p, size_t sz, size_t n, void *ud)
+{
+  struct tg_http *c = ud;
+  return buf_append(&c->resp, p, sz * n) == ERR_OK ? sz * n : 0;
+}
+
+static int tg_on_progress(void *ud, curl_off_t a, curl_off_t b, curl_off_t c, curl_off_t d)
+{
+  struct tg_http *h = ud;
+  (void)a; (void)b; (void)c; (void)d;
+  return h->stop && *h->stop ? 1 : 0;
+}
+
+static void tg_http_setopts(struct tg_http *c);
+
+static enum err tg_http_init(struct tg_http *c, const struct cfg *cfg)
+{
+  struct buf b = BUF_INIT(4096);
+
+  memset(c, 0, sizeof *c);
+  buf_init(&c->resp, TG_RESP_MAX);
+  if (buf_printf(&b, "%s/bot%s/", cfg->telegram_api_base, cfg->telegram_token))
+    return ERR_NOMEM;
+  c->base = buf_detach(&b);
+  c->h = curl_easy_init();
+  if (!c->base || !c->h)
+    return ERR_NOMEM;
+  tg_http_setopts(c);
+  return ERR_OK;
+}
+
+static void tg_http_setopts(struct tg_http *c)
+{
+  curl_easy_setopt(c->h, CURLOPT_WRITEFUNCTION, tg_on_data);
+  curl_easy_setopt(c->h, CURLOPT_WRITEDATA, c);
+  curl_easy_setopt(c->h, CURLOPT_NOSIGNAL, 1L);
+  curl_easy_setopt(c->h, CURLOPT_SSL_VERIFYPEER, 1L);
+  curl_easy_setopt(c->h, CURLOPT_SSL_VERIFYHOST, 2L);
+  curl_easy_setopt(c->h, CURLOPT_CONNECTTIMEOUT, 10L);
+  curl_easy_setopt(c->h, CURLOPT_TCP_KEEPALIVE, 1L);
+  curl_easy_setopt(c->h, CURLOPT_XFERINFOFUNCTION, tg_on_progress);
+  curl_easy_setopt(c->h, CURLOPT_XFERINFODATA, c);
+  curl_easy_setopt(c->h, CURLOPT_NOPROGRESS, 0L);
+}
+
+static void tg_http_release(struct tg_http *c)
+{
+  if (c->h)
+    curl_easy_cleanup(c->h);
+  free(c->base);
+  buf_release(&c->resp);
+  memset(c, 0, sizeof *c);
+}
+
+static void tg_res_release(struct tg_res *r)
+{
+  if (r->root)
+    json_object_put(r->root);
+  memset(r, 0, sizeof *r);
+}
+
+static void tg_res_parse(struct tg_res *r, const char *body)
+{
+  json_object *v, *p;
+
+  r->root = json_tokener_parse(body);
+  if (!r->root || !json_object_is_type(r->root, json_type_object)) {
+    snprintf(r->desc, sizeof r->desc, "malformed response (HTTP %ld)", r->status);
+    return;
+  }
+  r->ok = json_object_object_get_ex(r->root, "ok", &v) && json_object_get_boolean(v);
+  if (json_object_object_get_ex(r->root, "error_code", &v))
+    r->error_code = (long)json_object_get_int64(v);
+  if (json_object_object_get_ex(r->root, "description", &v))
+    snprintf(r->desc, sizeof r->desc, "%s", json_object_get_string(v));
+  if (json_object_object_get_ex(r->root, "parameters", &p) &&
+      json_object_object_get_ex(p, "retry_after", &v))
+    r->retry_after = json_object_get_int(v);
+  json_object_object_get_ex(r->root, "result", &r->result);
+}
+
+/* Calls a method with a JSON body (or a multipart form when mime is set). */
+static enum err tg_call(struct tg_http *c, const char *method, json_object *body,
+                        curl_mime *mime, long timeout_s, struct tg_res *r)
+{
+  struct buf url = BUF_INIT(4096);
+  struct curl_slist *hdr = NULL;
+  CURLcode cc;
+
+  memset(r, 0, sizeof *r);
+  buf_clear(&c->resp);
+  if (buf_printf(&url, "%s%s", c->base, method))
+    return ERR_NOMEM;
+  hdr = curl_slist_append(hdr, "Expect:");
+  curl_easy_setopt(c->h, CURLOPT_URL, buf_str(&url));
+  curl_easy_setopt(c->h, CURLOPT_TIMEOUT, timeout_s);
+  if (mime) {
+    curl_easy_setopt(c->h, CURLOPT_MIMEPOST, mime);
+  } else {
+    hdr = curl_slist_append(hdr, "Content-Type: application/json");
+    curl_easy_setopt(c->h, CURLOPT_MIMEPOST, NULL);
+    curl_easy_setopt(c->h, CURLOPT_POSTFIELDS,
+                     body ? json_object_to_json_string_ext(body, JSON_C_TO_STRING_PLAIN) : "{}");
+  }
+  curl_easy_setopt(c->h, CURLOPT_HTTPHEADER, hdr);
+  cc = curl_easy_perform(c->h);
+  curl_easy_setopt(c->h, CURLOPT_HTTPHEADER, NULL);
+  curl_slist_free_all(hdr);
+  buf_release(&url);
+  if (cc != CURLE_OK) {
+    snprintf(r->desc, sizeof r->desc, "%s", curl_easy_strerror(cc));
+    curl_easy_reset(c->h);    /* a fresh start for the next call */
+    tg_http_setopts(c);
+    return cc == CURLE_ABORTED_BY_CALLBACK ? ERR_CANCELLED : ERR_NET;
+  }
+  curl_easy_getinfo(c->h, CURLINFO_RESPONSE_CODE, &r->status);
+  tg_res_parse(r, buf_str(&c->resp));
+  if (!r->error_code && !r->ok)
+    r->error_code = r->status;
+  return r->ok ? ERR_OK : ERR_UNAVAILABLE;
+}
+
+/* ---- text --------------------------------------------------------------- */
+
+/* Length of a valid UTF-8 sequence at s (max n bytes), 0 when invalid. */
+static size_t tg_utf8_len(const unsigned char *s, size_t n)
+{
+  size_t len;
+
+  if (s[0] < 0x80)
+    return 1;
+  if ((s[0] & 0xE0) == 0xC0 && s[0] >= 0xC2)
+    len = 2;
+  else if ((s[0] & 0xF0) == 0xE0)
+    len = 3;
+  else if ((s[0] & 0xF8) == 0xF0 && s[0] <= 0xF4)
+    len = 4;
+  else
+    return 0;
+  if (len > n)
+    return 0;
+  for (size_t i = 1; i < len; i++)
+    if ((s[i] & 0xC0) != 0x80)
+      return 0;
+  return len;
+}
+
+char *tg_html_escape(const char *s, size_t n)
+{
+  struct buf b = BUF_INIT(n * 5 + 16);
+  enum err e = ERR_OK;
+
+  for (size_t i = 0; i < n && !e;) {
+    size_t k = tg_utf8_len((const unsigned char *)s + i, n - i);
+    if (k == 0) {
+      e = buf_append(&b, "?", 1);
+      i++;
+      continue;
+    }
+    if (s[i] == '&')
+      e = buf_appends(&b, "&amp;");
+    else if (s[i] == '<')
+      e = buf_appends(&b, "&lt;");
+    else if (s[i] == '>')
+      e = buf_appends(&b, "&gt;");
+    else
+      e = buf_append(&b, s + i, k);
+    i += k;
+  }
+  if (e) {
+    buf_release(&b);
+    return NULL;
+  }
+  return buf_detach(&b);
+}
+
+size_t tg_split_len(const char *s, size_t n, size_t max)
+{
+  size_t cut;
+
+  if (n <= max)
+    return n;
+  cut = max;
+  while (cut > 0 && ((unsigned char)s[cut] & 0xC0) == 0x80)
+    cut--;
+  for (size_t i = cut; i > max - max / 4 && i > 0; i--)
+    if (s[i - 1] == '\n')
+      return i;
+  return cut ? cut : max;
+}
+
+/* ---- updates ------------------------------------------------------------ */
+
+static int64_t tg_get_i64(json_object *o, const char *k, int *found)
+{
+  json_object *v;
+
+  *found = json_object_object_get_ex(o, k, &v) && json_object_is_type(v, json_type_int);
+  return *found ? json_object_get_int64(v) : 0;
+}
+
+static const char *tg_get_str(json_object *o, const char *k)
+{
+  json_object *v;
+
+  if (!json_object_object_get_ex(o, k, &v) || !json_object_is_type(v, json_type_string))
+    return NULL;
+  return json_object_get_string(v);
+}
+
+static json_object *tg_get_obj(json_object *o, const char *k)
+{
+  json_object *v;
+
+  if (!o || !json_object_object_get_ex(o, k, &v) || !json_object_is_type(v, json_type_object))
+    return NULL;
+  return v;
+}
+
+/* chat.id and from.id/username of a message. */
+static enum err tg_parse_people(json_object *msg, json_object *from, struct tg_update *u)
+{
+  json_object *chat = tg_get_obj(msg, "chat");
+  int f1 = 0, f2 = 0;
+
+  if (!chat || !from)
+    return ERR_PARSE;
+  u->chat_id = tg_get_i64(chat, "id", &f1);
+  u->user_id = tg_get_i64(from, "id", &f2);
+  u->user_name = tg_get_str(from, "username");
+  return f1 && f2 ? ERR_OK : ERR_PARSE;
+}
+
+enum err tg_update_parse(json_object *o, struct tg_update *u)
+{
+  json_object *m, *cb;
+  int found = 0;
+
+  memset(u, 0, sizeof *u);
+  if (!o || !json_object_is_type(o, json_type_object))
+    return ERR_PARSE;
+  u->update_id = tg_get_i64(o, "update_id", &found);
+  if (!found || u->update_id < 0)
+    return ERR_PARSE;
+  if ((m = tg_get_obj(o, "message"))) {
+    u->kind = TG_UPD_MESSAGE;
+    u->text = tg_get_str(m, "text");
+    if (!u->text)
+      return ERR_UNSUPPORTED;
+    return tg_parse_people(m, tg_get_obj(m, "from"), u);
+  }
+  if ((cb = tg_get_obj(o, "callback_query"))) {
+    u->kind = TG_UPD_CALLBACK;
+    u->callback_id = tg_get_str(cb, "id");
+    u->data = tg_get_str(cb, "data");
+    if (!u->callback_id || !u->data)
+      return ERR_PARSE;
+    return tg_parse_people(tg_get_obj(cb, "message"), tg_get_obj(cb, "from"), u);
+  }
+  return ERR_UNSUPPORTED;    /* edited_message and the rest: skipped */
+}
+
+/* ---- open --------------------------------------------------------------- */
+
+static void tg_set_commands(struct tg *t)
+{
+  static const char *const cmds[][2] = {
+    {"help", "What SKYNET can do"}, {"task", "Give a task"},
+    {"status", "Status of SKYNET or a job"}, {"list", "Recent jobs"},
+    {"cancel", "Cancel a job"}, {"approve", "Approve a job"}, {"deny", "Deny a job"},
+    {"providers", "Execution providers"},
+  };
+  json_object *body = json_object_new_object(), *arr = json_object_new_array();
+  struct tg_res r;
+
+  for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
+    json_object *c = json_object_new_object();
+    json_object_object_add(c, "command", json_object_new_string(cmds[i][0]));
+    json_object_object_add(c, "description", json_object_new_string(cmds[i][1]));
+    json_object_array_add(arr, c);
+  }
+  json_object_object_add(body, "commands", arr);
+  if (tg_call(&t->http, "setMyCommands", body, NULL, 15, &r))
+    log_warn("telegram", "setMyCommands unsupported or failed (%s); no command menu", r.desc);
+  tg_res_release(&r);
+  json_object_put(body);
+}
+
+enum err tg_open(const struct cfg *cfg, struct tg **out, char *errbuf, size_t errlen)
+{
+  struct tg *t = calloc(1, sizeof *t);
+  struct tg_res r;
+  const char *name;
+  enum err e;
+
+  *out = NULL;
+  if (!t || tg_http_init(&t->http, cfg)) {
+    free(t);
+    snprintf(errbuf, errlen, "out of memory");
+    return ERR_NOMEM;
+  }
+  t->cfg = cfg;
+  curl_global_init(CURL_GLOBAL_DEFAULT);
+  if ((e = tg_call(&t->http, "getMe", NULL, NULL, 20, &r)) || !r.result) {
+    if (r.status == 401 || r.status == 404 || r.error_code == 401)
+      snprintf(errbuf, errlen, "Telegram rejected the bot token (telegram.token): %s", r.desc);
+    else
+      snprintf(errbuf, errlen, "cannot reach the Telegram Bot API at %s: %s",
+               cfg->telegram_api_base, r.desc[0] ? r.desc : err_str(e));
+    tg_res_release(&r);
+    tg_free(t);
+    return e ? e : ERR_UNAVAILABLE;
+  }
+  name = tg_get_str(r.result, "username");
+  snprintf(t->username, sizeof t->username, "%s", name ? name : "");
+  snprintf(t->bot_name, sizeof t->bot_name, "@%s", t->username);
+  tg_res_release(&r);
+  *out = t;
+  return ERR_OK;
+}
+
+void tg_free(struct tg *t)
+{
+  if (!t)
+    return;
+  tg_http_release(&t->http);
+  free(t);
+}
+
+const char *tg_bot_name(const struct tg *t)
+{
+  return t->bot_name;
+}
+
+/* ---- sender ------------------------------------------------------------- */
+
+static void tg_sleep_ms(int64_t ms)
+{
+  struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000L};
+  if (ms > 0)
+    nanosleep(&ts, NULL);
+}
+
+static struct tg_pace *tg_pace_of(struct tg *t, int64_t chat)
+{
+  size_t slot = (size_t)((uint64_t)chat % TG_CHATS);
+
+  if (t->pace[slot].chat != chat) {
+    t->pace[slot].chat = chat;
+    t->pace[slot].next_ms = 0;
+  }
+  return &t->pace[slot];
+}
+
+static int tg_may_send(struct tg *t, int64_t chat, int64_t now)
+{
+  return now >= t->global_next && now >= tg_pace_of(t, chat)->next_ms;
+}
+
+static void tg_sent(struct tg *t, int64_t chat, int64_t now)
+{
+  t->global_next = now + TG_GLOBAL_GAP_MS;
+  tg_pace_of(t, chat)->next_ms = now + (chat < 0 ? TG_GROUP_GAP_MS : TG_PRIVATE_GAP_MS);
+}
+
+/* inline_keyboard from [[{"text":..,"data":..}]]; NULL when none. */
+static json_object *tg_markup(const char *buttons_json, int for_edit)
+{
+  json_object *in = buttons_json ? json_tokener_parse(buttons_json) : NULL;
+  json_object *kb = json_object_new_array(), *mk = json_object_new_object();
+
+  for (size_t i = 0; in && json_object_is_type(in, json_type_array) &&
+                     i < json_object_array_length(in); i++) {
+    json_object *row = json_object_array_get_idx(in, i), *orow = json_object_new_array();
+    for (size_t k = 0; json_object_is_type(row, json_type_array) &&
+                       k < json_object_array_length(row); k++) {
+      json_object *b = json_object_array_get_idx(row, k), *ob;
+      const char *tx = json_object_is_type(b, json_type_object) ? tg_get_str(b, "text") : NULL;
+      const char *da = tx ? tg_get_str(b, "data") : NULL;
+      if (!da)
+        continue;
+      ob = json_object_new_object();
+      json_object_object_add(ob, "text", json_object_new_string(tx));
+      json_object_object_add(ob, "callback_data", json_object_new_string(da));
+      json_object_array_add(orow, ob);
+    }
+    json_object_array_add(kb, orow);
+  }
+  if (in)
+    json_object_put(in);
+  json_object_object_add(mk, "inline_keyboard", kb);
+  if (json_object_array_length(kb) == 0 && !for_edit) {
+    json_object_put(mk);
+    return NULL;
+  }
+  return mk;
+}
+
+enum tg_outcome { TG_DONE, TG_RETRY, TG_FAIL, TG_PLAIN, TG_GONE };
+
+/* Classifies a failed call; sets *wait_ms for a retry. */
+static enum tg_outcome tg_classify(struct tg *t, const struct outbox_msg *m, enum err e,
+                                   const struct tg_res *r, int64_t *wait_ms)
+{
+  int64_t now = ledger_now_ms();
+
+  if (!e)
+    return TG_DONE;
+  if (r->error_code == 429 || r->status == 429) {
+    *wait_ms = (int64_t)(r->retry_after > 0 ? r->retry_after : 1) * 1000;
+    t->global_next = now + *wait_ms;
+    tg_pace_of(t, m->chat_id)->next_ms = now + *wait_ms;
+    return TG_RETRY;
+  }
+  if (r->error_code == 400 && strstr(r->desc, "can't parse entities"))
+    return TG_PLAIN;
+  if (r->error_code == 400 && strstr(r->desc, "message is not modified"))
+    return TG_DONE;
+  if (r->error_code == 400 && strstr(r->desc, "message to edit not found"))
+    return TG_GONE;
+  if (r->error_code == 403 || (r->error_code >= 400 && r->error_code < 500 && r->root))
+    return TG_FAIL;
+  {
+    int shift = m->attempts < 6 ? m->attempts : 6;
+    *wait_ms = (1000LL << shift) + rand() % 1000;
+    tg_pace_of(t, m->chat_id)->next_ms = now + *wait_ms;
+  }
+  return TG_RETRY;
+}
+
+static json_object *tg_text_body(int64_t chat, const char *text, size_t n, int plain)
+{
+  json_object *b = json_object_new_object();
+  char *esc = plain ? NULL : tg_html_escape(text, n);
+
+  json_object_object_add(b, "chat_id", json_object_new_int64(chat));
+  if (esc) {
+    json_object_object_add(b, "text", json_object_new_string(esc));
+    json_object_object_add(b, "parse_mode", json_object_new_string("HTML"));
+  } else {
+    json_object_object_add(b, "text", json_object_new_string_len(text, (int)n));
+  }
+  free(esc);
+  return b;
+}
+
+static void tg_key(char *out, size_t n, const struct outbox_msg *m)
+{
+  snprintf(out, n, "tg.msg.%" PRId64 ".%s", m->chat_id, m->edit_key);
+}
+
+/* Sends or edits one piece; remembers the message id of a keyed message. */
+static enum err tg_send_piece(struct tg *t, struct ledger *l, const struct outbox_msg *m,
+                              const char *text, size_t n, int last, int plain,
+                              struct tg_res *r)
+{
+  char key[200], *mid = NULL, num[32];
+  json_object *body = tg_text_body(m->chat_id, text, n, plain), *mk;
+  enum err e;
+  int edit = 0;
+
+  if (m->edit_key) {
+    tg_key(key, sizeof key, m);
+    if (l->ops->kv_get(l, key, &mid) == ERR_OK && mid) {
+      long long id = strtoll(mid, NULL, 10);
+      json_object_object_add(body, "message_id", json_object_new_int64(id));
+      edit = 1;
+    }
+    free(mid);
+  }
+  if (last && (mk = tg_markup(m->buttons_json, edit)))
+    json_object_object_add(body, "reply_markup", mk);
+  e = tg_call(&t->out, edit ? "editMessageText" : "sendMessage", body, NULL, 30, r);
+  json_object_put(body);
+  if (!e && !edit && m->edit_key && r->result) {
+    json_object *v;
+    if (json_object_object_get_ex(r->result, "message_id", &v)) {
+      snprintf(num, sizeof num, "%" PRId64, json_object_get_int64(v));
+      l->ops->kv_set(l, key, num);
+    }
+  }
+  if (e && edit && r->error_code == 400 && strstr(r->desc, "message to edit not found"))
+    l->ops->kv_set(l, key, "");
+  return e;
+}
+
+static enum err tg_send_document(struct tg *t, const struct outbox_msg *m, struct tg_res *r)
+{
+  curl_mime *mime = curl_mime_init(t->out.h);
+  curl_mimepart *p;
+  char chat[32];
+  enum err e;
+
+  snprintf(chat, sizeof chat, "%" PRId64, m->chat_id);
+  p = curl_mime_addpart(mime);
+  curl_mime_name(p, "chat_id");
+  curl_mime_data(p, chat, CURL_ZERO_TERMINATED);
+  p = curl_mime_addpart(mime);
+  curl_mime_name(p, "caption");
+  curl_mime_data(p, m->text, tg_split_len(m->text, strlen(m->text), 900));
+  p = curl_mime_addpart(mime);
+  curl_mime_name(p, "document");
+  curl_mime_filename(p, "output.txt");
+  curl_mime_type(p, "text/plain");
+  curl_mime_data(p, m->text, strlen(m->text));
+  e = tg_call(&t->out, "sendDocument", NULL, mime, 60, r);
+  curl_easy_setopt(t->out.h, CURLOPT_MIMEPOST, NULL);
+  curl_mime_free(mime);
+  return e;
+}
+
+/* Sends the message from piece *part on; *part moves past what was sent. */
+static enum err tg_send_text(struct tg *t, struct ledger *l, const struct outbox_msg *m,
+                             int plain, size_t *part, struct tg_res *r)
+{
+  const char *s = m->text ? m->text : "";
+  size_t n = strlen(s), off = 0, idx = 0;
+  enum err e = ERR_OK;
+
+  if (m->edit_key)     /* an edited message is one message */
+    n = tg_split_len(s, n, TG_CHUNK);
+  if (n == 0)
+    return tg_send_piece(t, l, m, "(empty)", 7, 1, plain, r);
+  while (off < n) {
+    size_t k = tg_split_len(s + off, n - off, TG_CHUNK);
+    if (idx >= *part) {
+      if (idx > *part)
+        tg_sleep_ms(TG_PRIVATE_GAP_MS);
+      tg_res_release(r);
+      if ((e = tg_send_piece(t, l, m, s + off, k, off + k >= n, plain, r)))
+        return e;
+      *part = idx + 1;
+    }
+    off += k;
+    idx++;
+  }
+  return e;
+}
+
+static int tg_parts(const char *s)
+{
+  size_t n = strlen(s), off = 0;
+  int parts = 0;
+
+  while (off < n) {
+    off += tg_split_len(s + off, n - off, TG_CHUNK);
+    parts++;
+  }
+  return parts;
+}
+
+static void tg_deliver(struct tg *t, struct ledger *l, const struct outbox_msg *m)
+{
+  struct tg_res r;
+  char pkey[64], *pv = NULL;
+  size_t part = 0;
+  int64_t wait = 0;
+  enum tg_outcome o;
+  enum err e;
+
+  snprintf(pkey, sizeof pkey, "tg.part.%" PRId64, m->id);
+  if (l->ops->kv_get(l, pkey, &pv) == ERR_OK && pv)
+    part = (size_t)strtoull(pv, NULL, 10);
+  free(pv);
+  memset(&r, 0, sizeof r);
+  if (!m->edit_key && !t->no_document && part == 0 && tg_parts(m->text ? m->text : "") > TG_DOC_PARTS) {
+    e = tg_send_document(t, m, &r);
+    if (e && (r.status == 404 || r.error_code == 404 ||
+              (r.error_code == 400 && strstr(r.desc, "not found")))) {
+      log_warn("telegram", "sendDocument unsupported (%s); long output goes as text", r.desc);
+      t->no_document = 1;
+      tg_res_release(&r);
+      e = tg_send_text(t, l, m, 0, &part, &r);
+    }
+  } else {
+    e = tg_send_text(t, l, m, 0, &part, &r);
+  }
+  tg_sent(t, m->chat_id, ledger_now_ms());
+  o = tg_classify(t, m, e, &r, &wait);
+  if (o == TG_PLAIN) {
+    log_warn("telegram", "formatting rejected (%s); sending as plain text", r.desc);
+    tg_res_release(&r);
+    e = tg_send_text(t, l, m, 1, &part, &r);
+    o = tg_classify(t, m, e, &r, &wait);
+  }
+  if (o == TG_GONE) {
+    tg_res_release(&r);
+    e = tg_send_text(t, l, m, 0, &part, &r);
+    o = tg_classify(t, m, e, &r, &wait);
+  }
+  if (o == TG_DONE || o == TG_GONE) {
+    l->ops->outbox_done(l, m->id);
+  } else if (o == TG_RETRY) {
+    char num[32];
+    snprintf(num, sizeof num, "%zu", part);
+    if (part)
+      l->ops->kv_set(l, pkey, num);
+    log_warn("telegram", "send to chat %" PRId64 " failed (%s); retry in %" PRId64 " ms",
+             m->chat_id, r.desc, wait);
+    l->ops->outbox_retry(l, m->id, ledger_now_ms() + wait, r.desc);
+  } else {
+    log_error("telegram", "giving up on a message to chat %" PRId64 ": %s", m->chat_id, r.desc);
+    l->ops->outbox_fail(l, m->id, r.desc);
+  }
+  tg_res_release(&r);
+}
+
+/* An edit superseded by a later one with the same key is not sent. */
+static int tg_superseded(const struct outbox_msg *v, size_t n, size_t i)
+{
+  if (!v[i].edit_key)
+    return 0;
+  for (size_t k = i + 1; k < n; k++)
+    if (v[k].edit_key && v[k].chat_id == v[i].chat_id && !v[k].buttons_json &&
+        !v[i].buttons_json && strcmp(v[k].edit_key, v[i].edit_key) == 0)
+      return 1;
+  return 0;
+}
+
+/* One pass; returns how many messages are still due. */
+static size_t tg_send_round(struct tg *t, struct ledger *l)
+{
+  struct outbox_msg *v = NULL;
+  size_t n = 0, left = 0;
+  int64_t blocked[TG_BATCH];
+  size_t nb = 0;
+
+  if (l->ops->outbox_pending(l, "telegram", ledger_now_ms(), TG_BATCH, &v, &n))
+    return 0;
+  for (size_t i = 0; i < n; i++) {
+    int skip = 0;
+    for (size_t b = 0; b < nb; b++)
+      skip |= blocked[b] == v[i].chat_id;
+    if (!skip && tg_superseded(v, n, i)) {
+      l->ops->outbox_done(l, v[i].id);
+      continue;
+    }
+    if (skip || !tg_may_send(t, v[i].chat_id, ledger_now_ms())) {
+      if (!skip && nb < TG_BATCH)
+        blocked[nb++] = v[i].chat_id;   /* keep the chat's order */
+      left++;
+      continue;
+    }
+    tg_deliver(t, l, &v[i]);
+  }
+  outbox_list_free(v, n);
+  return left;
+}
+
+static void *tg_sender_main(void *arg)
+{
+  struct tg *t = arg;
+  struct ledger *l = NULL;
+  char err[256];
+
+  if (tg_http_init(&t->out, t->cfg)) {
+    log_error("telegram", "sender: out of memory");
+    tg_http_release(&t->out);
+    return NULL;
+  }
+  if (ledger_open(t->cfg->database_url, &l, err, sizeof err)) {
+    log_error("telegram", "sender cannot open the ledger: %s", err);
+    tg_http_release(&t->out);
+    return NULL;
+  }
+  srand((unsigned)ledger_now_ms());
+  for (;;) {
+    size_t left = tg_send_round(t, l);
+    if (t->sender_stop && (left == 0 || ledger_now_ms() >= t->flush_deadline))
+      break;
+    tg_sleep_ms(left ? 20 : 50);
+  }
+  ledger_close(l);
+  tg_http_release(&t->out);
+  return NULL;
+}
+
+/* ---- poller ------------------------------------------------------------- */
+
+static void tg_answer_callback(struct tg *t, const char *id, const char *text)
+{
+  json_object *b = json_object_new_object();
+  struct tg_res r;
+
+  json_object_object_add(b, "callback_query_id", json_object_new_string(id));
+  if (text && *text)
+    json_object_object_add(b, "text", json_object_new_string(text));
+  if (tg_call(&t->http, "answerCallbackQuery", b, NULL, 15, &r))
+    log_warn("telegram", "answerCallbackQuery failed: %s", r.desc);
+  tg_res_release(&r);
+  json_object_put(b);
+}
+
+static enum err tg_store_offset(struct ledger *l, int64_t next)
+{
+  char num[32];
+
+  snprintf(num, sizeof num, "%" PRId64, next);
+  return l->ops->kv_set(l, "telegram.offset", num);
+}
+
+/* "typing…" while a task is planned; dropped for good if unsupported. */
+static void tg_typing(struct tg *t, int64_t chat)
+{
+  json_object *b;
+  struct tg_res r;
+
+  if (t->no_typing)
+    return;
+  b = json_object_new_object();
+  json_object_object_add(b, "chat_id", json_object_new_int64(chat));
+  json_object_object_add(b, "action", json_object_new_string("typing"));
+  if (tg_call(&t->http, "sendChatAction", b, NULL, 5, &r) && r.root &&
+      r.error_code != 429 && r.error_code < 500) {
+    log_warn("telegram", "sendChatAction unsupported (%s); no typing indicator", r.desc);
+    t->no_typing = 1;
+  }
+  tg_res_release(&r);
+  json_object_put(b);
+}
+
+/* Handles one update: its effects and the new offset in one transaction. */
+static void tg_handle(struct tg *t, struct conv *c, struct ledger *l, json_object *o,
+                      int64_t *offset)
+{
+  struct tg_update u;
+  struct conv_in in = {0};
+  struct conv_out out;
+  enum err pe = tg_update_parse(o, &u), e;
+
+  memset(&out, 0, sizeof out);
+  if (pe == ERR_PARSE && u.update_id <= 0) {
+    log_warn("telegram", "skipping an update without update_id");
+    return;
+  }
+  if (u.update_id < *offset) {
+    log_debug("telegram", "duplicate update %" PRId64 " ignored", u.update_id);
+    return;
+  }
+  if (pe == ERR_OK && u.kind == TG_UPD_MESSAGE && strncmp(u.text, "/task", 5) == 0 &&
+      cfg_is_allowed(t->cfg, u.user_id))
+    tg_typing(t, u.chat_id);
+  if ((e = l->ops->begin(l)))
+    return;
+  if (pe == ERR_OK) {
+    in.channel = "telegram";
+    in.chat_id = u.chat_id;
+    in.user_id = u.user_id;
+    in.user_name = u.user_name;
+    in.text = u.kind == TG_UPD_MESSAGE ? u.text : NULL;
+    in.callback_data = u.kind == TG_UPD_CALLBACK ? u.data : NULL;
+    in.bot_name = t->username[0] ? t->username : NULL;
+    e = conv_handle(c, &in, &out);
+  } else {
+    log_info("telegram", "skipping update %" PRId64 " (%s)", u.update_id, err_str(pe));
+  }
+  if (e) {
+    log_error("telegram", "update %" PRId64 " failed (%s); skipped", u.update_id, l->errmsg);
+    l->ops->rollback(l);
+    if (l->ops->begin(l))
+      return;
+  }
+  if (tg_store_offset(l, u.update_id + 1) || l->ops->commit(l)) {
+    l->ops->rollback(l);
+    return;
+  }
+  *offset = u.update_id + 1;
+  if (pe == ERR_OK && u.kind == TG_UPD_CALLBACK)
+    tg_answer_callback(t, u.callback_id, out.callback_answer);
+}
+
+static json_object *tg_poll_body(int64_t offset)
+{
+  json_object *b = json_object_new_object(), *a = json_object_new_array();
+
+  json_object_object_add(b, "offset", json_object_new_int64(offset));
+  json_object_object_add(b, "timeout", json_object_new_int(TG_POLL_TIMEOUT_S));
+  json_object_array_add(a, json_object_new_string("message"));
+  json_object_array_add(a, json_object_new_string("edited_message"));
+  json_object_array_add(a, json_object_new_string("callback_query"));
+  json_object_object_add(b, "allowed_updates", a);
+  return b;
+}
+
+static void tg_poll_once(struct tg *t, struct conv *c, struct ledger *l, int64_t *offset,
+                         int *fails)
+{
+  json_object *body = tg_poll_body(*offset);
+  struct tg_res r;
+  int64_t t0 = ledger_now_ms();
+  size_t n = 0;
+  enum err e = tg_call(&t->http, "getUpdates", body, NULL, TG_POLL_TIMEOUT_S + 15, &r);
+
+  json_object_put(body);
+  if (e == ERR_CANCELLED) {
+    tg_res_release(&r);
+    return;
+  }
+  if (e || !r.result || !json_object_is_type(r.result, json_type_array)) {
+    int64_t wait = r.retry_after > 0 ? r.retry_after * 1000LL
+                                     : (500LL << (*fails < 5 ? *fails : 5)) + rand() % 250;
+    log_warn("telegram", "getUpdates failed (%s); retry in %" PRId64 " ms",
+             r.desc[0] ? r.desc : err_str(e), wait);
+    (*fails)++;
+    tg_res_release(&r);
+    tg_sleep_ms(wait);
+    return;
+  }
+  *fails = 0;
+  n = json_object_array_length(r.result);
+  for (size_t i = 0; i < n; i++)
+    tg_handle(t, c, l, json_object_array_get_idx(r.result, i), offset);
+  tg_res_release(&r);
+  if (n == 0 && ledger_now_ms() - t0 < TG_MIN_POLL_MS)
+    tg_sleep_ms(TG_MIN_POLL_MS - (ledger_now_ms() - t0));
+}
+
+int tg_run(struct tg *t, struct conv *c, struct ledger *l, volatile sig_atomic_t *stop)
+{
+  char *v = NULL;
+  int64_t offset = 0;
+  int fails = 0;
+
+  if (l->ops->kv_get(l, "telegram.offset", &v) == ERR_OK && v)
+    offset = strtoll(v, NULL, 10);
+  free(v);
+  tg_set_commands(t);
+  if (pthread_create(&t->sender, NULL, tg_sender_main, t) != 0) {
+    log_error("telegram", "cannot start the sender thread");
+    return 1;
+  }
+  t->sender_started = 1;
+  t->http.stop = stop;
+  log_info("telegram", "polling as %s from offset %" PRId64, t->bot_name, offset);
+  while (!*stop)
+    tg_poll_once(t, c, l, &offset, &fails);
+  t->flush_deadline = ledger_now_ms() + (int64_t)t->cfg->shutdown_grace_s * 1000;
+  t->sender_stop = 1;
+  pthread_join(t->sender, NULL);
+  t->sender_started = 0;
+  return 0;
+}

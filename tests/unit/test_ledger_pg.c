@@ -1,0 +1,302 @@
+/* PostgreSQL-only ledger behaviour: processes racing for claims, LISTEN/NOTIFY
+ * wake-ups, and surviving a killed connection.  Needs SKYNET_TEST_PG_URL
+ * (tests/run.sh starts a server); skips without it, fails under CI=true. */
+#include <libpq-fe.h>
+#include <pthread.h>
+#include <sys/wait.h>
+
+#include "../harness.h"
+#include "../pgutil.h"
+#include "../testutil.h"
+#include "engine/ledger/ledger.h"
+#include "engine/log.h"
+
+#define TAG "ledger_pg"
+
+static char g_url[1400];
+
+static struct ledger *open_l(void)
+{
+  struct ledger *l = NULL;
+  char err[256];
+  int applied;
+
+  if (ledger_open(g_url, &l, err, sizeof err)) {
+    fprintf(stderr, "open: %s\n", err);
+    return NULL;
+  }
+  if (l->ops->migrate(l, &applied)) {
+    ledger_close(l);
+    return NULL;
+  }
+  return l;
+}
+
+static int64_t queued_job(struct ledger *l, const char *text)
+{
+  struct job j = {0};
+
+  j.channel = "pgtest";
+  j.chat_id = 1;
+  j.text = (char *)text;
+  if (l->ops->job_create(l, &j, "test") ||
+      l->ops->job_transition(l, j.id, JOB_CREATED, JOB_PLANNED, "t", NULL) ||
+      l->ops->job_transition(l, j.id, JOB_PLANNED, JOB_QUEUED, "t", NULL))
+    return 0;
+  return j.id;
+}
+
+/* A child process: claims and finishes until the queue is empty, writing
+ * each claimed id to fd. */
+static int claim_all(int fd, int who)
+{
+  struct ledger *l = open_l();
+  char owner[32];
+  struct job j;
+
+  if (!l)
+    return 1;
+  snprintf(owner, sizeof owner, "proc%d", who);
+  while (l->ops->job_claim(l, owner, 5000, 0, &j) == ERR_OK) {
+    int64_t id = j.id;
+    if (write(fd, &id, sizeof id) != (ssize_t)sizeof id)
+      return 1;
+    l->ops->job_finish(l, j.id, owner, JOB_SUCCEEDED, 0, "", NULL);
+    job_release(&j);
+  }
+  ledger_close(l);
+  return 0;
+}
+
+TEST(processes_race_and_claim_each_job_once)
+{
+  enum { NPROC = 4, NJOBS = 200 };
+  struct ledger *l = open_l();
+  static unsigned char seen[NJOBS];
+  int64_t first = 0, id;
+  pid_t pids[NPROC];
+  int fds[2], dup = 0, total = 0, status;
+
+  ASSERT(l);
+  memset(seen, 0, sizeof seen);
+  for (int i = 0; i < NJOBS; i++) {
+    ASSERT((id = queued_job(l, "race")));
+    if (!first)
+      first = id;
+  }
+  /* Children must not share (and later tear down) the parent's connection. */
+  ledger_close(l);
+  ASSERT(pipe(fds) == 0);
+  for (int i = 0; i < NPROC; i++) {
+    pids[i] = fork();
+    ASSERT(pids[i] >= 0);
+    if (pids[i] == 0) {
+      close(fds[0]);
+      _exit(claim_all(fds[1], i));
+    }
+  }
+  close(fds[1]);
+  while (read(fds[0], &id, sizeof id) == (ssize_t)sizeof id) {
+    ASSERT(id >= first && id < first + NJOBS);
+    dup += seen[id - first]++ != 0;
+    total++;
+  }
+  close(fds[0]);
+  for (int i = 0; i < NPROC; i++) {
+    ASSERT(waitpid(pids[i], &status, 0) == pids[i]);
+    ASSERT(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  }
+  ASSERT_EQ(dup, 0);
+  ASSERT_EQ(total, NJOBS);
+}
+
+struct waiter {
+  long long woke_at;
+  enum err e;
+  int ready;
+  pthread_mutex_t mu;
+};
+
+static void *wait_thread(void *arg)
+{
+  struct waiter *w = arg;
+  struct ledger *l = open_l();
+
+  if (!l) {
+    w->e = ERR_DB;
+    return NULL;
+  }
+  /* The first call issues LISTEN and may find nothing: then we are armed. */
+  l->ops->wait_for_work(l, 0);
+  pthread_mutex_lock(&w->mu);
+  w->ready = 1;
+  pthread_mutex_unlock(&w->mu);
+  /* NOTIFY is database-wide: other tests' jobs wake us too (spurious
+   * wake-ups are allowed), so wait until a claim succeeds. */
+  w->e = ERR_TIMEOUT;
+  for (long long end = tu_now_ms() + 5000; tu_now_ms() < end;) {
+    struct job j;
+    if (l->ops->job_claim(l, "waiter", 5000, 0, &j) == ERR_OK) {
+      w->woke_at = tu_now_ms();
+      w->e = ERR_OK;
+      job_release(&j);
+      break;
+    }
+    l->ops->wait_for_work(l, 1000);
+  }
+  ledger_close(l);
+  return NULL;
+}
+
+TEST(notify_wakes_an_idle_worker_fast)
+{
+  struct ledger *l = open_l();
+  struct waiter w = {0, ERR_OK, 0, PTHREAD_MUTEX_INITIALIZER};
+  pthread_t t;
+  long long queued_at;
+  int ready = 0;
+
+  ASSERT(l);
+  ASSERT(l->ops->wait_for_work);
+  pthread_create(&t, NULL, wait_thread, &w);
+  for (int i = 0; i < 500 && !ready; i++) {
+    tu_sleep_ms(10);
+    pthread_mutex_lock(&w.mu);
+    ready = w.ready;
+    pthread_mutex_unlock(&w.mu);
+  }
+  tu_sleep_ms(50);
+  queued_at = tu_now_ms();
+  ASSERT(queued_job(l, "wake"));
+  pthread_join(t, NULL);
+  ASSERT_EQ(w.e, ERR_OK);
+  fprintf(stderr, "  claimed %lld ms after queueing began\n",
+          w.woke_at - queued_at);
+  /* Polling would be up to the 1 s wait; a wake-up is milliseconds. */
+  ASSERT(w.woke_at - queued_at < 500);
+  ledger_close(l);
+}
+
+/* Kills the backend serving `victim` from another connection. */
+static int kill_backend(struct ledger *victim_owner_view, int pid)
+{
+  char sql[96];
+  PGconn *c = PQconnectdb(g_url);
+  PGresult *r;
+  int ok;
+
+  (void)victim_owner_view;
+  snprintf(sql, sizeof sql, "SELECT pg_terminate_backend(%d)", pid);
+  r = PQexec(c, sql);
+  ok = PQresultStatus(r) == PGRES_TUPLES_OK &&
+       strcmp(PQgetvalue(r, 0, 0), "t") == 0;
+  PQclear(r);
+  PQfinish(c);
+  return ok ? 0 : -1;
+}
+
+/* The backend pid of a ledger connection, found by a marker kv write. */
+static int backend_pid(const char *app_marker)
+{
+  char sql[256];
+  PGconn *c = PQconnectdb(g_url);
+  PGresult *r;
+  int pid = 0;
+
+  snprintf(sql, sizeof sql, "SELECT pid FROM pg_stat_activity WHERE"
+                            " application_name = '%s'", app_marker);
+  r = PQexec(c, sql);
+  if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1)
+    pid = (int)strtol(PQgetvalue(r, 0, 0), NULL, 10);
+  PQclear(r);
+  PQfinish(c);
+  return pid;
+}
+
+TEST(killed_connection_is_reconnected)
+{
+  char url[1400], save[1400], app[64], *val = NULL;
+  struct ledger *l;
+  int pid;
+
+  snprintf(app, sizeof app, "skynet_victim_%ld", (long)getpid());
+  snprintf(save, sizeof save, "%s", g_url);
+  snprintf(url, sizeof url, "%.1200s&application_name=%s", save, app);
+  memcpy(g_url, url, sizeof g_url);
+  l = open_l();
+  memcpy(g_url, save, sizeof g_url);
+  ASSERT(l);
+  ASSERT_EQ(l->ops->kv_set(l, "reconnect", "before"), ERR_OK);
+  ASSERT((pid = backend_pid(app)) > 0);
+  ASSERT_EQ(kill_backend(l, pid), 0);
+  tu_sleep_ms(50);
+  /* Outside a transaction the next operation reconnects and succeeds. */
+  ASSERT_EQ(l->ops->kv_set(l, "reconnect", "after"), ERR_OK);
+  ASSERT_EQ(l->ops->kv_get(l, "reconnect", &val), ERR_OK);
+  ASSERT_STREQ(val, "after");
+  free(val);
+  ASSERT(backend_pid(app) != pid);
+  /* Inside one the error is reported: the transaction died with it. */
+  ASSERT_EQ(l->ops->begin(l), ERR_OK);
+  ASSERT_EQ(kill_backend(l, backend_pid(app)), 0);
+  tu_sleep_ms(50);
+  ASSERT_EQ(l->ops->kv_set(l, "reconnect", "lost"), ERR_DB);
+  ASSERT_EQ(l->ops->kv_set(l, "reconnect", "autocommitted"), ERR_DB);
+  ASSERT_EQ(l->ops->commit(l), ERR_DB);
+  ASSERT_EQ(l->ops->kv_get(l, "reconnect", &val), ERR_OK);
+  ASSERT_STREQ(val, "after");
+  free(val);
+  ledger_close(l);
+}
+
+TEST(password_is_not_in_connection_errors)
+{
+  struct ledger *l;
+  char err[512];
+
+  log_add_secret("hunter2secret");
+  ASSERT_EQ(ledger_open("postgresql://bob:hunter2secret@127.0.0.1:1/x"
+                        "?connect_timeout=2", &l, err, sizeof err), ERR_DB);
+  ASSERT_CONTAINS(err, "cannot connect");
+  ASSERT(!strstr(err, "hunter2secret"));
+  log_clear_secrets();
+}
+
+TEST(leases_use_the_database_clock)
+{
+  struct ledger *l = open_l();
+  struct job j, *v;
+  size_t n;
+  int64_t id;
+  int found = 0;
+
+  ASSERT(l);
+  ASSERT((id = queued_job(l, "clock")));
+  ASSERT_EQ(l->ops->job_claim(l, "clk", 60000, id, &j), ERR_OK);
+  job_release(&j);
+  /* A caller whose clock runs an hour ahead cannot expire a live lease. */
+  ASSERT_EQ(l->ops->job_expired(l, ledger_now_ms() + 3600000, &v, &n), ERR_OK);
+  for (size_t i = 0; i < n; i++)
+    found |= v[i].id == id;
+  job_list_free(v, n);
+  ASSERT(!found);
+  ledger_close(l);
+}
+
+int main(void)
+{
+  const char *pg = getenv("SKYNET_TEST_PG_URL");
+
+  log_setup(LOGL_ERROR, 0, NULL);
+  if (!pg || !*pg)
+    return tpg_missing_is_failure("postgresql ledger tests") ? 1 : 0;
+  if (tpg_schema_url(pg, TAG, g_url, 1200))
+    return 1;
+  RUN(processes_race_and_claim_each_job_once);
+  RUN(notify_wakes_an_idle_worker_fast);
+  RUN(killed_connection_is_reconnected);
+  RUN(password_is_not_in_connection_errors);
+  RUN(leases_use_the_database_clock);
+  tpg_schema_drop(pg, TAG);
+  return test_summary();
+}
