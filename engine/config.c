@@ -1285,6 +1285,14 @@ static void register_secrets(const struct cfg *c)
   for (size_t i = 0; i < c->n_api_keys; i++)
     log_add_secret(c->api_keys[i]);
   add_url_password(c->database_url);
+  /* Provider options that hold credentials (a gateway's bearer token). */
+  for (size_t i = 0; i < c->n_providers; i++)
+    for (size_t k = 0; k < c->providers[i].n_opts; k++) {
+      const char *key = c->providers[i].opts[k].key;
+      if (strstr(key, "token") || strstr(key, "password") || strstr(key, "secret") ||
+          strstr(key, "api_key"))
+        log_add_secret(c->providers[i].opts[k].value);
+    }
 }
 
 /* ---- public ------------------------------------------------------------- */
