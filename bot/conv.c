@@ -10,6 +10,7 @@
 
 #include "engine/buf.h"
 #include "engine/log.h"
+#include "engine/sentinel.h"
 
 #define TEXT_MAX 4000           /* a request longer than this is refused */
 #define REPLY_MAX (64 * 1024)
@@ -19,6 +20,7 @@ struct conv {
   const struct registry *reg;
   struct orch *orch;
   struct ledger *l;
+  struct sentinel *sentinel;
 };
 
 struct req {
@@ -47,6 +49,11 @@ enum err conv_new(const struct cfg *cfg, const struct registry *reg,
 void conv_free(struct conv *c)
 {
   free(c);
+}
+
+void conv_set_sentinel(struct conv *c, struct sentinel *s)
+{
+  c->sentinel = s;
 }
 
 /* ---- replies ------------------------------------------------------------ */
@@ -465,6 +472,10 @@ static enum err cmd_providers(struct req *r, const char *arg)
                strcmp(re->name, r->c->reg->default_name) == 0 ? " default" : "",
                re->inst ? (h.ok ? "up" : "down") : "unavailable",
                re->inst ? h.detail : re->error);
+    struct sentinel_status st;
+    if (r->c->sentinel && sentinel_status(r->c->sentinel, re->name, &st) == ERR_OK && st.checks)
+      buf_printf(&b, " · monitor: %s after %ld checks%s%s", st.up ? "up" : "DOWN", st.checks,
+                 st.last_error[0] ? ", last error: " : "", st.last_error);
   }
   e = reply(r, buf_str(&b));
   buf_release(&b);

@@ -39,6 +39,10 @@ struct conv;
 enum err conv_new(const struct cfg *cfg, const struct registry *reg,
                   struct orch *o, struct ledger *l, struct conv **out);
 void conv_free(struct conv *c);
+struct sentinel;
+/* Lets /providers show the sentinel's view (health over time, last error).
+ * s may be NULL; it must outlive c. */
+void conv_set_sentinel(struct conv *c, struct sentinel *s);
 /* Handles one message or button press.  ERR_OK when handled, refusals
  * included; an error only when the ledger failed (the caller may retry). */
 enum err conv_handle(struct conv *c, const struct conv_in *in, struct conv_out *out);

@@ -14,6 +14,7 @@
 #include "engine/log.h"
 #include "engine/orchestrator.h"
 #include "engine/registry.h"
+#include "engine/sentinel.h"
 
 static volatile sig_atomic_t g_stop;
 static volatile sig_atomic_t g_reload;
@@ -201,7 +202,39 @@ struct runtime {
   struct orch *orch;
   struct ledger *l;
   struct conv *conv;
+  struct sentinel *sentinel;
 };
+
+#define SENTINEL_INTERVAL_MS 30000
+#define SENTINEL_FAILS 3
+
+/* A provider went down or came back: tell the admins once per incident.
+ * Runs on the sentinel's thread, so it opens its own ledger connection. */
+static void on_provider_event(void *ud, const struct sentinel_event *ev)
+{
+  const struct cfg *c = ud;
+  struct outbox_msg m = {0};
+  struct ledger *l;
+  char text[512], err[256];
+
+  log_warn("sentinel", "provider '%s' is %s: %s", ev->provider, ev->up ? "up again" : "down",
+           ev->detail ? ev->detail : "");
+  if (ledger_open(c->database_url, &l, err, sizeof err))
+    return;
+  snprintf(text, sizeof text, "ALERT: provider '%s' is %s. %s", ev->provider,
+           ev->up ? "back up" : "down", ev->detail ? ev->detail : "");
+  m.text = text;
+  if (!c->telegram_token) {
+    m.channel = "console";
+    l->ops->outbox_put(l, &m, NULL);
+  }
+  for (size_t i = 0; c->telegram_token && i < c->n_admins; i++) {
+    m.channel = "telegram";
+    m.chat_id = c->admins[i];
+    l->ops->outbox_put(l, &m, NULL);
+  }
+  ledger_close(l);
+}
 
 static int start_runtime(const struct cfg *c, int workers, struct runtime *rt)
 {
@@ -215,6 +248,9 @@ static int start_runtime(const struct cfg *c, int workers, struct runtime *rt)
     fprintf(stderr, "skynet: cannot start: %s\n", err);
     return 1;
   }
+  if (sentinel_new(&rt->sentinel, &rt->reg, SENTINEL_INTERVAL_MS, SENTINEL_FAILS,
+                   on_provider_event, (void *)c))
+    log_warn("main", "cannot start the provider sentinel");
   log_info("main", "skynet %s started: ledger %s, %d workers", SKYNET_VERSION,
            rt->l->ops->name, workers);
   return 0;
@@ -222,6 +258,7 @@ static int start_runtime(const struct cfg *c, int workers, struct runtime *rt)
 
 static void stop_runtime(const struct cfg *c, struct runtime *rt)
 {
+  sentinel_free(rt->sentinel);
   orch_stop(rt->orch, c->shutdown_grace_s * 1000);
   conv_free(rt->conv);
   registry_release(&rt->reg);
@@ -250,6 +287,7 @@ static int cmd_run(const struct cfg *c)
     tg_free(tg);
     return 1;
   }
+  conv_set_sentinel(rt.conv, rt.sentinel);
   rc = tg ? tg_run(tg, rt.conv, rt.l, &g_stop) : console_run(rt.conv, rt.l, &g_stop);
   stop_runtime(c, &rt);
   tg_free(tg);

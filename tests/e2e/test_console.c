@@ -132,6 +132,8 @@ TEST(flows_in_one_session)
   ASSERT(proc_expect(&p, "FAILED: cannot plan this offline", 5000));
   proc_send(&p, "/cancel 999");
   ASSERT(proc_expect(&p, "No job #999", 5000));
+  proc_send(&p, "/providers");
+  ASSERT(proc_expect(&p, "local (local) default: up", 5000));
   proc_send(&p, "/bogus");
   ASSERT(proc_expect(&p, "Unknown command", 5000));
   ASSERT_EQ(proc_finish(&p, 15000), 0);
