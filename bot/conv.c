@@ -13,6 +13,9 @@
 #include "engine/sentinel.h"
 
 #define TEXT_MAX 4000           /* a request longer than this is refused */
+#define RATE_SLOTS 256          /* users tracked by the command rate limit */
+#define RATE_BURST 10           /* commands a user may send at once */
+#define RATE_PER_MIN 30         /* and per minute after that */
 #define REPLY_MAX (64 * 1024)
 
 struct conv {
@@ -21,6 +24,12 @@ struct conv {
   struct orch *orch;
   struct ledger *l;
   struct sentinel *sentinel;
+  struct rate {
+    int64_t user_id;
+    double tokens;
+    int64_t last_ms;
+    int warned;
+  } rates[RATE_SLOTS];         /* a token bucket per recent user */
 };
 
 struct req {
@@ -139,6 +148,31 @@ static int may_approve(const struct req *r, enum risk risk)
   if (is_admin(r))
     return risk <= RISK_ADMIN;
   return risk == RISK_WRITE && r->c->cfg->n_admins == 0 && is_allowed(r);
+}
+
+/* Token bucket per user (the console operator is not limited).  Returns 1
+ * when the message may go on; the first refusal of a burst says why. */
+static int rate_ok(struct req *r)
+{
+  struct rate *rt = &r->c->rates[(uint64_t)r->in->user_id % RATE_SLOTS];
+  int64_t now = ledger_now_ms();
+
+  if (r->in->trusted)
+    return 1;
+  if (rt->user_id != r->in->user_id || rt->last_ms == 0) {
+    *rt = (struct rate){r->in->user_id, RATE_BURST, now, 0};
+  } else {
+    rt->tokens += (double)(now - rt->last_ms) * RATE_PER_MIN / 60000.0;
+    if (rt->tokens > RATE_BURST)
+      rt->tokens = RATE_BURST;
+    rt->last_ms = now;
+  }
+  if (rt->tokens >= 1.0) {
+    rt->tokens -= 1.0;
+    rt->warned = 0;
+    return 1;
+  }
+  return 0;
 }
 
 /* Nothing is stored for a stranger but a counter. */
@@ -576,6 +610,14 @@ enum err conv_handle(struct conv *c, const struct conv_in *in, struct conv_out *
            in->user_id);
   if (!is_allowed(&r))
     return refuse(&r);
+  if (!rate_ok(&r)) {
+    struct rate *rt = &c->rates[(uint64_t)in->user_id % RATE_SLOTS];
+    snprintf(out->callback_answer, sizeof out->callback_answer, "Slow down.");
+    if (rt->warned++)
+      return ERR_OK;
+    return reply(&r, "Slow down: too many messages. I take about one every two seconds "
+                     "after a burst of ten.");
+  }
   if (in->callback_data)
     return handle_callback(&r);
   if (!in->text || !*in->text)
