@@ -2,6 +2,7 @@
 #ifndef SKYNET_TESTUTIL_H
 #define SKYNET_TESTUTIL_H
 
+#include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,6 +41,36 @@ static inline long long tu_now_ms(void)
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Processes whose command line (arguments joined by spaces) holds token. */
+static inline int tu_count_procs(const char *token)
+{
+  char path[300], cmd[4096];
+  struct dirent *d;
+  DIR *dir = opendir("/proc");
+  int n = 0;
+
+  while (dir && (d = readdir(dir))) {
+    FILE *f;
+    size_t len;
+
+    if (d->d_name[0] < '1' || d->d_name[0] > '9')
+      continue;
+    snprintf(path, sizeof path, "/proc/%s/cmdline", d->d_name);
+    if (!(f = fopen(path, "r")))
+      continue;
+    len = fread(cmd, 1, sizeof cmd - 1, f);
+    fclose(f);
+    for (size_t i = 0; i < len; i++)
+      if (!cmd[i])
+        cmd[i] = ' ';
+    cmd[len] = 0;
+    n += strstr(cmd, token) != NULL;
+  }
+  if (dir)
+    closedir(dir);
+  return n;
 }
 
 #endif

@@ -15,6 +15,7 @@
 
 #include "providers/exec/exec.h"
 #include "tests/harness.h"
+#include "tests/testutil.h"
 
 static struct exec_instance *make_inst(const char *name, struct cfg_kv *opts,
                                        size_t n_opts)
@@ -39,43 +40,12 @@ static enum err run_in(struct exec_instance *inst, const char *const *argv,
   return inst->backend->run(inst, &req, res);
 }
 
-/* Processes whose command line holds token (any argument). */
-static int count_procs(const char *token)
-{
-  char path[300], cmd[4096];
-  struct dirent *d;
-  DIR *dir = opendir("/proc");
-  int n = 0;
-
-  while (dir && (d = readdir(dir))) {
-    FILE *f;
-    size_t len, i;
-
-    if (d->d_name[0] < '1' || d->d_name[0] > '9')
-      continue;
-    snprintf(path, sizeof path, "/proc/%s/cmdline", d->d_name);
-    f = fopen(path, "r");
-    if (!f)
-      continue;
-    len = fread(cmd, 1, sizeof cmd - 1, f);
-    fclose(f);
-    for (i = 0; i < len; i++)
-      if (!cmd[i])
-        cmd[i] = ' ';
-    cmd[len] = 0;
-    if (strstr(cmd, token))
-      n++;
-  }
-  if (dir)
-    closedir(dir);
-  return n;
-}
 
 static void wait_gone(const char *token)
 {
   int i;
 
-  for (i = 0; i < 50 && count_procs(token); i++)
+  for (i = 0; i < 50 && tu_count_procs(token); i++)
     usleep(50 * 1000);
 }
 
@@ -179,7 +149,7 @@ TEST(timeout_kills_everything)
   ASSERT_EQ(run_in(sb, argv, 500, &res), ERR_TIMEOUT);
   ASSERT_EQ(res.timed_out, 1);
   wait_gone(token);   /* the namespace is torn down asynchronously */
-  ASSERT_EQ(count_procs(token), 0);
+  ASSERT_EQ(tu_count_procs(token), 0);
   exec_result_release(&res);
 }
 
@@ -211,7 +181,7 @@ TEST(cancel_kills_everything)
   ASSERT_CONTAINS(res.output, "started");
   exec_result_release(&res);
   wait_gone(token);
-  ASSERT_EQ(count_procs(token), 0);
+  ASSERT_EQ(tu_count_procs(token), 0);
 }
 
 TEST(per_run_workspace_removed)

@@ -18,6 +18,7 @@
 
 #include "providers/exec/exec.h"
 #include "tests/harness.h"
+#include "tests/testutil.h"
 
 #define SSHD "/usr/sbin/sshd"
 
@@ -161,36 +162,6 @@ static struct exec_instance *make_inst(const char *port, const char *kh)
   return inst;
 }
 
-static int count_procs(const char *token)
-{
-  char path[300], cmd[4096];
-  struct dirent *d;
-  DIR *pd = opendir("/proc");
-  int n = 0;
-
-  while (pd && (d = readdir(pd))) {
-    FILE *f;
-    size_t len, i;
-
-    if (d->d_name[0] < '1' || d->d_name[0] > '9')
-      continue;
-    snprintf(path, sizeof path, "/proc/%s/cmdline", d->d_name);
-    f = fopen(path, "r");
-    if (!f)
-      continue;
-    len = fread(cmd, 1, sizeof cmd - 1, f);
-    fclose(f);
-    for (i = 0; i < len; i++)
-      if (!cmd[i])
-        cmd[i] = ' ';
-    cmd[len] = 0;
-    if (strstr(cmd, token))
-      n++;
-  }
-  if (pd)
-    closedir(pd);
-  return n;
-}
 
 static struct exec_instance *box;
 
@@ -252,9 +223,9 @@ TEST(timeout_kills_remote)
   ASSERT_EQ(exec_ssh.run(box, &req, &res), ERR_TIMEOUT);
   ASSERT_EQ(res.timed_out, 1);
   exec_result_release(&res);
-  for (i = 0; i < 30 && count_procs(token); i++)
+  for (i = 0; i < 30 && tu_count_procs(token); i++)
     usleep(100 * 1000);
-  ASSERT_EQ(count_procs(token), 0);
+  ASSERT_EQ(tu_count_procs(token), 0);
 }
 
 static void *cancel_later(void *arg)
@@ -286,9 +257,9 @@ TEST(cancel_kills_remote)
   ASSERT_EQ(e, ERR_CANCELLED);
   ASSERT(res.duration_ms >= 1400);
   exec_result_release(&res);
-  for (i = 0; i < 30 && count_procs(token); i++)
+  for (i = 0; i < 30 && tu_count_procs(token); i++)
     usleep(100 * 1000);
-  ASSERT_EQ(count_procs(token), 0);
+  ASSERT_EQ(tu_count_procs(token), 0);
 }
 
 TEST(unreachable_port_fails_clearly)
