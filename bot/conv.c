@@ -79,10 +79,13 @@ static enum err reply_full(struct req *r, const char *text, const char *buttons,
   m.text = (char *)text;
   m.buttons_json = (char *)buttons;
   m.edit_key = (char *)edit_key;
-  if ((e = r->c->l->ops->outbox_put(r->c->l, &m, NULL)))
+  if ((e = ledger_outbox_put(r->c->l, &m, NULL)))
     return e;
-  return r->c->l->ops->msg_append(r->c->l, r->in->channel, r->in->chat_id,
-                                  "assistant", text);
+  char *safe = log_redact(text);
+  e = r->c->l->ops->msg_append(r->c->l, r->in->channel, r->in->chat_id, "assistant",
+                               safe ? safe : "");
+  free(safe);
+  return e;
 }
 
 static enum err reply(struct req *r, const char *text)
@@ -194,7 +197,7 @@ static enum err refuse(struct req *r)
   m.channel = (char *)r->in->channel;
   m.chat_id = r->in->chat_id;
   m.text = "Access denied. SKYNET takes orders only from its operators.";
-  return r->c->l->ops->outbox_put(r->c->l, &m, NULL);
+  return ledger_outbox_put(r->c->l, &m, NULL);
 }
 
 /* ---- commands ----------------------------------------------------------- */

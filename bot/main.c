@@ -226,12 +226,12 @@ static void on_provider_event(void *ud, const struct sentinel_event *ev)
   m.text = text;
   if (!c->telegram_token) {
     m.channel = "console";
-    l->ops->outbox_put(l, &m, NULL);
+    ledger_outbox_put(l, &m, NULL);
   }
   for (size_t i = 0; c->telegram_token && i < c->n_admins; i++) {
     m.channel = "telegram";
     m.chat_id = c->admins[i];
-    l->ops->outbox_put(l, &m, NULL);
+    ledger_outbox_put(l, &m, NULL);
   }
   ledger_close(l);
 }

@@ -99,7 +99,7 @@ static void notify(struct ledger *l, const struct job *j, const char *text,
   m.job_id = j->id;
   m.text = (char *)text;
   m.edit_key = (char *)edit_key;
-  if (l->ops->outbox_put(l, &m, NULL))
+  if (ledger_outbox_put(l, &m, NULL))
     log_error("orch", "cannot queue a notification for job #%lld",
               (long long)j->id);
 }

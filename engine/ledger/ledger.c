@@ -1,6 +1,8 @@
 /* engine/ledger/ledger.c — backend choice by URL and the shared frees. */
 #include "ledger.h"
 
+#include "../log.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,6 +30,19 @@ void ledger_close(struct ledger *l)
 {
   if (l)
     l->ops->close(l);
+}
+
+enum err ledger_outbox_put(struct ledger *l, const struct outbox_msg *m,
+                           int64_t *id)
+{
+  struct outbox_msg safe = *m;
+  enum err e;
+
+  if (!(safe.text = log_redact(m->text ? m->text : "")))
+    return ERR_NOMEM;
+  e = l->ops->outbox_put(l, &safe, id);
+  free(safe.text);
+  return e;
 }
 
 int64_t ledger_now_ms(void)

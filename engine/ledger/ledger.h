@@ -187,6 +187,12 @@ enum err ledger_open(const char *url, struct ledger **out, char *errbuf,
 /* NULL-safe. */
 void ledger_close(struct ledger *l);
 
+/* Queues a notification with every registered secret redacted from its text:
+ * the one way into the outbox, so no channel can send a secret and none is
+ * stored.  Callers use this, not ops->outbox_put. */
+enum err ledger_outbox_put(struct ledger *l, const struct outbox_msg *m,
+                           int64_t *id);
+
 int64_t ledger_now_ms(void);
 
 void job_release(struct job *j);

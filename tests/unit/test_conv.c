@@ -105,6 +105,18 @@ TEST(approval_rights_follow_risk)
   ASSERT_CONTAINS(out.callback_answer, "Unknown button");
 }
 
+TEST(secrets_never_reach_the_outbox)
+{
+  struct conv_out out;
+
+  log_add_secret("sekrit-token-123456");
+  ASSERT_EQ(say(7, "/bogus sekrit-token-123456", &out), ERR_OK);
+  ASSERT_EQ(pending(7, "Unknown command"), 1);
+  ASSERT_EQ(pending(7, "[REDACTED]"), 1);
+  ASSERT_EQ(pending(7, "sekrit-token"), 0);
+  log_clear_secrets();
+}
+
 int main(void)
 {
   char dir[512], home[600], err[256];
@@ -139,6 +151,7 @@ int main(void)
   RUN(rate_limit_per_user);
   RUN(commands_for_other_bots_are_ignored);
   RUN(approval_rights_follow_risk);
+  RUN(secrets_never_reach_the_outbox);
   conv_free(g_conv);
   orch_stop(g_orch, 0);
   registry_release(&g_reg);
