@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "../pgutil.h"
+#include "../ledgerutil.h"
 #include "../testutil.h"
 #include "engine/ledger/ledger.h"
 #include "engine/log.h"
@@ -52,19 +53,7 @@ static int cmp_ll(const void *a, const void *b)
 
 static struct ledger *open_l(void)
 {
-  struct ledger *l = NULL;
-  char err[256];
-  int applied;
-
-  if (ledger_open(g_url, &l, err, sizeof err)) {
-    fprintf(stderr, "open: %s\n", err);
-    return NULL;
-  }
-  if (l->ops->migrate(l, &applied)) {
-    ledger_close(l);
-    return NULL;
-  }
-  return l;
+  return tu_ledger_open(g_url);
 }
 
 static int enqueue(struct ledger *l, int idx)

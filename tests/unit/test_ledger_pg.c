@@ -6,6 +6,7 @@
 #include <sys/wait.h>
 
 #include "../harness.h"
+#include "../ledgerutil.h"
 #include "../pgutil.h"
 #include "../testutil.h"
 #include "engine/ledger/ledger.h"
@@ -17,19 +18,7 @@ static char g_url[1400];
 
 static struct ledger *open_l(void)
 {
-  struct ledger *l = NULL;
-  char err[256];
-  int applied;
-
-  if (ledger_open(g_url, &l, err, sizeof err)) {
-    fprintf(stderr, "open: %s\n", err);
-    return NULL;
-  }
-  if (l->ops->migrate(l, &applied)) {
-    ledger_close(l);
-    return NULL;
-  }
-  return l;
+  return tu_ledger_open(g_url);
 }
 
 static int64_t queued_job(struct ledger *l, const char *text)
