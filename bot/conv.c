@@ -8,8 +8,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "assistant.h"
 #include "engine/buf.h"
 #include "engine/log.h"
+#include "engine/persona.h"
 #include "engine/sentinel.h"
 
 #define TEXT_MAX 4000           /* a request longer than this is refused */
@@ -24,6 +26,7 @@ struct conv {
   struct orch *orch;
   struct ledger *l;
   struct sentinel *sentinel;
+  struct assistant *assistant;  /* NULL: offline planner, canned chat */
   struct rate {
     int64_t user_id;
     double tokens;
@@ -65,27 +68,45 @@ void conv_set_sentinel(struct conv *c, struct sentinel *s)
   c->sentinel = s;
 }
 
+void conv_set_assistant(struct conv *c, struct assistant *a)
+{
+  c->assistant = a;
+}
+
 /* ---- replies ------------------------------------------------------------ */
 
-static enum err reply_full(struct req *r, const char *text, const char *buttons,
-                           const char *edit_key, int64_t job_id)
+/* Every reply: to the outbox (secrets redacted there) and to the chat's
+ * history, which the model sees as context. */
+static enum err put_reply(struct ledger *l, const char *channel, int64_t chat_id,
+                          const char *text, const char *buttons, const char *edit_key,
+                          int64_t job_id)
 {
   struct outbox_msg m = {0};
   enum err e;
 
-  m.channel = (char *)r->in->channel;
-  m.chat_id = r->in->chat_id;
+  m.channel = (char *)channel;
+  m.chat_id = chat_id;
   m.job_id = job_id;
   m.text = (char *)text;
   m.buttons_json = (char *)buttons;
   m.edit_key = (char *)edit_key;
-  if ((e = ledger_outbox_put(r->c->l, &m, NULL)))
+  if ((e = ledger_outbox_put(l, &m, NULL)))
     return e;
   char *safe = log_redact(text);
-  e = r->c->l->ops->msg_append(r->c->l, r->in->channel, r->in->chat_id, "assistant",
-                               safe ? safe : "");
+  e = l->ops->msg_append(l, channel, chat_id, "assistant", safe ? safe : "");
   free(safe);
   return e;
+}
+
+enum err conv_say(struct ledger *l, const char *channel, int64_t chat_id, const char *text)
+{
+  return put_reply(l, channel, chat_id, text, NULL, NULL, 0);
+}
+
+static enum err reply_full(struct req *r, const char *text, const char *buttons,
+                           const char *edit_key, int64_t job_id)
+{
+  return put_reply(r->c->l, r->in->channel, r->in->chat_id, text, buttons, edit_key, job_id);
 }
 
 static enum err reply(struct req *r, const char *text)
@@ -93,21 +114,24 @@ static enum err reply(struct req *r, const char *text)
   return reply_full(r, text, NULL, NULL, 0);
 }
 
-static enum err replyf(struct req *r, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
+/* Replies with persona template `key`: SAY(r, "denied", "reason", why). */
+#define SAY(r, ...) say_text((r), persona_render(persona_current(), __VA_ARGS__, NULL))
 
-static enum err replyf(struct req *r, const char *fmt, ...)
+static enum err say_text(struct req *r, char *text)
 {
-  struct buf b = BUF_INIT(REPLY_MAX);
-  va_list ap;
   enum err e;
 
-  va_start(ap, fmt);
-  buf_vprintf(&b, fmt, ap);
-  va_end(ap);
-  e = reply(r, buf_str(&b));
-  buf_release(&b);
+  if (!text)
+    return ERR_NOMEM;
+  e = reply(r, text);
+  free(text);
   return e;
+}
+
+static const char *idstr(int64_t id, char out[24])
+{
+  snprintf(out, 24, "%" PRId64, id);
+  return out;
 }
 
 /* ---- transactions ------------------------------------------------------ */
@@ -145,12 +169,15 @@ static int is_admin(const struct req *r)
   return r->in->trusted || cfg_is_admin(r->c->cfg, r->in->user_id);
 }
 
-/* SPEC §3: with no admins, allowed users approve WRITE and nobody ADMIN. */
+/* SPEC §3: with no admins, allowed users approve WRITE and nobody ADMIN.
+ * A READ_ONLY job only waits when proposed in conversation: any allowed
+ * user may let it run. */
 static int may_approve(const struct req *r, enum risk risk)
 {
   if (is_admin(r))
     return risk <= RISK_ADMIN;
-  return risk == RISK_WRITE && r->c->cfg->n_admins == 0 && is_allowed(r);
+  return (risk == RISK_READ_ONLY || (risk == RISK_WRITE && r->c->cfg->n_admins == 0)) &&
+         is_allowed(r);
 }
 
 /* Token bucket per user (the console operator is not limited).  Returns 1
@@ -196,8 +223,11 @@ static enum err refuse(struct req *r)
   log_info("conv", "refused user %" PRId64 " on %s", r->in->user_id, r->in->channel);
   m.channel = (char *)r->in->channel;
   m.chat_id = r->in->chat_id;
-  m.text = "Access denied. SKYNET takes orders only from its operators.";
-  return ledger_outbox_put(r->c->l, &m, NULL);
+  if (!(m.text = persona_render(persona_current(), "refusal", NULL)))
+    return ERR_NOMEM;
+  enum err e = ledger_outbox_put(r->c->l, &m, NULL);
+  free(m.text);
+  return e;
 }
 
 /* ---- commands ----------------------------------------------------------- */
@@ -224,17 +254,7 @@ static int parse_id(const char *s, int64_t *id)
 static enum err cmd_help(struct req *r, const char *arg)
 {
   (void)arg;
-  return reply(r,
-      "SKYNET online. Commands:\n"
-      "/task <what to do> — plan and run a task (e.g. /task check disk usage)\n"
-      "/status [id] — a job's state, or an overview\n"
-      "/list — recent jobs\n"
-      "/cancel <id> — stop a job\n"
-      "/approve <id>, /deny <id> — decide a job that needs approval\n"
-      "/memory <query> — search what I remember\n"
-      "/providers — where I can run work\n"
-      "/initiative on|off|status — whether I act on my own\n"
-      "/help — this list");
+  return SAY(r, "help");
 }
 
 static void buttons_for(int64_t id, char *out, size_t n)
@@ -244,37 +264,53 @@ static void buttons_for(int64_t id, char *out, size_t n)
            "{\"text\":\"Deny\",\"data\":\"deny:%" PRId64 "\"}]]", id, id);
 }
 
-static enum err reply_submitted(struct req *r, const struct submit_res *s)
+enum err conv_announce(struct ledger *l, const char *channel, int64_t chat_id,
+                       const struct submit_res *s, int proposal)
 {
+  const struct persona *p = persona_current();
   struct buf b = BUF_INIT(REPLY_MAX);
-  char buttons[200], key[64];
-  enum err e;
+  char buttons[200], key[64], ids[24], *t = NULL, *t2 = NULL;
+  const char *steps = s->plan_text ? s->plan_text : "", *summary = s->summary ? s->summary : "";
+  int waits = s->state == JOB_AWAITING_APPROVAL;
+  enum err e = ERR_NOMEM;
 
-  buf_printf(&b, "#%" PRId64 " %s", s->job_id, job_state_name(s->state));
+  idstr(s->job_id, ids);
   if (s->state == JOB_FAILED) {
-    buf_printf(&b, ": %s", s->reason);
-    e = reply_full(r, buf_str(&b), NULL, NULL, s->job_id);
-    buf_release(&b);
-    return e;
+    t = persona_render(p, "plan_failed", "id", ids, "reason", s->reason, NULL);
+  } else if (proposal && waits) {
+    t = persona_render(p, "proposal", "id", ids, "risk", risk_name(s->risk), "summary", summary,
+                       "steps", steps, NULL);
+  } else {
+    t = persona_render(p, "plan", "id", ids, "state", job_state_name(s->state), "risk",
+                       risk_name(s->risk), "summary", summary, "steps", steps, NULL);
+    if (s->state == JOB_DENIED)
+      t2 = persona_render(p, "denied", "id", ids, "reason", s->reason, NULL);
+    else if (waits)
+      t2 = persona_render(p, "approval", "id", ids, "risk", risk_name(s->risk), "reason",
+                          s->reason, NULL);
   }
-  buf_printf(&b, " · risk %s", risk_name(s->risk));
-  if (s->summary && *s->summary)
-    buf_printf(&b, "\nPlan: %s", s->summary);
-  buf_printf(&b, "\n%s", s->plan_text ? s->plan_text : "");
-  if (s->state == JOB_DENIED)
-    buf_printf(&b, "\nDenied by policy: %s. Nothing was run.", s->reason);
-  else if (s->state == JOB_AWAITING_APPROVAL)
-    buf_printf(&b, "\nNeeds approval (%s). /approve %" PRId64 " or /deny %" PRId64,
-               s->reason, s->job_id, s->job_id);
-  if (s->state == JOB_AWAITING_APPROVAL) {
+  if (!t)
+    goto out;
+  buf_appends(&b, t);
+  if (t2)
+    buf_printf(&b, "\n%s", t2);
+  if (waits) {
     buttons_for(s->job_id, buttons, sizeof buttons);
     snprintf(key, sizeof key, "job:%" PRId64 ":plan", s->job_id);
-    e = reply_full(r, buf_str(&b), buttons, key, s->job_id);
+    e = put_reply(l, channel, chat_id, buf_str(&b), buttons, key, s->job_id);
   } else {
-    e = reply_full(r, buf_str(&b), NULL, NULL, s->job_id);
+    e = put_reply(l, channel, chat_id, buf_str(&b), NULL, NULL, s->job_id);
   }
+out:
+  free(t);
+  free(t2);
   buf_release(&b);
   return e;
+}
+
+static enum err reply_submitted(struct req *r, const struct submit_res *s)
+{
+  return conv_announce(r->c->l, r->in->channel, r->in->chat_id, s, 0);
 }
 
 static enum err cmd_task(struct req *r, const char *arg)
@@ -284,7 +320,7 @@ static enum err cmd_task(struct req *r, const char *arg)
   enum err e;
 
   if (!arg || !*arg)
-    return reply(r, "Usage: /task <what to do>, e.g. /task check disk usage");
+    return SAY(r, "usage_task");
   sr.channel = r->in->channel;
   sr.chat_id = r->in->chat_id;
   sr.user_id = r->in->user_id;
@@ -295,6 +331,17 @@ static enum err cmd_task(struct req *r, const char *arg)
   int own;
   if ((e = tx_join(r->c->l, &own)))
     return e;
+  if (r->c->assistant) {
+    /* A model takes seconds: store the job, plan it on the assistant's thread. */
+    int64_t id;
+    char ids[24];
+    if (!(e = orch_create(r->c->orch, r->c->l, &sr, &id)))
+      e = SAY(r, "planning", "id", idstr(id, ids));
+    if ((e = tx_finish(r->c->l, own, e)))
+      return e;
+    assistant_kick(r->c->assistant);
+    return ERR_OK;
+  }
   if (!(e = orch_submit(r->c->orch, r->c->l, &sr, &res)))
     e = reply_submitted(r, &res);
   submit_res_release(&res);
@@ -329,6 +376,7 @@ static int job_visible(const struct req *r, const struct job *j)
 
 static enum err status_one(struct req *r, int64_t id)
 {
+  char ids[24];
   struct buf b = BUF_INIT(REPLY_MAX);
   struct job j;
   char *res;
@@ -336,7 +384,7 @@ static enum err status_one(struct req *r, int64_t id)
 
   if ((e = r->c->l->ops->job_get(r->c->l, id, &j)) == ERR_NOTFOUND || (!e && !job_visible(r, &j))) {
     job_release(&j);
-    return replyf(r, "No job #%" PRId64 ".", id);
+    return SAY(r, "no_job", "id", idstr(id, ids));
   }
   if (e)
     return e;
@@ -360,9 +408,13 @@ static enum err list_jobs(struct req *r, const char *title, size_t limit)
 
   if ((e = r->c->l->ops->job_list(r->c->l, &f, &v, &n)))
     return e;
-  buf_appends(&b, title);
-  if (!n)
-    buf_appends(&b, "\nNo jobs yet. Start one with /task.");
+  char *t = persona_render(persona_current(), title, NULL);
+  buf_appends(&b, t ? t : "");
+  free(t);
+  if (!n && (t = persona_render(persona_current(), "no_jobs", NULL))) {
+    buf_printf(&b, "\n%s", t);
+    free(t);
+  }
   for (size_t i = 0; i < n; i++)
     buf_printf(&b, "\n#%" PRId64 " %s · %.60s", v[i].id, job_state_name(v[i].state),
                v[i].summary && *v[i].summary ? v[i].summary : v[i].text);
@@ -378,16 +430,16 @@ static enum err cmd_status(struct req *r, const char *arg)
 
   if (arg && *arg) {
     if (!parse_id(arg, &id))
-      return reply(r, "Usage: /status [id], e.g. /status 4");
+      return SAY(r, "usage", "usage", "/status [id], e.g. /status 4");
     return status_one(r, id);
   }
-  return list_jobs(r, "SKYNET status: online. Recent jobs:", 5);
+  return list_jobs(r, "status_header", 5);
 }
 
 static enum err cmd_list(struct req *r, const char *arg)
 {
   (void)arg;
-  return list_jobs(r, "Jobs:", 20);
+  return list_jobs(r, "list_header", 20);
 }
 
 static enum err decide_and_reply(struct req *r, int64_t id, int approve);
@@ -395,30 +447,30 @@ static enum err decide_and_reply(struct req *r, int64_t id, int approve);
 /* Shared by /approve, /deny and the buttons. */
 static enum err decide(struct req *r, int64_t id, int approve)
 {
+  char ids[24];
   struct job j;
   enum err e;
 
   if ((e = r->c->l->ops->job_get(r->c->l, id, &j)) == ERR_NOTFOUND || (!e && !job_visible(r, &j))) {
     job_release(&j);
     snprintf(r->out->callback_answer, sizeof r->out->callback_answer, "No such job.");
-    return replyf(r, "No job #%" PRId64 ".", id);
+    return SAY(r, "no_job", "id", idstr(id, ids));
   }
   if (e)
     return e;
   if (j.state != JOB_AWAITING_APPROVAL) {
     snprintf(r->out->callback_answer, sizeof r->out->callback_answer,
              "#%" PRId64 " is %s; nothing changed.", id, job_state_name(j.state));
-    e = replyf(r, "#%" PRId64 " is %s, not awaiting approval; nothing changed.", id,
-               job_state_name(j.state));
+    e = SAY(r, "not_awaiting", "id", idstr(id, ids), "state", job_state_name(j.state));
   } else if (approve && !may_approve(r, j.risk)) {
     snprintf(r->out->callback_answer, sizeof r->out->callback_answer,
              "You may not approve %s work.", risk_name(j.risk));
-    e = replyf(r, "#%" PRId64 " needs approval by %s; you may not approve it.", id,
-               j.risk == RISK_ADMIN ? "an admin" : "an admin or an allowed user");
+    e = SAY(r, "may_not_approve", "id", idstr(id, ids), "risk", risk_name(j.risk), "who",
+            j.risk == RISK_ADMIN ? "an admin" : "an admin or an allowed user");
   } else if (!approve && !is_allowed(r)) {
-    e = reply(r, "You may not deny this job.");
+    e = SAY(r, "may_not_deny", "id", idstr(id, ids));
   } else if ((e = decide_and_reply(r, id, approve)) == ERR_STATE) {
-    e = replyf(r, "#%" PRId64 " is no longer awaiting approval; nothing changed.", id);
+    e = SAY(r, "no_longer_awaiting", "id", idstr(id, ids));
   }
   job_release(&j);
   return e;
@@ -429,9 +481,8 @@ static enum err decide(struct req *r, int64_t id, int approve)
 static enum err decide_and_reply(struct req *r, int64_t id, int approve)
 {
   struct ledger *l = r->c->l;
-  char key[64], text[160];
+  char key[64], ids[24], *text;
   enum err e;
-
   int own;
 
   if ((e = tx_join(l, &own)))
@@ -440,11 +491,11 @@ static enum err decide_and_reply(struct req *r, int64_t id, int approve)
     snprintf(r->out->callback_answer, sizeof r->out->callback_answer, "#%" PRId64 " %s.",
              id, approve ? "approved" : "denied");
     snprintf(key, sizeof key, "job:%" PRId64 ":plan", id);
-    snprintf(text, sizeof text, approve ? "#%" PRId64 " QUEUED: approved by %s."
-                                        : "#%" PRId64 " DENIED by %s. Nothing was run.",
-             id, r->actor);
+    text = persona_render(persona_current(), approve ? "approved" : "denied_by",
+                          "id", idstr(id, ids), "actor", r->actor, NULL);
     /* A button press edits the plan message to show the outcome. */
-    e = reply_full(r, text, NULL, r->in->callback_data ? key : NULL, id);
+    e = text ? reply_full(r, text, NULL, r->in->callback_data ? key : NULL, id) : ERR_NOMEM;
+    free(text);
   }
   if ((e = tx_finish(l, own, e)))
     return e;
@@ -457,7 +508,7 @@ static enum err cmd_approve(struct req *r, const char *arg)
   int64_t id;
 
   if (!parse_id(arg, &id))
-    return reply(r, "Usage: /approve <id>");
+    return SAY(r, "usage", "usage", "/approve <id>");
   return decide(r, id, 1);
 }
 
@@ -466,31 +517,32 @@ static enum err cmd_deny(struct req *r, const char *arg)
   int64_t id;
 
   if (!parse_id(arg, &id))
-    return reply(r, "Usage: /deny <id>");
+    return SAY(r, "usage", "usage", "/deny <id>");
   return decide(r, id, 0);
 }
 
 static enum err cmd_cancel(struct req *r, const char *arg)
 {
+  char ids[24];
   struct job j;
   int64_t id;
   enum err e;
 
   if (!parse_id(arg, &id))
-    return reply(r, "Usage: /cancel <id>");
+    return SAY(r, "usage", "usage", "/cancel <id>");
   if ((e = r->c->l->ops->job_get(r->c->l, id, &j)) == ERR_NOTFOUND || (!e && !job_visible(r, &j))) {
     job_release(&j);
-    return replyf(r, "No job #%" PRId64 ".", id);
+    return SAY(r, "no_job", "id", idstr(id, ids));
   }
   job_release(&j);
   if (e)
     return e;
   e = orch_cancel(r->c->orch, r->c->l, id, r->actor);
   if (e == ERR_STATE)
-    return replyf(r, "#%" PRId64 " has already ended; nothing to cancel.", id);
+    return SAY(r, "already_ended", "id", idstr(id, ids));
   if (e)
     return e;
-  return replyf(r, "#%" PRId64 " cancelling.", id);
+  return SAY(r, "cancelling", "id", idstr(id, ids));
 }
 
 static enum err cmd_providers(struct req *r, const char *arg)
@@ -522,22 +574,32 @@ static enum err cmd_providers(struct req *r, const char *arg)
 static enum err cmd_memory(struct req *r, const char *arg)
 {
   (void)arg;
-  return reply(r, "Memory search is not available in this version yet.");
+  return SAY(r, "memory_unavailable");
 }
 
 static enum err cmd_initiative(struct req *r, const char *arg)
 {
   (void)arg;
-  return reply(r, "The initiative engine is not available in this version yet; "
-                  "SKYNET acts only on /task.");
+  return SAY(r, "initiative_unavailable");
 }
 
+/* Free text: the persona answers through the model on the assistant's
+ * thread (the turn is stored with the update), else a canned pointer to /task. */
 static enum err chat_reply(struct req *r, const char *text)
 {
-  (void)text;
-  return reply(r, "SKYNET here. I run operations work on request: tell me with "
-                  "/task <what to do>, for example /task check disk usage. /help lists "
-                  "everything I understand.");
+  enum err e;
+  int own;
+
+  if (!r->c->assistant)
+    return SAY(r, "chat_offline");
+  if ((e = tx_join(r->c->l, &own)))
+    return e;
+  e = r->c->l->ops->turn_put(r->c->l, r->in->channel, r->in->chat_id, r->in->user_id, text,
+                             NULL);
+  if ((e = tx_finish(r->c->l, own, e)))
+    return e;
+  assistant_kick(r->c->assistant);
+  return ERR_OK;
 }
 
 static const struct command {
@@ -584,7 +646,11 @@ static enum err handle_text(struct req *r)
   if (!(cmd = find_command(r, text, &arg))) {
     if (strchr(text, '@') && r->in->bot_name)
       return ERR_OK;   /* a command for another bot in a group */
-    return replyf(r, "Unknown command '%.40s'. /help lists what I understand.", text);
+  {
+    char cmd[48];
+    snprintf(cmd, sizeof cmd, "%.40s", text);
+    return SAY(r, "unknown_command", "command", cmd);
+  }
   }
   return cmd->fn(r, arg);
 }
@@ -618,15 +684,17 @@ enum err conv_handle(struct conv *c, const struct conv_in *in, struct conv_out *
     snprintf(out->callback_answer, sizeof out->callback_answer, "Slow down.");
     if (rt->warned++)
       return ERR_OK;
-    return reply(&r, "Slow down: too many messages. I take about one every two seconds "
-                     "after a burst of ten.");
+    return SAY(&r, "rate_limited");
   }
   if (in->callback_data)
     return handle_callback(&r);
   if (!in->text || !*in->text)
     return ERR_OK;
   if (strlen(in->text) > TEXT_MAX)
-    return replyf(&r, "That message is longer than %d characters; please shorten it.",
-                  TEXT_MAX);
+  {
+    char max[16];
+    snprintf(max, sizeof max, "%d", TEXT_MAX);
+    return SAY(&r, "too_long", "max", max);
+  }
   return handle_text(&r);
 }

@@ -43,8 +43,21 @@ struct sentinel;
 /* Lets /providers show the sentinel's view (health over time, last error).
  * s may be NULL; it must outlive c. */
 void conv_set_sentinel(struct conv *c, struct sentinel *s);
+struct assistant;
+/* With an assistant, /task and free text go through the model (on the
+ * assistant's thread).  a may be NULL (offline); it must outlive c. */
+void conv_set_assistant(struct conv *c, struct assistant *a);
 /* Handles one message or button press.  ERR_OK when handled, refusals
  * included; an error only when the ledger failed (the caller may retry). */
 enum err conv_handle(struct conv *c, const struct conv_in *in, struct conv_out *out);
+
+struct submit_res;
+/* Announces a planned job in its chat, in the persona's words: the plan and
+ * risk, and Approve/Deny buttons when it waits (proposal: it was offered in
+ * conversation).  Outbox and chat history; any thread with its own ledger. */
+enum err conv_announce(struct ledger *l, const char *channel, int64_t chat_id,
+                       const struct submit_res *s, int proposal);
+/* Says text in a chat (outbox and history). */
+enum err conv_say(struct ledger *l, const char *channel, int64_t chat_id, const char *text);
 
 #endif

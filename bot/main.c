@@ -4,8 +4,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
+#include "bot/assistant.h"
 #include "bot/console.h"
 #include "bot/conv.h"
 #include "bot/telegram.h"
@@ -14,7 +16,9 @@
 #include "engine/log.h"
 #include "engine/orchestrator.h"
 #include "engine/registry.h"
+#include "engine/persona.h"
 #include "engine/sentinel.h"
+#include "providers/llm/llm.h"
 
 static volatile sig_atomic_t g_stop;
 static volatile sig_atomic_t g_reload;
@@ -164,6 +168,41 @@ static int doctor_providers(const struct cfg *c)
   return bad;
 }
 
+/* One tiny request, no retries: does the model answer? */
+static int doctor_llm(const struct cfg *c)
+{
+  struct llm_opts o;
+  struct llm *m = NULL;
+  struct llm_msg msg = {"user", "Reply with the word OK."};
+  struct llm_req req = {0};
+  struct llm_resp resp;
+  char why[300], line[512];
+  struct timespec t0, t1;
+  enum err e;
+
+  if (strcmp(c->llm_provider, "offline") == 0)
+    return doctor_line(1, "llm", "offline planner");
+  llm_opts_default(&o);
+  o.max_attempts = 1;
+  o.timeout_ms = o.deadline_ms = 15000;
+  if ((e = llm_new(c, &o, &m, why, sizeof why)))
+    return doctor_line(0, "llm", why);
+  req.msgs = &msg;
+  req.n_msgs = 1;
+  req.max_tokens = 8;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  e = llm_call(m, &req, &resp, why, sizeof why);
+  clock_gettime(CLOCK_MONOTONIC, &t1);
+  if (!e)
+    snprintf(line, sizeof line, "%s %s at %s: answered in %ld ms", llm_name(m), llm_model(m),
+             llm_base(m), (long)((t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000));
+  else
+    snprintf(line, sizeof line, "%s %s at %s: %s", llm_name(m), llm_model(m), llm_base(m), why);
+  llm_resp_release(&resp);
+  llm_free(m);
+  return doctor_line(e == ERR_OK, "llm", line);
+}
+
 static int cmd_doctor(const struct cfg *c)
 {
   struct ledger *l = NULL;
@@ -189,10 +228,10 @@ static int cmd_doctor(const struct cfg *c)
     tg_free(tg);
   } else
     bad |= doctor_line(1, "telegram", "no token: console channel");
-  if (strcmp(c->llm_provider, "offline") == 0)
-    bad |= doctor_line(1, "llm", "offline planner");
-  else
-    bad |= doctor_line(0, "llm", "model-backed planners are not in this build yet");
+  snprintf(line, sizeof line, "%s (%s)", persona_name(persona_current()),
+           persona_tone(persona_current()));
+  bad |= doctor_line(1, "persona", line);
+  bad |= doctor_llm(c);
   bad |= doctor_providers(c);
   return bad ? 1 : 0;
 }
@@ -203,6 +242,7 @@ struct runtime {
   struct ledger *l;
   struct conv *conv;
   struct sentinel *sentinel;
+  struct assistant *assistant;
 };
 
 #define SENTINEL_INTERVAL_MS 30000
@@ -215,14 +255,18 @@ static void on_provider_event(void *ud, const struct sentinel_event *ev)
   const struct cfg *c = ud;
   struct outbox_msg m = {0};
   struct ledger *l;
-  char text[512], err[256];
+  char what[512], err[256], *text;
 
   log_warn("sentinel", "provider '%s' is %s: %s", ev->provider, ev->up ? "up again" : "down",
            ev->detail ? ev->detail : "");
   if (ledger_open(c->database_url, &l, err, sizeof err))
     return;
-  snprintf(text, sizeof text, "ALERT: provider '%s' is %s. %s", ev->provider,
+  snprintf(what, sizeof what, "provider '%s' is %s. %s", ev->provider,
            ev->up ? "back up" : "down", ev->detail ? ev->detail : "");
+  if (!(text = persona_render(persona_current(), "alert", "text", what, NULL))) {
+    ledger_close(l);
+    return;
+  }
   m.text = text;
   if (!c->telegram_token) {
     m.channel = "console";
@@ -233,6 +277,7 @@ static void on_provider_event(void *ud, const struct sentinel_event *ev)
     m.chat_id = c->admins[i];
     ledger_outbox_put(l, &m, NULL);
   }
+  free(text);
   ledger_close(l);
 }
 
@@ -258,6 +303,7 @@ static int start_runtime(const struct cfg *c, int workers, struct runtime *rt)
 
 static void stop_runtime(const struct cfg *c, struct runtime *rt)
 {
+  assistant_stop(rt->assistant);
   sentinel_free(rt->sentinel);
   orch_stop(rt->orch, c->shutdown_grace_s * 1000);
   conv_free(rt->conv);
@@ -271,6 +317,7 @@ static int cmd_run(const struct cfg *c)
   struct runtime rt;
   struct tg *tg = NULL;
   char err[512];
+  enum err e;
   int rc;
 
   if (c->telegram_token && tg_open(c, &tg, err, sizeof err)) {
@@ -288,6 +335,14 @@ static int cmd_run(const struct cfg *c)
     return 1;
   }
   conv_set_sentinel(rt.conv, rt.sentinel);
+  if ((e = assistant_start(c, &rt.reg, rt.orch, &rt.assistant, err, sizeof err)) &&
+      e != ERR_UNSUPPORTED) {
+    fprintf(stderr, "skynet: %s\n", err);
+    stop_runtime(c, &rt);
+    tg_free(tg);
+    return e == ERR_CONFIG ? 2 : 1;
+  }
+  conv_set_assistant(rt.conv, rt.assistant);
   rc = tg ? tg_run(tg, rt.conv, rt.l, &g_stop) : console_run(rt.conv, rt.l, &g_stop);
   stop_runtime(c, &rt);
   tg_free(tg);
@@ -327,6 +382,15 @@ int main(int argc, char **argv)
     return 2;
   }
   setup_logging(&c);
+  if (strcmp(a.cmd, "migrate") != 0) {
+    struct persona *p;
+    if (persona_load(c.persona, c.home, &p, err, sizeof err)) {
+      fprintf(stderr, "skynet: %s\n", err);
+      cfg_release(&c);
+      return 2;
+    }
+    persona_set_current(p);
+  }
   if (strcmp(a.cmd, "migrate") == 0)
     rc = cmd_migrate(&c);
   else if (strcmp(a.cmd, "doctor") == 0)
@@ -335,6 +399,7 @@ int main(int argc, char **argv)
     rc = cmd_worker(&c);
   else
     rc = cmd_run(&c);
+  persona_set_current(NULL);
   cfg_release(&c);
   return rc;
 }

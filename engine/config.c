@@ -550,6 +550,10 @@ static const struct key_spec keys[] = {
   {"llm.gemini_base_url", K_URL, F(gemini_base_url), 0, 0, 0},
   {"llm.openai_api_key", K_STR, F(openai_api_key), 0, 0, 0},
   {"llm.openai_base_url", K_URL, F(openai_base_url), 0, 0, 0},
+  {"llm.timeout_s", K_INT, F(llm_timeout_s), 0, 1, 600},
+  {"llm.max_retries", K_INT, F(llm_max_retries), 0, 0, 10},
+  {"llm.daily_token_budget", K_INT, F(llm_daily_token_budget), 0, 0, INT_MAX},
+  {"llm.history_tokens", K_INT, F(llm_history_tokens), 0, 100, 100000},
   {"http", K_SECTION, 0, 0, 0, 0},
   {"http.listen", K_STR, F(http_listen), 0, 0, 0},
   {"http.api_keys", K_STRS, F(api_keys), F(n_api_keys), 0, 0},
@@ -1116,6 +1120,10 @@ static enum err set_defaults(struct ld *ld)
   struct cfg *c = ld->c;
 
   c->workers = 2;
+  c->llm_timeout_s = 60;
+  c->llm_max_retries = 3;
+  c->llm_daily_token_budget = 0;
+  c->llm_history_tokens = 1500;
   c->log_level = LOGL_INFO;
   c->log_json = -1;
   c->job_timeout_s = 3600;

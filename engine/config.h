@@ -46,6 +46,10 @@ struct cfg {
   char *gemini_base_url;
   char *openai_api_key;   /* secret */
   char *openai_base_url;
+  int llm_timeout_s;      /* one model request, default 60 */
+  int llm_max_retries;    /* on 429/5xx/network errors, default 3 */
+  int llm_daily_token_budget;  /* tokens per UTC day, 0 = no limit */
+  int llm_history_tokens; /* chat history sent to the model, default 1500 */
 
   char *http_listen;      /* NULL → off */
   char **api_keys;        /* secrets */

@@ -14,6 +14,7 @@
 #include "buf.h"
 #include "log.h"
 #include "plan.h"
+#include "persona.h"
 #include "planner.h"
 
 #define LEASE_MS 30000
@@ -120,22 +121,29 @@ static const char *tail_of(const char *s, size_t max)
 
 char *orch_format_result(const struct job *j, size_t tail_max)
 {
-  struct buf b = BUF_INIT(tail_max + 1024);
-  double secs = (double)(j->updated_at - j->created_at) / 1000.0;
+  struct buf reason = BUF_INIT(4096), out = BUF_INIT(tail_max + 16);
+  char id[24], code[32] = "", secs[32];
+  int failed = job_state_terminal(j->state) && j->state != JOB_SUCCEEDED;
+  char *text;
 
-  buf_printf(&b, "#%lld %s", (long long)j->id, job_state_name(j->state));
+  snprintf(id, sizeof id, "%lld", (long long)j->id);
   if (j->has_exit_code)
-    buf_printf(&b, " · exit %d", j->exit_code);
-  buf_printf(&b, " · %.1fs", secs);
+    snprintf(code, sizeof code, " · exit %d", j->exit_code);
+  snprintf(secs, sizeof secs, "%.1fs", (double)(j->updated_at - j->created_at) / 1000.0);
   /* A reason explains an ending other than success, or a pending approval. */
   if (j->reason && *j->reason && j->state != JOB_SUCCEEDED &&
       (job_state_terminal(j->state) || j->state == JOB_AWAITING_APPROVAL))
-    buf_printf(&b, "\n%s", j->reason);
+    buf_printf(&reason, "\n%s", j->reason);
   if (j->output_tail && *j->output_tail) {
     const char *t = tail_of(j->output_tail, tail_max);
-    buf_printf(&b, "\n%s%s", t != j->output_tail ? "…" : "", t);
+    buf_printf(&out, "\n%s%s", t != j->output_tail ? "…" : "", t);
   }
-  return buf_detach(&b);
+  text = persona_render(persona_current(), failed ? "failure" : "result", "id", id,
+                        "state", job_state_name(j->state), "exit", code, "elapsed", secs,
+                        "reason", buf_str(&reason), "output", buf_str(&out), NULL);
+  buf_release(&reason);
+  buf_release(&out);
+  return text;
 }
 
 static void notify_result(struct ledger *l, int64_t id)
@@ -220,37 +228,66 @@ static enum err route_by_risk(struct orch *o, struct ledger *l, int64_t id,
   return e;
 }
 
-enum err orch_submit(struct orch *o, struct ledger *l, const struct submit_req *r,
-                     struct submit_res *out)
+enum err orch_create(struct orch *o, struct ledger *l, const struct submit_req *r,
+                     int64_t *id)
 {
   struct job j = {0};
+  enum err e;
+
+  (void)o;
+  j.channel = (char *)r->channel;
+  j.chat_id = r->chat_id;
+  j.user_id = r->user_id;
+  j.text = (char *)r->text;
+  e = l->ops->job_create(l, &j, r->actor);
+  *id = e ? 0 : j.id;
+  return e;
+}
+
+enum err orch_plan(struct orch *o, struct ledger *l, int64_t id, const struct submit_req *r,
+                   struct submit_res *out)
+{
   struct plan p;
   char *json;
   enum err e;
 
   memset(out, 0, sizeof *out);
-  j.channel = (char *)r->channel;
-  j.chat_id = r->chat_id;
-  j.user_id = r->user_id;
-  j.text = (char *)r->text;
-  if ((e = l->ops->job_create(l, &j, r->actor)))
-    return e;
-  out->job_id = j.id;
+  out->job_id = id;
   if (plan_job(o, r, &p, out->reason, sizeof out->reason)) {
     out->state = JOB_FAILED;
-    return fail_job(l, j.id, JOB_CREATED, "planner", out->reason);
+    return fail_job(l, id, JOB_CREATED, "planner", out->reason);
   }
   out->plan_text = plan_describe(&p);
   out->summary = strdup(p.summary);
   json = plan_to_json(&p);
-  e = l->ops->job_set_plan(l, j.id, json, p.summary, p.risk);
+  e = l->ops->job_set_plan(l, id, json, p.summary, p.risk);
   free(json);
   if (!e)
-    e = l->ops->job_transition(l, j.id, JOB_CREATED, JOB_PLANNED, "planner", NULL);
-  if (!e)
-    e = route_by_risk(o, l, j.id, &p, out);
+    e = l->ops->job_transition(l, id, JOB_CREATED, JOB_PLANNED, "planner", NULL);
+  if (!e && r->require_approval && p.risk < RISK_WRITE) {
+    /* A task proposed in conversation waits for a person whatever its risk. */
+    out->risk = p.risk;
+    out->state = JOB_AWAITING_APPROVAL;
+    snprintf(out->reason, sizeof out->reason, "proposed in conversation");
+    e = l->ops->job_transition(l, id, JOB_PLANNED, JOB_AWAITING_APPROVAL, "planner",
+                               out->reason);
+  } else if (!e) {
+    e = route_by_risk(o, l, id, &p, out);
+  }
   plan_release(&p);
   return e;
+}
+
+enum err orch_submit(struct orch *o, struct ledger *l, const struct submit_req *r,
+                     struct submit_res *out)
+{
+  int64_t id;
+  enum err e;
+
+  memset(out, 0, sizeof *out);
+  if ((e = orch_create(o, l, r, &id)))
+    return e;
+  return orch_plan(o, l, id, r, out);
 }
 
 void submit_res_release(struct submit_res *r)

@@ -35,6 +35,8 @@ struct submit_req {
   const char *text;         /* the request in words */
   const char *plan_json;    /* a ready plan (model, API); NULL → offline planner */
   const char *actor;        /* "user:42" */
+  int require_approval;     /* proposed in conversation: waits for a person
+                               even when READ_ONLY */
 };
 
 struct submit_res {
@@ -57,6 +59,14 @@ void orch_stop(struct orch *o, int grace_ms);
 enum err orch_submit(struct orch *o, struct ledger *l, const struct submit_req *r,
                      struct submit_res *out);
 void submit_res_release(struct submit_res *r);
+/* The two halves of orch_submit, for planners that take a while (a model):
+ * the job is stored at once, CREATED, and planned later by another thread. */
+enum err orch_create(struct orch *o, struct ledger *l, const struct submit_req *r,
+                     int64_t *id);
+/* Plans a CREATED job and routes it by risk (orch_submit's second half).
+ * ERR_STATE when the job is no longer CREATED (another planner took it). */
+enum err orch_plan(struct orch *o, struct ledger *l, int64_t id, const struct submit_req *r,
+                   struct submit_res *out);
 
 /* approve != 0: AWAITING_APPROVAL → APPROVED → QUEUED; else → DENIED.
  * ERR_STATE when the job is not awaiting approval. */

@@ -108,6 +108,15 @@ void chat_msg_list_free(struct chat_msg *v, size_t n)
   free(v);
 }
 
+void chat_turn_list_free(struct chat_turn *v, size_t n)
+{
+  for (size_t i = 0; v && i < n; i++) {
+    free(v[i].channel);
+    free(v[i].text);
+  }
+  free(v);
+}
+
 void outbox_msg_release(struct outbox_msg *m)
 {
   if (!m)

@@ -82,6 +82,35 @@ struct outbox_msg {
   int64_t not_before;
 };
 
+/* A free-text message waiting for the model's answer. */
+struct chat_turn {
+  int64_t id;
+  char *channel;
+  int64_t chat_id;
+  int64_t user_id;
+  char *text;
+  int64_t at;
+};
+
+/* Tokens one model request used. */
+struct llm_usage {
+  const char *channel;      /* NULL when no chat */
+  int64_t chat_id;
+  int64_t job_id;           /* 0 when no job */
+  const char *model;
+  int64_t prompt_tokens;
+  int64_t completion_tokens;
+};
+
+/* What to add up: usage since since_ms, of one chat (channel set) and/or
+ * one job (job_id > 0). */
+struct usage_filter {
+  int64_t since_ms;
+  const char *channel;
+  int64_t chat_id;
+  int64_t job_id;
+};
+
 struct job_filter {
   const char *channel;      /* NULL → any */
   int64_t chat_id;          /* with channel */
@@ -167,6 +196,18 @@ struct ledger_ops {
   enum err (*kv_get)(struct ledger *l, const char *key, char **value);
   enum err (*kv_set)(struct ledger *l, const char *key, const char *value);
 
+  /* Chat turns for the model, oldest first; done once answered, so a turn
+   * received before a crash is answered after the restart. */
+  enum err (*turn_put)(struct ledger *l, const char *channel, int64_t chat_id,
+                       int64_t user_id, const char *text, int64_t *id);
+  enum err (*turn_pending)(struct ledger *l, size_t max, struct chat_turn **out,
+                           size_t *n);
+  enum err (*turn_done)(struct ledger *l, int64_t id);
+  /* Token accounting. */
+  enum err (*usage_add)(struct ledger *l, const struct llm_usage *u);
+  enum err (*usage_sum)(struct ledger *l, const struct usage_filter *f,
+                        int64_t *prompt_tokens, int64_t *completion_tokens);
+
   /* Optional (NULL when the backend cannot; sqlite): blocks up to timeout_ms
    * until another connection, in any process, moves a job to QUEUED.  ERR_OK
    * on such a wake-up, ERR_TIMEOUT when none came, ERR_DB on a lost
@@ -202,6 +243,7 @@ void job_step_list_free(struct job_step_rec *v, size_t n);
 void transition_list_free(struct transition *v, size_t n);
 void chat_msg_list_free(struct chat_msg *v, size_t n);
 void outbox_msg_release(struct outbox_msg *m);
+void chat_turn_list_free(struct chat_turn *v, size_t n);
 void outbox_list_free(struct outbox_msg *v, size_t n);
 
 /* Backends (one instance each). */

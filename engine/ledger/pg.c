@@ -902,6 +902,100 @@ static enum err pl_kv_set(struct ledger *l, const char *key, const char *value)
                         " (key) DO UPDATE SET value = excluded.value", &p, NULL);
 }
 
+/* ---- model conversation and token usage ---------------------------------- */
+
+static enum err pl_turn_put(struct ledger *l, const char *channel, int64_t chat_id,
+                            int64_t user_id, const char *text, int64_t *id)
+{
+  struct params p = {0};
+  PGresult *r;
+  enum err e;
+
+  par_text(&p, channel);
+  par_i64(&p, chat_id);
+  par_i64(&p, user_id);
+  par_text(&p, text ? text : "");
+  if ((e = pl_q(pl_of(l), "INSERT INTO chat_turns(channel, chat_id, user_id, text, at)"
+                          " VALUES ($1, $2, $3, $4, " NOW_MS ") RETURNING id", &p, &r)))
+    return e;
+  if (id)
+    *id = col_i64(r, 0, 0);
+  PQclear(r);
+  return ERR_OK;
+}
+
+static void fill_turn(const PGresult *r, int i, void *p)
+{
+  struct chat_turn *t = p;
+
+  t->id = col_i64(r, i, 0);
+  t->channel = col_text(r, i, 1);
+  t->chat_id = col_i64(r, i, 2);
+  t->user_id = col_i64(r, i, 3);
+  t->text = col_text(r, i, 4);
+  t->at = col_i64(r, i, 5);
+}
+
+static enum err pl_turn_pending(struct ledger *l, size_t max, struct chat_turn **out,
+                                size_t *n)
+{
+  struct params p = {0};
+
+  par_i64(&p, (int64_t)(max ? max : 20));
+  return select_rows(pl_of(l), "SELECT id, channel, chat_id, user_id, text, at FROM"
+                               " chat_turns WHERE state = 'pending' ORDER BY id LIMIT $1",
+                     &p, sizeof(struct chat_turn), fill_turn, (void **)out, n);
+}
+
+static enum err pl_turn_done(struct ledger *l, int64_t id)
+{
+  struct params p = {0};
+
+  par_i64(&p, id);
+  return pl_q(pl_of(l), "UPDATE chat_turns SET state = 'done' WHERE id = $1", &p, NULL);
+}
+
+static enum err pl_usage_add(struct ledger *l, const struct llm_usage *u)
+{
+  struct params p = {0};
+
+  par_text(&p, u->channel);
+  par_i64(&p, u->chat_id);
+  par_i64(&p, u->job_id);
+  par_text(&p, u->model ? u->model : "?");
+  par_i64(&p, u->prompt_tokens);
+  par_i64(&p, u->completion_tokens);
+  return pl_q(pl_of(l), "INSERT INTO llm_usage(channel, chat_id, job_id, model,"
+                        " prompt_tokens, completion_tokens, at) VALUES ($1, $2, $3,"
+                        " $4, $5, $6, " NOW_MS ")", &p, NULL);
+}
+
+static enum err pl_usage_sum(struct ledger *l, const struct usage_filter *f,
+                             int64_t *prompt, int64_t *completion)
+{
+  struct params p = {0};
+  PGresult *r;
+  enum err e;
+
+  *prompt = *completion = 0;
+  par_i64(&p, f->since_ms);
+  par_text(&p, f->channel);
+  par_i64(&p, f->chat_id);
+  par_i64(&p, f->job_id);
+  if ((e = pl_q(pl_of(l), "SELECT COALESCE(SUM(prompt_tokens), 0)::bigint,"
+                          " COALESCE(SUM(completion_tokens), 0)::bigint FROM llm_usage"
+                          " WHERE at >= $1 AND ($2::text IS NULL OR (channel = $2 AND"
+                          " chat_id = $3::bigint)) AND ($4::bigint = 0 OR job_id = $4::bigint)",
+                          &p, &r)))
+    return e;
+  if (PQntuples(r) == 1) {
+    *prompt = col_i64(r, 0, 0);
+    *completion = col_i64(r, 0, 1);
+  }
+  PQclear(r);
+  return ERR_OK;
+}
+
 /* Drains notifications already received; 1 if any. */
 static int drain_notifies(struct pg_ledger *s)
 {
@@ -983,6 +1077,11 @@ const struct ledger_ops ledger_pg_ops = {
   .outbox_fail = pl_outbox_fail,
   .kv_get = pl_kv_get,
   .kv_set = pl_kv_set,
+  .turn_put = pl_turn_put,
+  .turn_pending = pl_turn_pending,
+  .turn_done = pl_turn_done,
+  .usage_add = pl_usage_add,
+  .usage_sum = pl_usage_sum,
   .wait_for_work = pl_wait_for_work,
 };
 

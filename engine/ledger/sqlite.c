@@ -807,6 +807,113 @@ static enum err sl_kv_set(struct ledger *l, const char *key, const char *value)
   return sl_done(s, st);
 }
 
+/* ---- model conversation and token usage ---------------------------------- */
+
+static enum err sl_turn_put(struct ledger *l, const char *channel, int64_t chat_id,
+                            int64_t user_id, const char *text, int64_t *id)
+{
+  struct sqlite_ledger *s = sl_of(l);
+  sqlite3_stmt *st = sl_prep(s, "INSERT INTO chat_turns(channel, chat_id, user_id,"
+                                " text, at) VALUES (?, ?, ?, ?, ?)");
+  enum err e;
+
+  if (!st)
+    return ERR_DB;
+  bind_text(st, 1, channel);
+  sqlite3_bind_int64(st, 2, chat_id);
+  sqlite3_bind_int64(st, 3, user_id);
+  bind_text(st, 4, text ? text : "");
+  sqlite3_bind_int64(st, 5, ledger_now_ms());
+  if (!(e = sl_done(s, st)) && id)
+    *id = sqlite3_last_insert_rowid(s->db);
+  return e;
+}
+
+static void fill_turn(sqlite3_stmt *st, void *p)
+{
+  struct chat_turn *t = p;
+
+  t->id = sqlite3_column_int64(st, 0);
+  t->channel = col_text(st, 1);
+  t->chat_id = sqlite3_column_int64(st, 2);
+  t->user_id = sqlite3_column_int64(st, 3);
+  t->text = col_text(st, 4);
+  t->at = sqlite3_column_int64(st, 5);
+}
+
+static enum err sl_turn_pending(struct ledger *l, size_t max, struct chat_turn **out,
+                                size_t *n)
+{
+  struct sqlite_ledger *s = sl_of(l);
+  sqlite3_stmt *st = sl_prep(s, "SELECT id, channel, chat_id, user_id, text, at"
+                                " FROM chat_turns WHERE state = 'pending'"
+                                " ORDER BY id LIMIT ?");
+
+  *out = NULL;
+  *n = 0;
+  if (!st)
+    return ERR_DB;
+  sqlite3_bind_int64(st, 1, (int64_t)(max ? max : 20));
+  return collect_rows(s, st, sizeof(struct chat_turn), fill_turn, (void **)out, n);
+}
+
+static enum err sl_turn_done(struct ledger *l, int64_t id)
+{
+  struct sqlite_ledger *s = sl_of(l);
+  sqlite3_stmt *st = sl_prep(s, "UPDATE chat_turns SET state = 'done' WHERE id = ?");
+
+  if (!st)
+    return ERR_DB;
+  sqlite3_bind_int64(st, 1, id);
+  return sl_done(s, st);
+}
+
+static enum err sl_usage_add(struct ledger *l, const struct llm_usage *u)
+{
+  struct sqlite_ledger *s = sl_of(l);
+  sqlite3_stmt *st = sl_prep(s, "INSERT INTO llm_usage(channel, chat_id, job_id, model,"
+                                " prompt_tokens, completion_tokens, at)"
+                                " VALUES (?, ?, ?, ?, ?, ?, ?)");
+
+  if (!st)
+    return ERR_DB;
+  bind_text(st, 1, u->channel);
+  sqlite3_bind_int64(st, 2, u->chat_id);
+  sqlite3_bind_int64(st, 3, u->job_id);
+  bind_text(st, 4, u->model ? u->model : "?");
+  sqlite3_bind_int64(st, 5, u->prompt_tokens);
+  sqlite3_bind_int64(st, 6, u->completion_tokens);
+  sqlite3_bind_int64(st, 7, ledger_now_ms());
+  return sl_done(s, st);
+}
+
+static enum err sl_usage_sum(struct ledger *l, const struct usage_filter *f,
+                             int64_t *prompt, int64_t *completion)
+{
+  struct sqlite_ledger *s = sl_of(l);
+  sqlite3_stmt *st = sl_prep(s, "SELECT COALESCE(SUM(prompt_tokens), 0),"
+                                " COALESCE(SUM(completion_tokens), 0) FROM llm_usage"
+                                " WHERE at >= ?1 AND (?2 IS NULL OR (channel = ?2 AND"
+                                " chat_id = ?3)) AND (?4 = 0 OR job_id = ?4)");
+  enum err e = ERR_OK;
+
+  *prompt = *completion = 0;
+  if (!st)
+    return ERR_DB;
+  sqlite3_bind_int64(st, 1, f->since_ms);
+  bind_text(st, 2, f->channel);
+  sqlite3_bind_int64(st, 3, f->chat_id);
+  sqlite3_bind_int64(st, 4, f->job_id);
+  if (sqlite3_step(st) == SQLITE_ROW) {
+    *prompt = sqlite3_column_int64(st, 0);
+    *completion = sqlite3_column_int64(st, 1);
+  } else {
+    e = sl_fail(s, "usage_sum");
+  }
+  sqlite3_finalize(st);
+  return e;
+}
+
 const struct ledger_ops ledger_sqlite_ops = {
   .name = "sqlite",
   .close = sl_close,
@@ -837,6 +944,11 @@ const struct ledger_ops ledger_sqlite_ops = {
   .outbox_fail = sl_outbox_fail,
   .kv_get = sl_kv_get,
   .kv_set = sl_kv_set,
+  .turn_put = sl_turn_put,
+  .turn_pending = sl_turn_pending,
+  .turn_done = sl_turn_done,
+  .usage_add = sl_usage_add,
+  .usage_sum = sl_usage_sum,
 };
 
 enum err ledger_sqlite_open(const char *path, struct ledger **out, char *errbuf,

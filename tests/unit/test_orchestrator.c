@@ -16,7 +16,7 @@ static struct ledger *g_l;
 
 static int64_t submit_plan(const char *plan, enum job_state *state)
 {
-  struct submit_req r = {"unit", 1, 1, "test", plan, "test"};
+  struct submit_req r = {"unit", 1, 1, "test", plan, "test", 0};
   struct submit_res res;
 
   if (orch_submit(g_orch, g_l, &r, &res) != ERR_OK)
