@@ -156,6 +156,7 @@ enum err llm_new(const struct cfg *cfg, const struct llm_opts *opts, struct llm 
   c->json_level = 2;
   c->seed = (unsigned)mono_ms() ^ (unsigned)(uintptr_t)c;
   buf_init(&c->resp, LLM_RESP_MAX);
+  log_add_secret(c->key);   /* a server may echo it in an error */
   if (!c->base || (key && !c->key) || !c->model || !c->h) {
     llm_free(c);
     return ERR_NOMEM;
