@@ -424,6 +424,28 @@ static enum err list_jobs(struct req *r, const char *title, size_t limit)
   return e;
 }
 
+/* The model and what it cost today: all chats, this chat. */
+static enum err model_status(struct req *r)
+{
+  struct usage_filter all = {assistant_day_start_ms(), NULL, 0, 0};
+  struct usage_filter mine = {assistant_day_start_ms(), r->in->channel, r->in->chat_id, 0};
+  int64_t p = 0, c = 0, mp = 0, mc = 0;
+  char today[32], chat[32], budget[32];
+  enum err e;
+
+  if ((e = r->c->l->ops->usage_sum(r->c->l, &all, &p, &c)) ||
+      (e = r->c->l->ops->usage_sum(r->c->l, &mine, &mp, &mc)))
+    return e;
+  snprintf(today, sizeof today, "%" PRId64, p + c);
+  snprintf(chat, sizeof chat, "%" PRId64, mp + mc);
+  if (r->c->cfg->llm_daily_token_budget > 0)
+    snprintf(budget, sizeof budget, "%d", r->c->cfg->llm_daily_token_budget);
+  else
+    snprintf(budget, sizeof budget, "none");
+  return SAY(r, "model_status", "model", assistant_model(r->c->assistant), "today", today,
+             "chat", chat, "budget", budget);
+}
+
 static enum err cmd_status(struct req *r, const char *arg)
 {
   int64_t id;
@@ -433,7 +455,10 @@ static enum err cmd_status(struct req *r, const char *arg)
       return SAY(r, "usage", "usage", "/status [id], e.g. /status 4");
     return status_one(r, id);
   }
-  return list_jobs(r, "status_header", 5);
+  enum err e = list_jobs(r, "status_header", 5);
+  if (e || !r->c->assistant)
+    return e;
+  return model_status(r);
 }
 
 static enum err cmd_list(struct req *r, const char *arg)

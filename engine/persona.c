@@ -42,6 +42,7 @@ static const struct persona_template_def defs[] = {
   {"model_fallback", "reason"},
   {"model_down", "reason"},
   {"budget_spent", "used,budget"},
+  {"model_status", "model,today,chat,budget"},
   {"no_job", "id"},
   {"not_awaiting", "id,state"},
   {"may_not_approve", "id,risk,who"},
