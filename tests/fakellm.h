@@ -11,6 +11,7 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -275,6 +276,8 @@ static void *fl_accept(void *arg)
         return NULL;
       continue;
     }
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);   /* as real servers */
     pa = malloc(2 * sizeof *pa);
     pa[0] = f;
     pa[1] = (void *)(intptr_t)fd;
