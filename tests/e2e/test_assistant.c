@@ -31,6 +31,18 @@ static const char memory_plan[] =
     "{\"summary\": \"check memory\", \"steps\": [{\"action\": \"memory\", \"args\": {}}], "
     "\"risk\": \"READ_ONLY\"}";
 
+static void write_config_history(int budget, int history)
+{
+  char path[700];
+  FILE *f;
+
+  snprintf(path, sizeof path, "%s/skynet.yaml", g_dir);
+  f = fopen(path, "w");
+  fprintf(f, "llm:\n  max_retries: 1\n  timeout_s: 5\n  daily_token_budget: %d\n"
+             "  history_tokens: %d\n", budget, history);
+  fclose(f);
+}
+
 static void write_config(int budget)
 {
   char path[700];
@@ -141,6 +153,7 @@ TEST(task_and_chat_through_the_model)
   proc_send(&p, "/status");
   ASSERT(proc_expect(&p, "Model: gemini gemini-test · tokens today 3122", 5000));
   ASSERT_EQ(proc_finish(&p, 20000), 0);
+  proc_release(&p);
 }
 
 TEST(chat_turn_survives_kill9_and_history_survives_restart)
@@ -200,6 +213,30 @@ TEST(daily_budget_stops_model_use)
   proc_release(&p);
 }
 
+TEST(older_turns_are_summarised_and_kept)
+{
+  struct proc p;
+  size_t m;
+
+  write_config_history(0, 100);   /* about 400 bytes of history per request */
+  fl_reset(&g_fl);
+  ASSERT(start(&p) == 0);
+  m = fl_count(&g_fl);
+  fl_push(&g_fl, 200, fl_gemini_text("The operator named the build box atlas.", 50, 10, NULL),
+          NULL, 0, 0);
+  push_gemini("{\"reply\": \"Still atlas.\", \"task\": null}", 5, 5);
+  proc_send(&p, "which box again?");
+  ASSERT(proc_expect(&p, "Still atlas.", 15000));
+  ASSERT(fl_count(&g_fl) >= m + 2);
+  ASSERT_CONTAINS(body(m), "Summarise this chat");
+  ASSERT_CONTAINS(body(m), "how full are the disks?");
+  ASSERT_CONTAINS(body(m + 1), "your summary): The operator named the build box atlas.");
+  ASSERT(strlen(body(m + 1)) < 4096);   /* the old turns are not sent again */
+  ASSERT(!strstr(body(m + 1), "how full are the disks?"));
+  ASSERT_EQ(proc_finish(&p, 20000), 0);
+  proc_release(&p);
+}
+
 int main(void)
 {
   char home[800];
@@ -216,6 +253,7 @@ int main(void)
   RUN(task_and_chat_through_the_model);
   RUN(chat_turn_survives_kill9_and_history_survives_restart);
   RUN(daily_budget_stops_model_use);
+  RUN(older_turns_are_summarised_and_kept);
   tu_rmrf(g_dir);
   return test_summary();
 }
