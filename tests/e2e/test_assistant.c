@@ -237,6 +237,32 @@ TEST(older_turns_are_summarised_and_kept)
   proc_release(&p);
 }
 
+TEST(openai_compatible_server_without_a_key)
+{
+  char base[200];
+  char *env[] = {g_env_home, g_env_cfg, g_env_user_home, base, "TELEGRAM_BOT_TOKEN=",
+                 "GEMINI_API_KEY=", "OPENAI_API_KEY=", "SKYNET_LLM=", "SKYNET_LLM_MODEL=llama3",
+                 "SKYNET_LOG=warn", "SKYNET_DATABASE_URL=", "SKYNET_WORKERS=1", NULL};
+  char *argv[] = {SKYNET_BIN, "run", NULL};
+  struct proc p;
+  size_t m;
+
+  /* Like Ollama: a base URL, no key, provider chosen from the URL alone. */
+  snprintf(base, sizeof base, "OPENAI_BASE_URL=http://127.0.0.1:%d/v1", g_fl.port);
+  write_config(0);
+  fl_reset(&g_fl);
+  ASSERT(proc_start(&p, argv, env) == 0);
+  m = fl_count(&g_fl);
+  fl_push(&g_fl, 200, fl_openai_text(disk_plan, 10, 10, NULL, NULL), NULL, 0, 0);
+  proc_send(&p, "/task disks?");
+  ASSERT(proc_expect(&p, "QUEUED · risk READ_ONLY", 10000));
+  ASSERT_STREQ(g_fl.reqs[m].path, "/v1/chat/completions");
+  ASSERT_STREQ(g_fl.reqs[m].auth, "");
+  ASSERT_CONTAINS(body(m), "\"model\":\"llama3\"");
+  ASSERT_EQ(proc_finish(&p, 20000), 0);
+  proc_release(&p);
+}
+
 int main(void)
 {
   char home[800];
@@ -254,6 +280,7 @@ int main(void)
   RUN(chat_turn_survives_kill9_and_history_survives_restart);
   RUN(daily_budget_stops_model_use);
   RUN(older_turns_are_summarised_and_kept);
+  RUN(openai_compatible_server_without_a_key);
   tu_rmrf(g_dir);
   return test_summary();
 }
