@@ -263,6 +263,52 @@ TEST(openai_compatible_server_without_a_key)
   proc_release(&p);
 }
 
+static void write_persona_config(const char *persona)
+{
+  char path[700];
+  FILE *f;
+
+  snprintf(path, sizeof path, "%s/skynet.yaml", g_dir);
+  f = fopen(path, "w");
+  fprintf(f, "persona: %s\n", persona);
+  fclose(f);
+}
+
+TEST(persona_is_data)
+{
+  char *argv[] = {SKYNET_BIN, "run", NULL};
+  char *env[] = {g_env_home, g_env_cfg, g_env_user_home, "TELEGRAM_BOT_TOKEN=", "GEMINI_API_KEY=",
+                 "OPENAI_API_KEY=", "OPENAI_BASE_URL=", "SKYNET_LLM=offline", "SKYNET_LOG=warn",
+                 "SKYNET_DATABASE_URL=", NULL};
+  char bad[700];
+  struct proc p;
+  FILE *f;
+
+  /* The second shipped persona changes every message. */
+  write_persona_config("example");
+  ASSERT(proc_start(&p, argv, env) == 0);
+  proc_send(&p, "/help");
+  ASSERT(proc_expect(&p, "Jeeves, at your service", 10000));
+  proc_send(&p, "/cancel 999999");
+  ASSERT(proc_expect(&p, "I find no job #999999.", 10000));
+  proc_send(&p, "/task check disk usage");
+  ASSERT(proc_expect(&p, "I propose: check disk usage", 10000));
+  ASSERT_EQ(proc_finish(&p, 20000), 0);
+  proc_release(&p);
+
+  /* A broken persona stops skynet at start, naming the key. */
+  snprintf(bad, sizeof bad, "%s/bad.yaml", g_dir);
+  f = fopen(bad, "w");
+  fputs("name: Bad\nsystem_prompt: x\ntemplates:\n  help: \"{{nope}}\"\n", f);
+  fclose(f);
+  write_persona_config(bad);
+  char *sh[] = {"/bin/sh", "-c", "exec \"$0\" run 2>&1", SKYNET_BIN, NULL};
+  ASSERT(proc_start(&p, sh, env) == 0);
+  ASSERT_EQ(proc_finish(&p, 20000), 2);
+  ASSERT_CONTAINS(p.buf, "templates.help: unknown placeholder {{nope}}");
+  proc_release(&p);
+}
+
 int main(void)
 {
   char home[800];
@@ -281,6 +327,7 @@ int main(void)
   RUN(daily_budget_stops_model_use);
   RUN(older_turns_are_summarised_and_kept);
   RUN(openai_compatible_server_without_a_key);
+  RUN(persona_is_data);
   tu_rmrf(g_dir);
   return test_summary();
 }

@@ -65,6 +65,17 @@ static enum err plan_with(struct llm *m, const char *text, struct planner_llm_ou
   return planner_llm(m, &in, out, why, n);
 }
 
+/* A one-message request, "hi". */
+static struct llm_req hi_req(void)
+{
+  static const struct llm_msg msg = {"user", "hi"};
+  struct llm_req r = {0};
+
+  r.msgs = &msg;
+  r.n_msgs = 1;
+  return r;
+}
+
 static const char *req_body(size_t i)
 {
   return i < g_fl.n_reqs ? g_fl.reqs[i].body : "";
@@ -249,13 +260,10 @@ TEST(cannot_plan_and_refusals_are_clear)
 TEST(retry_after_on_429_is_honoured)
 {
   struct llm *m = client("openai", 3, 5000);
-  struct llm_msg msg = {"user", "hi"};
-  struct llm_req req = {0};
+  struct llm_req req = hi_req();
   struct llm_resp r;
   char why[300];
 
-  req.msgs = &msg;
-  req.n_msgs = 1;
   fl_reset(&g_fl);
   fl_push(&g_fl, 429, strdup("{\"error\": {\"message\": \"Rate limit reached\", \"type\": "
                              "\"requests\", \"code\": \"rate_limit_exceeded\"}}"),
@@ -287,13 +295,10 @@ TEST(retry_after_on_429_is_honoured)
 TEST(server_errors_timeouts_and_drops_are_retried)
 {
   struct llm *m = client("gemini", 4, 400);
-  struct llm_msg msg = {"user", "hi"};
-  struct llm_req req = {0};
+  struct llm_req req = hi_req();
   struct llm_resp r;
   char why[300];
 
-  req.msgs = &msg;
-  req.n_msgs = 1;
   fl_reset(&g_fl);
   fl_push(&g_fl, 503, strdup("{\"error\": {\"code\": 503, \"status\": \"UNAVAILABLE\"}}"), NULL, 0, 0);
   fl_push(&g_fl, 200, strdup("{}"), NULL, 0, 1);         /* connection dropped */
@@ -325,13 +330,10 @@ TEST(server_errors_timeouts_and_drops_are_retried)
 TEST(malformed_answers_and_client_errors_are_not_retried)
 {
   struct llm *m = client("openai", 3, 5000);
-  struct llm_msg msg = {"user", "hi"};
-  struct llm_req req = {0};
+  struct llm_req req = hi_req();
   struct llm_resp r;
   char why[300];
 
-  req.msgs = &msg;
-  req.n_msgs = 1;
   fl_reset(&g_fl);
   fl_push(&g_fl, 200, strdup("{\"choices\": [{\"message\": "), NULL, 0, 0);
   ASSERT_EQ(llm_call(m, &req, &r, why, sizeof why), ERR_PARSE);
