@@ -343,6 +343,52 @@ TEST(data_survives_reopen)
   ledger_close(l);
 }
 
+TEST(chat_turns_and_token_usage)
+{
+  struct ledger *l = open_l();
+  struct chat_turn *v = NULL;
+  size_t n = 0, mine = 0;
+  int64_t a = 0, b = 0, p, c;
+  int64_t since = ledger_now_ms() - 1000;
+
+  ASSERT(l);
+  ASSERT_EQ(l->ops->turn_put(l, "turns", 41, 5, "hello", &a), ERR_OK);
+  ASSERT_EQ(l->ops->turn_put(l, "turns", 42, 6, "world", &b), ERR_OK);
+  ASSERT(a > 0 && b > a);
+  ASSERT_EQ(l->ops->turn_pending(l, 100, &v, &n), ERR_OK);
+  for (size_t i = 0; i < n; i++)
+    if (strcmp(v[i].channel, "turns") == 0) {
+      ASSERT(mine || (v[i].id == a && strcmp(v[i].text, "hello") == 0 && v[i].user_id == 5));
+      mine++;
+    }
+  ASSERT_EQ(mine, 2);
+  chat_turn_list_free(v, n);
+  ASSERT_EQ(l->ops->turn_done(l, a), ERR_OK);
+  ASSERT_EQ(l->ops->turn_pending(l, 100, &v, &n), ERR_OK);
+  mine = 0;
+  for (size_t i = 0; i < n; i++)
+    mine += strcmp(v[i].channel, "turns") == 0;
+  ASSERT_EQ(mine, 1);
+  chat_turn_list_free(v, n);
+
+  struct llm_usage u1 = {"turns", 41, 9001, "m", 100, 10};
+  struct llm_usage u2 = {"turns", 41, 0, "m", 5, 1};
+  struct llm_usage u3 = {"turns", 42, 9001, "m", 7, 3};
+  ASSERT_EQ(l->ops->usage_add(l, &u1), ERR_OK);
+  ASSERT_EQ(l->ops->usage_add(l, &u2), ERR_OK);
+  ASSERT_EQ(l->ops->usage_add(l, &u3), ERR_OK);
+  struct usage_filter chat = {since, "turns", 41, 0}, job = {since, NULL, 0, 9001};
+  struct usage_filter later = {ledger_now_ms() + 60000, "turns", 41, 0};
+  ASSERT_EQ(l->ops->usage_sum(l, &chat, &p, &c), ERR_OK);
+  ASSERT_EQ(p, 105);
+  ASSERT_EQ(c, 11);
+  ASSERT_EQ(l->ops->usage_sum(l, &job, &p, &c), ERR_OK);
+  ASSERT_EQ(p + c, 120);
+  ASSERT_EQ(l->ops->usage_sum(l, &later, &p, &c), ERR_OK);
+  ASSERT_EQ(p + c, 0);
+  ledger_close(l);
+}
+
 TEST(bad_urls_are_refused)
 {
   struct ledger *l;
@@ -365,6 +411,7 @@ static void run_suite(void)
   RUN(steps_messages_outbox_kv);
   RUN(transactions_roll_back_together);
   RUN(data_survives_reopen);
+  RUN(chat_turns_and_token_usage);
   RUN(bad_urls_are_refused);
 }
 
