@@ -480,24 +480,33 @@ static int answer_turns(struct assistant *a)
 static void *run(void *arg)
 {
   struct assistant *a = arg;
+  int recheck = 0;   /* short waits left after a kick that found nothing */
 
   for (;;) {
+    int wait_ms = recheck ? 25 : POLL_MS, kicked;
     pthread_mutex_lock(&a->mu);
     if (!a->kicked && !a->stop) {
       struct timespec ts;
       clock_gettime(CLOCK_REALTIME, &ts);
-      ts.tv_nsec += (long)(POLL_MS % 1000) * 1000000L;
-      ts.tv_sec += POLL_MS / 1000 + ts.tv_nsec / 1000000000L;
+      ts.tv_nsec += (long)(wait_ms % 1000) * 1000000L;
+      ts.tv_sec += wait_ms / 1000 + ts.tv_nsec / 1000000000L;
       ts.tv_nsec %= 1000000000L;
       pthread_cond_timedwait(&a->cv, &a->mu, &ts);
     }
+    kicked = a->kicked;
     a->kicked = 0;
     int stop = a->stop;
     pthread_mutex_unlock(&a->mu);
     if (stop)
       break;
+    int did = 0;
     while (!a->stop && (plan_created(a) + answer_turns(a)) > 0)
-      ;
+      did = 1;
+    /* A kick may come before its channel commits the work: look again soon. */
+    if (kicked && !did)
+      recheck = 8;
+    else if (recheck)
+      recheck = did ? 0 : recheck - 1;
   }
   return NULL;
 }
