@@ -326,15 +326,45 @@ struct run_ctx {
   struct buf tail;              /* last step's output tail */
 };
 
-static int step_timeout_ms(struct run_ctx *c, const struct plan_step *st, int *job_level)
+/* ---- the timeout hierarchy ----------------------------------------------
+ * Four limits may bound a step: the command's own (args.timeout_s), the
+ * provider instance's (option timeout_s), the step's (timeout_s, else
+ * timeouts.step_s) and what is left of the job's (timeouts.job_s).  The
+ * smallest applies; on a tie the more specific level is named, since that is
+ * the one an operator would change. */
+enum tmo_level { TMO_COMMAND, TMO_PROVIDER, TMO_STEP, TMO_JOB };
+
+static const char *const tmo_names[] = {"command", "provider", "step", "job"};
+
+struct step_limit {
+  int64_t ms;                   /* what the provider is given */
+  enum tmo_level level;         /* which limit that is */
+  int secs;                     /* the configured value, for the reason */
+};
+
+static void limit_offer(struct step_limit *l, int64_t ms, enum tmo_level level, int secs)
 {
-  int64_t step = (int64_t)(st->timeout_s ? st->timeout_s : c->s->o->cfg->step_timeout_s) * 1000;
+  if (ms > 0 && (l->ms <= 0 || ms < l->ms)) {
+    l->ms = ms;
+    l->level = level;
+    l->secs = secs;
+  }
+}
+
+static void step_limit(const struct run_ctx *c, const struct plan_step *st,
+                       const struct registry_entry *re, struct step_limit *out)
+{
+  const struct cfg *cfg = c->s->o->cfg;
+  int step_s = st->timeout_s ? st->timeout_s : cfg->step_timeout_s;
   int64_t left = c->deadline - mono_ms();
 
-  *job_level = left < step;
-  if (left < 1)
-    left = 1;
-  return (int)(left < step ? left : step);
+  memset(out, 0, sizeof *out);
+  limit_offer(out, (int64_t)st->cmd_timeout_s * 1000, TMO_COMMAND, st->cmd_timeout_s);
+  limit_offer(out, (int64_t)re->timeout_s * 1000, TMO_PROVIDER, re->timeout_s);
+  limit_offer(out, (int64_t)step_s * 1000, TMO_STEP, step_s);
+  limit_offer(out, left < 1 ? 1 : left, TMO_JOB, cfg->job_timeout_s);
+  if (out->ms > INT32_MAX)
+    out->ms = INT32_MAX;
 }
 
 static void progress(struct run_ctx *c, size_t i, int64_t started)
@@ -375,7 +405,7 @@ static void record_step(struct run_ctx *c, size_t i, const char *state,
 }
 
 static void judge_step(size_t i, enum err e,
-                       const struct exec_result *res, int job_level,
+                       const struct exec_result *res, const struct step_limit *lim,
                        struct step_outcome *out)
 {
   out->exit_code = res->exit_code;
@@ -384,8 +414,8 @@ static void judge_step(size_t i, enum err e,
     snprintf(out->reason, sizeof out->reason, "step %zu cancelled", i + 1);
   } else if (e == ERR_TIMEOUT || res->timed_out) {
     out->state = JOB_TIMED_OUT;
-    snprintf(out->reason, sizeof out->reason, "step %zu: the %s timeout fired",
-             i + 1, job_level ? "job" : "step");
+    snprintf(out->reason, sizeof out->reason, "%s timeout of %d s fired on step %zu",
+             tmo_names[lim->level], lim->secs, i + 1);
   } else if (e != ERR_OK) {
     out->state = JOB_FAILED;
     snprintf(out->reason, sizeof out->reason, "step %zu: %s", i + 1,
@@ -406,7 +436,7 @@ static void run_step(struct run_ctx *c, size_t i, struct step_outcome *out)
   struct exec_request req = {0};
   struct exec_result res = {0};
   int64_t started = ledger_now_ms();
-  int job_level = 0;
+  struct step_limit lim;
   enum err e;
 
   if (!re || !re->inst) {
@@ -419,12 +449,13 @@ static void run_step(struct run_ctx *c, size_t i, struct step_outcome *out)
   req.argv = (const char *const *)st->argv;
   req.stdin_data = st->stdin_data;
   req.stdin_len = st->stdin_data ? strlen(st->stdin_data) : 0;
-  req.timeout_ms = step_timeout_ms(c, st, &job_level);
+  step_limit(c, st, re, &lim);
+  req.timeout_ms = (int)lim.ms;
   req.grace_ms = c->s->o->cfg->kill_grace_ms;
   req.capture_max = c->s->o->cfg->output_max;
   req.cancel = &c->s->cancel;
   e = re->inst->backend->run(re->inst, &req, &res);
-  judge_step(i, e, &res, job_level, out);
+  judge_step(i, e, &res, &lim, out);
   record_step(c, i, job_state_name(out->state), &res, started);
   buf_clear(&c->tail);
   buf_appends(&c->tail, tail_of(res.output, c->tail.max));
@@ -468,6 +499,12 @@ static void run_job(struct slot *s, struct ledger *l, struct job *j)
     if (atomic_load(&s->cancel)) {
       oc.state = JOB_CANCELLED;
       snprintf(oc.reason, sizeof oc.reason, "cancelled before step %zu", i + 1);
+      break;
+    }
+    if (mono_ms() >= c.deadline) {
+      oc.state = JOB_TIMED_OUT;
+      snprintf(oc.reason, sizeof oc.reason, "job timeout of %d s fired before step %zu",
+               s->o->cfg->job_timeout_s, i + 1);
       break;
     }
     progress(&c, i, started);

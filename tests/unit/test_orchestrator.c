@@ -115,8 +115,64 @@ TEST(step_timeout_ends_timed_out)
                            "\"timeout_s\":1}]}", &st);
 
   ASSERT_EQ(wait_final(id, 15000, &j), JOB_TIMED_OUT);
-  ASSERT_CONTAINS(j.reason, "step timeout");
+  ASSERT_CONTAINS(j.reason, "step timeout of 1 s fired on step 1");
   ASSERT(tu_now_ms() - t0 < 8000);
+  job_release(&j);
+}
+
+/* Runs plan to its end and checks it timed out for `why` with no process of
+ * the command (which holds token in its command line) left behind. */
+static void expect_timeout(const char *plan, const char *why, const char *token)
+{
+  enum job_state st;
+  struct job j;
+  long long t0 = tu_now_ms();
+  int64_t id = submit_plan(plan, &st);
+
+  ASSERT_EQ(st, JOB_QUEUED);
+  ASSERT_EQ(wait_final(id, 15000, &j), JOB_TIMED_OUT);
+  ASSERT_CONTAINS(j.reason, why);
+  ASSERT(tu_now_ms() - t0 < 8000);
+  job_release(&j);
+  ASSERT_EQ(tu_count_procs(token), 0);
+}
+
+TEST(command_timeout_is_named)
+{
+  expect_timeout("{\"steps\":[{\"action\":\"shell\",\"args\":{\"argv\":[\"sh\",\"-c\","
+                 "\"sleep 31.1 & sleep 31.1; wait\"],\"timeout_s\":1},\"timeout_s\":20}]}",
+                 "command timeout of 1 s fired on step 1", "sleep 31.1");
+}
+
+TEST(provider_timeout_is_named)
+{
+  expect_timeout("{\"steps\":[{\"action\":\"shell\",\"args\":{\"argv\":[\"true\"]}},"
+                 "{\"action\":\"shell\",\"args\":{\"argv\":[\"sleep\",\"31.2\"],\"timeout_s\":30},"
+                 "\"provider\":\"slowbox\",\"timeout_s\":20}]}",
+                 "provider timeout of 1 s fired on step 2", "sleep 31.2");
+}
+
+TEST(job_timeout_is_named)
+{
+  int saved = g_cfg.job_timeout_s;
+
+  g_cfg.job_timeout_s = 2;
+  expect_timeout("{\"steps\":[{\"action\":\"shell\",\"args\":{\"argv\":[\"sleep\",\"1\"]}},"
+                 "{\"action\":\"shell\",\"args\":{\"argv\":[\"sleep\",\"31.3\"]},\"timeout_s\":20}]}",
+                 "job timeout of 2 s fired on step 2", "sleep 31.3");
+  g_cfg.job_timeout_s = saved;
+}
+
+TEST(bad_command_timeout_rejected)
+{
+  enum job_state st;
+  struct job j;
+  int64_t id = submit_plan("{\"steps\":[{\"action\":\"shell\",\"args\":{\"argv\":[\"true\"],"
+                           "\"timeout_s\":0}}]}", &st);
+
+  ASSERT_EQ(st, JOB_FAILED);
+  ASSERT_EQ(g_l->ops->job_get(g_l, id, &j), ERR_OK);
+  ASSERT_CONTAINS(j.reason, "'timeout_s' must be an integer");
   job_release(&j);
 }
 
@@ -183,7 +239,14 @@ int main(void)
   setenv("SKYNET_CONFIG", "", 1);
   unsetenv("SKYNET_DATABASE_URL");
   unsetenv("TELEGRAM_BOT_TOKEN");
-  if (cfg_load(&g_cfg, NULL, err, sizeof err) || ledger_open(g_cfg.database_url, &g_l, err, sizeof err)) {
+  char yaml[600];
+  FILE *f;
+  snprintf(yaml, sizeof yaml, "%s/skynet.yaml", dir);
+  if (!(f = fopen(yaml, "w")))
+    return 1;
+  fputs("providers:\n  default: local\n  slowbox: {type: local, timeout_s: 1}\n", f);
+  fclose(f);
+  if (cfg_load(&g_cfg, yaml, err, sizeof err) || ledger_open(g_cfg.database_url, &g_l, err, sizeof err)) {
     fprintf(stderr, "setup: %s\n", err);
     return 1;
   }
@@ -198,6 +261,10 @@ int main(void)
   RUN(blocked_is_denied_and_never_runs);
   RUN(first_failure_stops_the_job);
   RUN(step_timeout_ends_timed_out);
+  RUN(command_timeout_is_named);
+  RUN(provider_timeout_is_named);
+  RUN(job_timeout_is_named);
+  RUN(bad_command_timeout_rejected);
   RUN(cancel_running_and_queued);
   RUN(unknown_provider_fails_planning);
   RUN(results_reach_the_outbox);
