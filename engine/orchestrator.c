@@ -13,6 +13,7 @@
 
 #include "buf.h"
 #include "log.h"
+#include "logstore.h"
 #include "plan.h"
 #include "planner.h"
 
@@ -324,7 +325,28 @@ struct run_ctx {
   struct plan plan;
   int64_t deadline;             /* monotonic ms: whole-job timeout */
   struct buf tail;              /* last step's output tail */
+  struct logstore_writer *log;  /* the job's full output; NULL if unavailable */
+  int cur_step;                 /* 1-based, for the log */
 };
+
+static void on_step_output(void *ud, const char *data, size_t n)
+{
+  struct run_ctx *c = ud;
+
+  logstore_output(c->log, c->cur_step, data, n);
+}
+
+static void log_step_start(struct run_ctx *c, const struct plan_step *st,
+                           const char *provider)
+{
+  struct buf b = BUF_INIT(LOGSTORE_LINE_MAX - 200);
+
+  for (size_t k = 0; st->argv && st->argv[k]; k++)
+    buf_printf(&b, "%s%s", k ? " " : "", st->argv[k]);
+  logstore_event(c->log, LOGL_INFO, c->cur_step, "step %d started on '%s': %s: %s",
+                 c->cur_step, provider, st->action, buf_str(&b));
+  buf_release(&b);
+}
 
 /* ---- the timeout hierarchy ----------------------------------------------
  * Four limits may bound a step: the command's own (args.timeout_s), the
@@ -446,6 +468,10 @@ static void run_step(struct run_ctx *c, size_t i, struct step_outcome *out)
     return;
   }
   record_step(c, i, "RUNNING", NULL, started);
+  c->cur_step = (int)i + 1;
+  log_step_start(c, st, re->name);
+  req.on_output = on_step_output;
+  req.ud = c;
   req.argv = (const char *const *)st->argv;
   req.stdin_data = st->stdin_data;
   req.stdin_len = st->stdin_data ? strlen(st->stdin_data) : 0;
@@ -456,6 +482,12 @@ static void run_step(struct run_ctx *c, size_t i, struct step_outcome *out)
   req.cancel = &c->s->cancel;
   e = re->inst->backend->run(re->inst, &req, &res);
   judge_step(i, e, &res, &lim, out);
+  logstore_flush(c->log);
+  if (out->state == JOB_SUCCEEDED)
+    logstore_event(c->log, LOGL_INFO, c->cur_step, "step %zu exited with 0 after %ld ms, "
+                   "%zu bytes of output", i + 1, res.duration_ms, res.output_total);
+  else
+    logstore_event(c->log, LOGL_ERROR, c->cur_step, "%s", out->reason);
   record_step(c, i, job_state_name(out->state), &res, started);
   buf_clear(&c->tail);
   buf_appends(&c->tail, tail_of(res.output, c->tail.max));
@@ -485,12 +517,14 @@ static void finish(struct run_ctx *c, const struct step_outcome *oc)
 
 static void run_job(struct slot *s, struct ledger *l, struct job *j)
 {
-  struct run_ctx c = {s, l, j, {0}, 0, BUF_INIT(s->o->cfg->output_max)};
+  struct run_ctx c = {s, l, j, {0}, 0, BUF_INIT(s->o->cfg->output_max), NULL, 0};
   struct step_outcome oc = {JOB_SUCCEEDED, 0, ""};
   int64_t started = mono_ms();
   char why[256];
 
   c.deadline = started + (int64_t)s->o->cfg->job_timeout_s * 1000;
+  if (logstore_open(s->o->cfg->home, j->id, &c.log, why, sizeof why))
+    log_warn("orch", "job #%lld runs without its log: %s", (long long)j->id, why);
   if (!j->plan_json || plan_parse(j->plan_json, strlen(j->plan_json), &c.plan, why, sizeof why)) {
     oc.state = JOB_FAILED;
     snprintf(oc.reason, sizeof oc.reason, "the stored plan is unusable");
@@ -511,6 +545,10 @@ static void run_job(struct slot *s, struct ledger *l, struct job *j)
     run_step(&c, i, &oc);
   }
   log_info("orch", "job #%lld %s", (long long)j->id, job_state_name(oc.state));
+  logstore_event(c.log, oc.state == JOB_SUCCEEDED ? LOGL_INFO : LOGL_ERROR, 0, "job %s%s%s",
+                 job_state_name(oc.state), oc.reason[0] ? ": " : "", oc.reason);
+  logstore_close(c.log);
+  c.log = NULL;
   finish(&c, &oc);
   plan_release(&c.plan);
   buf_release(&c.tail);

@@ -6,6 +6,7 @@
 #include "engine/config.h"
 #include "engine/ledger/ledger.h"
 #include "engine/log.h"
+#include "engine/logstore.h"
 #include "engine/orchestrator.h"
 #include "engine/registry.h"
 
@@ -52,6 +53,18 @@ TEST(read_only_runs_and_succeeds)
   ASSERT_EQ(j.exit_code, 0);
   ASSERT_CONTAINS(j.output_tail, "hi");
   job_release(&j);
+  /* the full output and the step's events are in the job's log */
+  char *tail = logstore_tail_text(g_cfg.home, id, 10, 1000);
+  ASSERT_STREQ(tail, "hi");
+  free(tail);
+  struct log_query q = {LOGL_DEBUG, 1, "skynet", NULL, 0};
+  struct log_line *v;
+  size_t n;
+  ASSERT_EQ(logstore_query(g_cfg.home, id, &q, &v, &n), ERR_OK);
+  ASSERT_EQ(n, 2);
+  ASSERT_CONTAINS(v[0].text, "step 1 started on 'local': shell: echo hi");
+  ASSERT_CONTAINS(v[1].text, "step 1 exited with 0");
+  log_line_list_free(v, n);
 }
 
 TEST(write_waits_for_approval_then_runs)
@@ -135,6 +148,12 @@ static void expect_timeout(const char *plan, const char *why, const char *token)
   ASSERT(tu_now_ms() - t0 < 8000);
   job_release(&j);
   ASSERT_EQ(tu_count_procs(token), 0);
+  struct log_query q = {LOGL_ERROR, 0, "skynet", why, 0};
+  struct log_line *v;
+  size_t n;
+  ASSERT_EQ(logstore_query(g_cfg.home, id, &q, &v, &n), ERR_OK);
+  ASSERT_EQ(n, 2);    /* the step's end and the job's */
+  log_line_list_free(v, n);
 }
 
 TEST(command_timeout_is_named)
