@@ -82,6 +82,17 @@ struct outbox_msg {
   int64_t not_before;
 };
 
+/* A file a step produced, kept in the artifact store (engine/archive.h). */
+struct artifact {
+  int64_t id;
+  int64_t job_id;
+  int step;                 /* 1-based */
+  char *name;               /* the path the step named */
+  int64_t size;             /* bytes */
+  char sha256[65];          /* lowercase hex */
+  int64_t created_at;       /* unix ms */
+};
+
 struct job_filter {
   const char *channel;      /* NULL → any */
   int64_t chat_id;          /* with channel */
@@ -167,6 +178,12 @@ struct ledger_ops {
   enum err (*kv_get)(struct ledger *l, const char *key, char **value);
   enum err (*kv_set)(struct ledger *l, const char *key, const char *value);
 
+  /* Records an artifact of a job; sets a->id and a->created_at. */
+  enum err (*artifact_add)(struct ledger *l, struct artifact *a);
+  /* A job's artifacts, oldest first. */
+  enum err (*artifact_list)(struct ledger *l, int64_t job_id,
+                            struct artifact **out, size_t *n);
+
   /* Optional (NULL when the backend cannot; sqlite): blocks up to timeout_ms
    * until another connection, in any process, moves a job to QUEUED.  ERR_OK
    * on such a wake-up, ERR_TIMEOUT when none came, ERR_DB on a lost
@@ -203,6 +220,7 @@ void transition_list_free(struct transition *v, size_t n);
 void chat_msg_list_free(struct chat_msg *v, size_t n);
 void outbox_msg_release(struct outbox_msg *m);
 void outbox_list_free(struct outbox_msg *v, size_t n);
+void artifact_list_free(struct artifact *v, size_t n);
 
 /* Backends (one instance each). */
 extern const struct ledger_ops ledger_sqlite_ops;
