@@ -11,6 +11,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "archive.h"
 #include "buf.h"
 #include "log.h"
 #include "logstore.h"
@@ -139,15 +140,38 @@ char *orch_format_result(const struct job *j, size_t tail_max)
   return buf_detach(&b);
 }
 
+/* "Artifacts: report.txt (1204 B, sha 3f2a9c01)" lines; "" when none. */
+void orch_format_artifacts(struct ledger *l, int64_t id, struct buf *b)
+{
+  struct artifact *v = NULL;
+  size_t n = 0;
+
+  if (l->ops->artifact_list(l, id, &v, &n) || !n) {
+    artifact_list_free(v, n);
+    return;
+  }
+  buf_appends(b, "\nArtifacts:");
+  for (size_t i = 0; i < n; i++) {
+    const char *base = strrchr(v[i].name, '/');
+    buf_printf(b, "\n%s (%lld B, sha %.12s, step %d)", base && base[1] ? base + 1 : v[i].name,
+               (long long)v[i].size, v[i].sha256, v[i].step);
+  }
+  artifact_list_free(v, n);
+}
+
 static void notify_result(struct ledger *l, int64_t id)
 {
+  struct buf b = BUF_INIT(RESULT_TAIL + 8192);
   struct job j;
   char *text;
 
   if (l->ops->job_get(l, id, &j))
     return;
   text = orch_format_result(&j, RESULT_TAIL);
-  notify(l, &j, text, NULL);
+  buf_appends(&b, text);
+  orch_format_artifacts(l, id, &b);
+  notify(l, &j, buf_str(&b), NULL);
+  buf_release(&b);
   free(text);
   job_release(&j);
 }
@@ -451,6 +475,36 @@ static void judge_step(size_t i, enum err e,
   }
 }
 
+/* Keeps the files a successful step listed in args.artifacts.  They are
+ * read from this host, so only from providers that run here. */
+static void keep_artifacts(struct run_ctx *c, size_t i, const struct registry_entry *re,
+                           struct step_outcome *out)
+{
+  const struct plan_step *st = &c->plan.steps[i];
+  const struct cfg *cfg = c->s->o->cfg;
+  struct artifact a;
+  char why[400];
+
+  if (strcmp(re->type, "local") && strcmp(re->type, "sandbox")) {
+    out->state = JOB_FAILED;
+    snprintf(out->reason, sizeof out->reason, "step %zu: artifacts are kept only from "
+             "local and sandbox providers, not from '%s' (%s)", i + 1, re->name, re->type);
+    logstore_event(c->log, LOGL_ERROR, (int)i + 1, "%s", out->reason);
+    return;
+  }
+  for (size_t k = 0; k < st->n_artifacts; k++) {
+    if (archive_keep(cfg->home, cfg->archive_max_bytes, c->l, c->job->id, (int)i + 1,
+                     st->artifacts[k], &a, why, sizeof why)) {
+      out->state = JOB_FAILED;
+      snprintf(out->reason, sizeof out->reason, "step %zu: %.290s", i + 1, why);
+      logstore_event(c->log, LOGL_ERROR, (int)i + 1, "%s", out->reason);
+      return;
+    }
+    logstore_event(c->log, LOGL_INFO, (int)i + 1, "kept artifact '%s': %lld bytes, sha256 %s",
+                   st->artifacts[k], (long long)a.size, a.sha256);
+  }
+}
+
 static void run_step(struct run_ctx *c, size_t i, struct step_outcome *out)
 {
   const struct plan_step *st = &c->plan.steps[i];
@@ -483,6 +537,8 @@ static void run_step(struct run_ctx *c, size_t i, struct step_outcome *out)
   e = re->inst->backend->run(re->inst, &req, &res);
   judge_step(i, e, &res, &lim, out);
   logstore_flush(c->log);
+  if (out->state == JOB_SUCCEEDED && st->n_artifacts)
+    keep_artifacts(c, i, re, out);
   if (out->state == JOB_SUCCEEDED)
     logstore_event(c->log, LOGL_INFO, c->cur_step, "step %zu exited with 0 after %ld ms, "
                    "%zu bytes of output", i + 1, res.duration_ms, res.output_total);

@@ -68,6 +68,11 @@ enum err orch_cancel(struct orch *o, struct ledger *l, int64_t id, const char *a
 /* Wakes idle workers: new work is queued.  Any thread. */
 void orch_wake(struct orch *o);
 
+struct buf;
+/* Appends the job's artifacts to b: "\nArtifacts:" and one line each
+ * ("report.txt (1204 B, sha 3f2a9c01d4e5, step 1)"); nothing when none. */
+void orch_format_artifacts(struct ledger *l, int64_t id, struct buf *b);
+
 /* "#4 SUCCEEDED · exit 0 · 1.2s" + output tail; malloc'd. */
 char *orch_format_result(const struct job *j, size_t tail_max);
 

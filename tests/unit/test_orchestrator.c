@@ -195,6 +195,58 @@ TEST(bad_command_timeout_rejected)
   job_release(&j);
 }
 
+TEST(artifacts_are_kept_and_listed)
+{
+  char dir[512], file[600], plan[1400];
+  enum job_state st;
+  struct outbox_msg *v;
+  struct artifact *a;
+  struct job j;
+  size_t n;
+  int found = 0;
+  int64_t id;
+  FILE *f;
+
+  tu_tmpdir(dir, sizeof dir);
+  snprintf(file, sizeof file, "%s/report.txt", dir);
+  f = fopen(file, "w");
+  ASSERT(f != NULL);
+  fputs("abc", f);
+  fclose(f);
+  snprintf(plan, sizeof plan, "{\"steps\":[{\"action\":\"shell\",\"args\":{\"argv\":[\"echo\",\"x\"],"
+           "\"artifacts\":[\"%s\"]}}]}", file);
+  id = submit_plan(plan, &st);
+  ASSERT_EQ(st, JOB_QUEUED);
+  ASSERT_EQ(wait_final(id, 10000, &j), JOB_SUCCEEDED);
+  job_release(&j);
+  ASSERT_EQ(g_l->ops->artifact_list(g_l, id, &a, &n), ERR_OK);
+  ASSERT_EQ(n, 1);
+  ASSERT_STREQ(a[0].sha256, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+  artifact_list_free(a, n);
+  ASSERT_EQ(g_l->ops->outbox_pending(g_l, "unit", ledger_now_ms(), 1000, &v, &n), ERR_OK);
+  for (size_t i = 0; i < n; i++)
+    found |= v[i].job_id == id && strstr(v[i].text, "report.txt (3 B, sha ba7816bf8f01, step 1)") != NULL;
+  outbox_list_free(v, n);
+  ASSERT(found);
+
+  /* over the limit: the job fails and says why */
+  g_cfg.archive_max_bytes = 2;
+  id = submit_plan(plan, &st);
+  ASSERT_EQ(wait_final(id, 10000, &j), JOB_FAILED);
+  g_cfg.archive_max_bytes = 100 * 1024 * 1024;
+  ASSERT_CONTAINS(j.reason, "report.txt' is 3 bytes, over the archive.max_bytes limit of 2");
+  job_release(&j);
+  tu_rmrf(dir);
+
+  /* relative paths are refused at planning */
+  id = submit_plan("{\"steps\":[{\"action\":\"shell\",\"args\":{\"argv\":[\"true\"],"
+                   "\"artifacts\":[\"out.txt\"]}}]}", &st);
+  ASSERT_EQ(st, JOB_FAILED);
+  ASSERT_EQ(g_l->ops->job_get(g_l, id, &j), ERR_OK);
+  ASSERT_CONTAINS(j.reason, "must be an absolute path");
+  job_release(&j);
+}
+
 TEST(cancel_running_and_queued)
 {
   enum job_state st;
@@ -284,6 +336,7 @@ int main(void)
   RUN(provider_timeout_is_named);
   RUN(job_timeout_is_named);
   RUN(bad_command_timeout_rejected);
+  RUN(artifacts_are_kept_and_listed);
   RUN(cancel_running_and_queued);
   RUN(unknown_provider_fails_planning);
   RUN(results_reach_the_outbox);
