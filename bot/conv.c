@@ -10,6 +10,7 @@
 
 #include "engine/buf.h"
 #include "engine/log.h"
+#include "engine/logstore.h"
 #include "engine/sentinel.h"
 
 #define TEXT_MAX 4000           /* a request longer than this is refused */
@@ -340,8 +341,17 @@ static enum err status_one(struct req *r, int64_t id)
   }
   if (e)
     return e;
+  /* The log store's tail is live while the job runs and spans every step. */
+  char *tail = logstore_tail_text(r->c->cfg->home, id, 20, 1500);
+  if (tail && *tail) {
+    free(j.output_tail);
+    j.output_tail = tail;
+    tail = NULL;
+  }
+  free(tail);
   res = orch_format_result(&j, 1500);
   buf_printf(&b, "%s\nTask: %s · risk %s", res, j.text, risk_name(j.risk));
+  orch_format_artifacts(r->c->l, id, &b);
   describe_transitions(r, id, &b);
   e = reply(r, buf_str(&b));
   free(res);
