@@ -17,6 +17,7 @@
 #include "logstore.h"
 #include "plan.h"
 #include "planner.h"
+#include "sentinel.h"
 
 #define LEASE_MS 30000
 #define HEARTBEAT_MS 1000
@@ -43,6 +44,7 @@ struct orch {
   int n_slots;
   pthread_t supervisor;
   int has_supervisor;
+  _Atomic(struct sentinel *) sentinel;  /* provider health; may be NULL */
 };
 
 static void sleep_ms(int ms)
@@ -56,6 +58,35 @@ static int64_t mono_ms(void)
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+void orch_set_sentinel(struct orch *o, struct sentinel *s)
+{
+  if (o)
+    atomic_store(&o->sentinel, s);
+}
+
+/* Whether an instance may take work: the sentinel's verdict when one
+ * watches, else the instance's own health check. */
+static int provider_up(struct orch *o, const struct registry_entry *re)
+{
+  struct sentinel *sen = atomic_load(&o->sentinel);
+  struct exec_health h = {0};
+
+  if (!re->inst)
+    return 0;
+  if (sen)
+    return sentinel_is_up(sen, re->name);
+  return re->inst->backend->health(re->inst, &h) == ERR_OK && h.ok;
+}
+
+/* Only the sentinel's verdict: a step is refused for being down only when
+ * someone watched it go down. */
+static int provider_marked_down(struct orch *o, const char *name)
+{
+  struct sentinel *sen = atomic_load(&o->sentinel);
+
+  return sen && !sentinel_is_up(sen, name);
 }
 
 void orch_wake(struct orch *o)
@@ -184,14 +215,19 @@ static enum err fail_job(struct ledger *l, int64_t id, enum job_state from,
   return l->ops->job_transition(l, id, from, JOB_FAILED, actor, why);
 }
 
-/* A step may only go to a provider that exists. */
-static int check_providers(const struct orch *o, const struct plan *p,
+/* A step may only go to a provider that exists and is not down. */
+static int check_providers(struct orch *o, const struct plan *p,
                            char *why, size_t n)
 {
   for (size_t i = 0; i < p->n_steps; i++) {
-    if (!registry_find(o->reg, p->steps[i].provider)) {
+    const struct registry_entry *re = registry_find(o->reg, p->steps[i].provider);
+    if (!re) {
       snprintf(why, n, "step %zu names unknown provider '%s'", i + 1,
                p->steps[i].provider ? p->steps[i].provider : "default");
+      return 0;
+    }
+    if (provider_marked_down(o, re->name)) {
+      snprintf(why, n, "step %zu: provider '%s' is down", i + 1, re->name);
       return 0;
     }
   }
@@ -505,22 +541,57 @@ static void keep_artifacts(struct run_ctx *c, size_t i, const struct registry_en
   }
 }
 
+/* ---- routing ------------------------------------------------------------
+ * A step runs on the instance it names, else on the default one.  Risk
+ * narrows that: a WRITE step that names no provider runs on the first
+ * sandbox instance when providers.isolate_write holds and that instance is
+ * up (bwrap present), else on the default; an ADMIN step runs only where
+ * the instance allows it (option admin, true for local).  A provider that
+ * is down is never used: the step fails saying so rather than move to
+ * another host the plan did not name (and the approver did not see). */
+static const struct registry_entry *route_step(struct run_ctx *c, const struct plan_step *st,
+                                               size_t i, struct step_outcome *out)
+{
+  struct orch *o = c->s->o;
+  const struct registry_entry *re = registry_find(o->reg, st->provider), *sb;
+
+  out->state = JOB_FAILED;
+  if (re && !st->provider && st->risk == RISK_WRITE && o->cfg->isolate_write &&
+      (sb = registry_find_type(o->reg, "sandbox")) && sb != re) {
+    if (provider_up(o, sb))
+      re = sb;
+    else
+      logstore_event(c->log, LOGL_WARN, (int)i + 1, "sandbox '%s' is not available; "
+                     "the WRITE step runs on '%s'", sb->name, re->name);
+  }
+  if (!re || !re->inst)
+    snprintf(out->reason, sizeof out->reason, "step %zu: %s", i + 1,
+             re ? re->error : "unknown provider");
+  else if (provider_marked_down(o, re->name))
+    snprintf(out->reason, sizeof out->reason, "step %zu: provider '%s' is down", i + 1, re->name);
+  else if (st->risk >= RISK_ADMIN && !re->admin)
+    snprintf(out->reason, sizeof out->reason, "step %zu: provider '%s' does not allow ADMIN "
+             "steps (its option admin is not true)", i + 1, re->name);
+  else
+    out->state = JOB_SUCCEEDED;
+  if (out->state == JOB_SUCCEEDED)
+    return re;
+  logstore_event(c->log, LOGL_ERROR, (int)i + 1, "%s", out->reason);
+  return NULL;
+}
+
 static void run_step(struct run_ctx *c, size_t i, struct step_outcome *out)
 {
   const struct plan_step *st = &c->plan.steps[i];
-  const struct registry_entry *re = registry_find(c->s->o->reg, st->provider);
+  const struct registry_entry *re = route_step(c, st, i, out);
   struct exec_request req = {0};
   struct exec_result res = {0};
   int64_t started = ledger_now_ms();
   struct step_limit lim;
   enum err e;
 
-  if (!re || !re->inst) {
-    out->state = JOB_FAILED;
-    snprintf(out->reason, sizeof out->reason, "step %zu: %s", i + 1,
-             re ? re->error : "unknown provider");
+  if (!re)
     return;
-  }
   record_step(c, i, "RUNNING", NULL, started);
   c->cur_step = (int)i + 1;
   log_step_start(c, st, re->name);
@@ -584,6 +655,8 @@ static void run_job(struct slot *s, struct ledger *l, struct job *j)
   if (!j->plan_json || plan_parse(j->plan_json, strlen(j->plan_json), &c.plan, why, sizeof why)) {
     oc.state = JOB_FAILED;
     snprintf(oc.reason, sizeof oc.reason, "the stored plan is unusable");
+  } else {
+    plan_assess(&c.plan);       /* each step's risk, for routing */
   }
   for (size_t i = 0; oc.state == JOB_SUCCEEDED && i < c.plan.n_steps; i++) {
     if (atomic_load(&s->cancel)) {
