@@ -135,11 +135,17 @@ TEST(step_timeout_ends_timed_out)
 
 /* Runs plan to its end and checks it timed out for `why` with no process of
  * the command (which holds token in its command line) left behind. */
-static void expect_timeout(const char *plan, const char *why, const char *token)
+static void expect_timeout(const char *plan_fmt, const char *why, const char *token_fmt)
 {
   enum job_state st;
   struct job j;
   long long t0 = tu_now_ms();
+  char plan[1024], token[64];
+
+  /* the sleeps carry our pid: a parallel run of this test (valgrind) has
+   * its own */
+  snprintf(plan, sizeof plan, plan_fmt, (long)getpid());
+  snprintf(token, sizeof token, token_fmt, (long)getpid());
   int64_t id = submit_plan(plan, &st);
 
   ASSERT_EQ(st, JOB_QUEUED);
@@ -159,16 +165,16 @@ static void expect_timeout(const char *plan, const char *why, const char *token)
 TEST(command_timeout_is_named)
 {
   expect_timeout("{\"steps\":[{\"action\":\"shell\",\"args\":{\"argv\":[\"sh\",\"-c\","
-                 "\"sleep 31.1 & sleep 31.1; wait\"],\"timeout_s\":1},\"timeout_s\":20}]}",
-                 "command timeout of 1 s fired on step 1", "sleep 31.1");
+                 "\"sleep 31.%1$ld1 & sleep 31.%1$ld1; wait\"],\"timeout_s\":1},\"timeout_s\":20}]}",
+                 "command timeout of 1 s fired on step 1", "sleep 31.%ld1");
 }
 
 TEST(provider_timeout_is_named)
 {
   expect_timeout("{\"steps\":[{\"action\":\"shell\",\"args\":{\"argv\":[\"true\"]}},"
-                 "{\"action\":\"shell\",\"args\":{\"argv\":[\"sleep\",\"31.2\"],\"timeout_s\":30},"
+                 "{\"action\":\"shell\",\"args\":{\"argv\":[\"sleep\",\"31.%ld2\"],\"timeout_s\":30},"
                  "\"provider\":\"slowbox\",\"timeout_s\":20}]}",
-                 "provider timeout of 1 s fired on step 2", "sleep 31.2");
+                 "provider timeout of 1 s fired on step 2", "sleep 31.%ld2");
 }
 
 TEST(job_timeout_is_named)
@@ -177,8 +183,8 @@ TEST(job_timeout_is_named)
 
   g_cfg.job_timeout_s = 2;
   expect_timeout("{\"steps\":[{\"action\":\"shell\",\"args\":{\"argv\":[\"sleep\",\"1\"]}},"
-                 "{\"action\":\"shell\",\"args\":{\"argv\":[\"sleep\",\"31.3\"]},\"timeout_s\":20}]}",
-                 "job timeout of 2 s fired on step 2", "sleep 31.3");
+                 "{\"action\":\"shell\",\"args\":{\"argv\":[\"sleep\",\"31.%ld3\"]},\"timeout_s\":20}]}",
+                 "job timeout of 2 s fired on step 2", "sleep 31.%ld3");
   g_cfg.job_timeout_s = saved;
 }
 
@@ -223,10 +229,15 @@ TEST(artifacts_are_kept_and_listed)
   ASSERT_EQ(n, 1);
   ASSERT_STREQ(a[0].sha256, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
   artifact_list_free(a, n);
-  ASSERT_EQ(g_l->ops->outbox_pending(g_l, "unit", ledger_now_ms(), 1000, &v, &n), ERR_OK);
-  for (size_t i = 0; i < n; i++)
-    found |= v[i].job_id == id && strstr(v[i].text, "report.txt (3 B, sha ba7816bf8f01, step 1)") != NULL;
-  outbox_list_free(v, n);
+  /* the result message follows the final state */
+  for (int k = 0; k < 250 && !found; k++) {
+    ASSERT_EQ(g_l->ops->outbox_pending(g_l, "unit", ledger_now_ms(), 1000, &v, &n), ERR_OK);
+    for (size_t i = 0; i < n; i++)
+      found |= v[i].job_id == id && strstr(v[i].text, "report.txt (3 B, sha ba7816bf8f01, step 1)") != NULL;
+    outbox_list_free(v, n);
+    if (!found)
+      tu_sleep_ms(20);
+  }
   ASSERT(found);
 
   /* over the limit: the job fails and says why */
