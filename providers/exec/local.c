@@ -22,8 +22,16 @@
  *   worked, a struct child_report means it did not and why.
  *
  * Instance options (all optional): path (PATH given to commands), workdir,
- * home, rlimit_cpu_s, rlimit_as_mb, rlimit_nofile, rlimit_nproc.  Note that
- * RLIMIT_NPROC counts every process of the user, not only the command's.
+ * home, env_allow, rlimit_cpu_s, rlimit_as_mb, rlimit_nofile, rlimit_nproc.
+ * - Resource limits (soft = hard, so a command cannot raise them) default to
+ *   LOCAL_DEFAULT_CPU_S of CPU time, LOCAL_DEFAULT_AS_MB of address space
+ *   and LOCAL_DEFAULT_NOFILE open files, each lowered to what skynet itself
+ *   may have; "unlimited" leaves one as skynet's.  RLIMIT_NPROC has no
+ *   default: it counts every process of the user, not only the command's.
+ * - The environment is scrubbed: PATH, HOME, LANG=C.UTF-8, TERM=dumb, then
+ *   the variables named in env_allow ("TZ,http_proxy"), copied from
+ *   skynet's environment when set, then the request's own.  skynet's
+ *   secrets (SKYNET_*, TELEGRAM_BOT_TOKEN, *_API_KEY) cannot be allowed.
  *
  * Requirements on the rest of skynet: SIGCHLD must not be set to SIG_IGN (the
  * kernel would reap children itself and exit statuses would be lost), and a
@@ -57,6 +65,10 @@
 #define LOCAL_CAPTURE_MAX 65536
 #define LOCAL_CHUNK 65536
 #define LOCAL_READS_PER_WAKE 16   /* so a flood cannot starve the checks */
+#define LOCAL_DEFAULT_CPU_S 3600
+#define LOCAL_DEFAULT_AS_MB 8192
+#define LOCAL_DEFAULT_NOFILE 4096
+#define LOCAL_ENV_ALLOW_MAX 32
 
 enum { RL_CPU, RL_AS, RL_NOFILE, RL_NPROC, RL__COUNT };
 
@@ -64,11 +76,12 @@ static const struct {
   const char *opt;
   int resource;
   unsigned long long scale;
+  unsigned long long dflt;      /* in the option's unit; 0 = none */
 } local_rlimits[RL__COUNT] = {
-  [RL_CPU] = {"rlimit_cpu_s", RLIMIT_CPU, 1},
-  [RL_AS] = {"rlimit_as_mb", RLIMIT_AS, 1024ULL * 1024},
-  [RL_NOFILE] = {"rlimit_nofile", RLIMIT_NOFILE, 1},
-  [RL_NPROC] = {"rlimit_nproc", RLIMIT_NPROC, 1},
+  [RL_CPU] = {"rlimit_cpu_s", RLIMIT_CPU, 1, LOCAL_DEFAULT_CPU_S},
+  [RL_AS] = {"rlimit_as_mb", RLIMIT_AS, 1024ULL * 1024, LOCAL_DEFAULT_AS_MB},
+  [RL_NOFILE] = {"rlimit_nofile", RLIMIT_NOFILE, 1, LOCAL_DEFAULT_NOFILE},
+  [RL_NPROC] = {"rlimit_nproc", RLIMIT_NPROC, 1, 0},
 };
 
 struct local_inst {
@@ -76,7 +89,9 @@ struct local_inst {
   char *env_path;               /* "PATH=..." */
   char *env_home;               /* "HOME=..." */
   char *workdir;                /* NULL → skynet's current directory */
+  char *env_allow[LOCAL_ENV_ALLOW_MAX + 1];  /* names, NULL-terminated */
   int rl_set[RL__COUNT];
+  int rl_default[RL__COUNT];    /* best effort: a failure to set is ignored */
   struct rlimit rl[RL__COUNT];
 };
 
@@ -176,6 +191,23 @@ static struct local_inst *local_from(struct exec_instance *inst)
 
 /* ---- instance ---------------------------------------------------------- */
 
+/* A default never asks for more than skynet has: a lower hard limit
+ * would make every command fail to start. */
+static void local_default_rlimit(struct local_inst *li, int i)
+{
+  rlim_t v = (rlim_t)(local_rlimits[i].dflt * local_rlimits[i].scale);
+  struct rlimit cur;
+
+  if (!local_rlimits[i].dflt)
+    return;
+  if (getrlimit(local_rlimits[i].resource, &cur) == 0 &&
+      cur.rlim_max != RLIM_INFINITY && cur.rlim_max < v)
+    v = cur.rlim_max;
+  li->rl[i].rlim_cur = li->rl[i].rlim_max = v;
+  li->rl_set[i] = 1;
+  li->rl_default[i] = 1;
+}
+
 static enum err local_read_rlimits(struct local_inst *li,
                                    const struct cfg_provider *p)
 {
@@ -184,8 +216,12 @@ static enum err local_read_rlimits(struct local_inst *li,
   int i;
 
   for (i = 0; i < RL__COUNT; i++) {
-    s = local_opt(p, local_rlimits[i].opt);
-    if (!s)
+    s = p ? local_opt(p, local_rlimits[i].opt) : NULL;
+    if (!s) {
+      local_default_rlimit(li, i);
+      continue;
+    }
+    if (strcmp(s, "unlimited") == 0)
       continue;
     if (parse_ull(s, &v) < 0 || v == 0 ||
         v > (unsigned long long)RLIM_INFINITY / local_rlimits[i].scale)
@@ -197,6 +233,46 @@ static enum err local_read_rlimits(struct local_inst *li,
   return ERR_OK;
 }
 
+/* Variables of skynet that hold its secrets. */
+static int env_name_secret(const char *name, size_t len)
+{
+  static const char suffix[] = "_API_KEY";
+  size_t sl = sizeof suffix - 1;
+
+  return (len >= 7 && strncmp(name, "SKYNET_", 7) == 0) ||
+         (len == 18 && strncmp(name, "TELEGRAM_BOT_TOKEN", 18) == 0) ||
+         (len >= sl && strncmp(name + len - sl, suffix, sl) == 0);
+}
+
+/* env_allow: comma-separated variable names. */
+static enum err local_read_env_allow(struct local_inst *li, const char *list)
+{
+  const char *p = list, *end;
+  size_t n = 0, len, i;
+
+  while (list && *p) {
+    end = strchrnul(p, ',');
+    while (p < end && *p == ' ')
+      p++;
+    len = (size_t)(end - p);
+    while (len && p[len - 1] == ' ')
+      len--;
+    if (len) {
+      if (n == LOCAL_ENV_ALLOW_MAX || env_name_secret(p, len) ||
+          (p[0] >= '0' && p[0] <= '9'))
+        return ERR_CONFIG;
+      for (i = 0; i < len; i++)
+        if (!(p[i] == '_' || (p[i] >= 'A' && p[i] <= 'Z') ||
+              (p[i] >= 'a' && p[i] <= 'z') || (p[i] >= '0' && p[i] <= '9')))
+          return ERR_CONFIG;
+      if (!(li->env_allow[n++] = strndup(p, len)))
+        return ERR_NOMEM;
+    }
+    p = *end ? end + 1 : end;
+  }
+  return ERR_OK;
+}
+
 static void local_destroy(struct exec_instance *inst)
 {
   struct local_inst *li;
@@ -204,6 +280,8 @@ static void local_destroy(struct exec_instance *inst)
   if (!inst)
     return;
   li = local_from(inst);
+  for (size_t i = 0; li->env_allow[i]; i++)
+    free(li->env_allow[i]);
   free(li->env_path);
   free(li->env_home);
   free(li->workdir);
@@ -236,7 +314,9 @@ static enum err local_create(const struct cfg *cfg,
   li->workdir = workdir && *workdir ? strdup(workdir) : NULL;
   if (!li->env_path || !li->env_home || (workdir && *workdir && !li->workdir))
     goto out;
-  e = p ? local_read_rlimits(li, p) : ERR_OK;
+  e = local_read_rlimits(li, p);
+  if (!e && p)
+    e = local_read_env_allow(li, local_opt(p, "env_allow"));
 out:
   if (e)
     local_destroy(&li->base);
@@ -281,23 +361,42 @@ static int env_set(char **envp, size_t *n, const char *entry)
 
 /* The scrubbed environment: nothing of skynet's own (tokens, keys) leaks to
  * commands; the strings stay owned by the instance and the request. */
+/* skynet's own "NAME=value" entry, or NULL; environ is only read (skynet
+ * does not change its environment once threads run). */
+static char *env_entry_of(const char *name)
+{
+  extern char **environ;
+  size_t len = strlen(name);
+
+  for (char **e = environ; e && *e; e++)
+    if (strncmp(*e, name, len) == 0 && (*e)[len] == '=')
+      return *e;
+  return NULL;
+}
+
+/* The scrubbed environment: nothing of skynet's own (tokens, keys) leaks to
+ * commands; the strings stay owned by the instance, environ and the
+ * request. */
 static enum err env_build(const struct local_inst *li,
                           const struct exec_request *req, char ***out,
                           struct exec_result *res)
 {
   static const char *const fixed[] = {"LANG=C.UTF-8", "TERM=dumb"};
   size_t n = 0, extra = 0, i;
-  char **envp;
+  char **envp, *entry;
 
   while (req->env && req->env[extra])
     extra++;
-  envp = calloc(4 + extra + 1, sizeof *envp);
+  envp = calloc(4 + LOCAL_ENV_ALLOW_MAX + extra + 1, sizeof *envp);
   if (!envp)
     return ERR_NOMEM;
   env_set(envp, &n, li->env_path);
   env_set(envp, &n, li->env_home);
   env_set(envp, &n, fixed[0]);
   env_set(envp, &n, fixed[1]);
+  for (i = 0; li->env_allow[i]; i++)
+    if ((entry = env_entry_of(li->env_allow[i])))
+      env_set(envp, &n, entry);
   for (i = 0; i < extra; i++) {
     if (env_set(envp, &n, req->env[i]) < 0) {
       snprintf(res->error, sizeof res->error,
@@ -424,7 +523,8 @@ static _Noreturn void child_main(const struct spawn *sp)
     child_fail(sp->err_fd, CHILD_SETUP, errno);
   for (i = 0; i < RL__COUNT; i++)
     if (sp->li->rl_set[i] &&
-        setrlimit(local_rlimits[i].resource, &sp->li->rl[i]) < 0)
+        setrlimit(local_rlimits[i].resource, &sp->li->rl[i]) < 0 &&
+        !sp->li->rl_default[i])
       child_fail(rep, CHILD_SETUP, errno);
   if (sp->cwd && chdir(sp->cwd) < 0)
     child_fail(rep, CHILD_CHDIR, errno);
