@@ -2,8 +2,14 @@
  * child process of skynet, on this machine, without a shell.
  *
  * DESIGN
- * - One run() is one child, started with fork() and execve() by the calling
- *   thread and watched by that thread alone; the instance is read-only after
+ * - One run() is one child, started by the calling thread and watched by
+ *   that thread alone.  It is started the way posix_spawn() does it:
+ *   clone(CLONE_VM | CLONE_VFORK) on a small stack of its own, so no page
+ *   table is copied and the parent waits only until the exec, with every
+ *   signal blocked around it so that no handler of skynet's runs in the
+ *   child on shared memory.  Under AddressSanitizer (whose instrumented
+ *   child would write shadow memory the parent shares) it is fork().  The
+ *   child's exit is watched through a pidfd when the kernel has one; the instance is read-only after
  *   create(), so any number of threads may run commands on it at once.  No
  *   global state, no signal handlers: each run waits for its own pid only.
  * - Everything the child needs (environment, PATH search buffer, fds) is
@@ -16,8 +22,9 @@
  * - stdout and stderr share one pipe (the interleaving the operator would see
  *   on a terminal).  Only its last capture_max bytes are kept, in a ring, so
  *   memory stays bounded whatever the command prints.
- * - One poll() loop feeds stdin, reads output and wakes at least every
- *   LOCAL_TICK_MS to look at cancel, the deadline and the child's state.
+ * - One poll() loop feeds stdin, reads output, hears the child's exit on
+ *   its pidfd and wakes at least every LOCAL_TICK_MS to look at cancel and
+ *   the deadline.
  * - Exec failures travel back on a close-on-exec pipe: EOF means the exec
  *   worked, a struct child_report means it did not and why.
  *
@@ -50,8 +57,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sched.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -69,6 +79,15 @@
 #define LOCAL_DEFAULT_AS_MB 8192
 #define LOCAL_DEFAULT_NOFILE 4096
 #define LOCAL_ENV_ALLOW_MAX 32
+#define LOCAL_CHILD_STACK (64 * 1024)
+
+#if defined(__SANITIZE_ADDRESS__)
+#define LOCAL_USE_FORK 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define LOCAL_USE_FORK 1
+#endif
+#endif
 
 enum { RL_CPU, RL_AS, RL_NOFILE, RL_NPROC, RL__COUNT };
 
@@ -124,6 +143,7 @@ struct tail {
 struct run_state {
   const struct exec_request *req;
   pid_t pid;
+  int pidfd;                    /* readable once the child exited; -1 if none */
   int out_fd;                   /* parent's ends, -1 once closed */
   int in_fd;
   size_t in_off;
@@ -643,6 +663,44 @@ static enum err spawn_prepare(const struct local_inst *li,
   return sp->pathbuf ? ERR_OK : ERR_NOMEM;
 }
 
+#ifndef LOCAL_USE_FORK
+static int child_entry(void *arg)
+{
+  child_main(arg);
+}
+#endif
+
+/* The child's pid, or -1 with errno. */
+static pid_t spawn_child(struct spawn *sp)
+{
+#ifdef LOCAL_USE_FORK
+  pid_t pid = fork();
+
+  if (pid == 0)
+    child_main(sp);
+  return pid;
+#else
+  sigset_t all, old;
+  char *stack;
+  pid_t pid;
+  int saved;
+
+  stack = mmap(NULL, LOCAL_CHILD_STACK, PROT_READ | PROT_WRITE,
+               MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+  if (stack == MAP_FAILED)
+    return -1;
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &old);
+  pid = clone(child_entry, stack + LOCAL_CHILD_STACK,
+              CLONE_VM | CLONE_VFORK | SIGCHLD, sp);
+  saved = errno;
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  munmap(stack, LOCAL_CHILD_STACK);   /* the child has exec'd or exited */
+  errno = saved;
+  return pid;
+#endif
+}
+
 static enum err local_spawn(const struct local_inst *li, struct run_state *st,
                             struct exec_result *res)
 {
@@ -655,14 +713,17 @@ static enum err local_spawn(const struct local_inst *li, struct run_state *st,
     e = spawn_pipes(st, &sp, &rep_r);
   if (e)
     goto out;
-  st->pid = fork();
+  st->pid = spawn_child(&sp);
   if (st->pid < 0) {
     e = ERR_IO;
     goto out;
   }
-  if (st->pid == 0)
-    child_main(&sp);
   setpgid(st->pid, st->pid);  /* either side may win the race; both agree */
+#ifdef SYS_pidfd_open
+  st->pidfd = (int)syscall(SYS_pidfd_open, st->pid, 0);
+  if (st->pidfd >= 0)
+    fcntl(st->pidfd, F_SETFD, FD_CLOEXEC);
+#endif
   close_fd(&sp.err_fd);       /* else the report read never sees EOF */
   e = spawn_wait_exec(st, &sp, rep_r, res);
 out:
@@ -870,7 +931,7 @@ static int run_wait_ms(struct run_state *st, int64_t now)
 {
   int64_t ms = LOCAL_TICK_MS;
 
-  if (st->out_fd < 0 && !st->exited) {
+  if (st->out_fd < 0 && !st->exited && st->pidfd < 0) {
     /* no fd to wake us: poll the child's state, backing off */
     st->idle_ms = st->idle_ms ? st->idle_ms * 2 : 1;
     if (st->idle_ms > LOCAL_TICK_MS)
@@ -888,8 +949,11 @@ static int run_wait_ms(struct run_state *st, int64_t now)
 
 static void run_poll(struct run_state *st, int ms)
 {
-  struct pollfd pfd[2];
+  struct pollfd pfd[3];
   int n = 0, out_i = -1, in_i = -1;
+
+  if (st->pidfd >= 0 && !st->exited)   /* readable at the exit: run_check_exit */
+    pfd[n++] = (struct pollfd){.fd = st->pidfd, .events = POLLIN};
 
   if (st->out_fd >= 0) {
     pfd[n] = (struct pollfd){.fd = st->out_fd, .events = POLLIN};
@@ -967,7 +1031,7 @@ static enum err run_init(struct run_state *st, const struct exec_request *req,
   memset(st, 0, sizeof *st);
   st->req = req;
   st->pid = -1;
-  st->out_fd = st->in_fd = -1;
+  st->pidfd = st->out_fd = st->in_fd = -1;
   st->start = now_ms();
   st->grace_ms = req->grace_ms > 0 ? req->grace_ms : LOCAL_GRACE_MS;
   if (req->timeout_ms > 0)
@@ -984,6 +1048,7 @@ static enum err run_init(struct run_state *st, const struct exec_request *req,
 
 static void run_finish(struct run_state *st, struct exec_result *res)
 {
+  close_fd(&st->pidfd);
   close_fd(&st->out_fd);
   close_fd(&st->in_fd);
   free(st->chunk);
