@@ -11,6 +11,7 @@
 #include "assistant.h"
 #include "engine/buf.h"
 #include "engine/log.h"
+#include "engine/logstore.h"
 #include "engine/persona.h"
 #include "engine/sentinel.h"
 
@@ -388,8 +389,17 @@ static enum err status_one(struct req *r, int64_t id)
   }
   if (e)
     return e;
+  /* The log store's tail is live while the job runs and spans every step. */
+  char *tail = logstore_tail_text(r->c->cfg->home, id, 20, 1500);
+  if (tail && *tail) {
+    free(j.output_tail);
+    j.output_tail = tail;
+    tail = NULL;
+  }
+  free(tail);
   res = orch_format_result(&j, 1500);
   buf_printf(&b, "%s\nTask: %s · risk %s", res, j.text, risk_name(j.risk));
+  orch_format_artifacts(r->c->l, id, &b);
   describe_transitions(r, id, &b);
   e = reply(r, buf_str(&b));
   free(res);

@@ -296,6 +296,7 @@ static int start_runtime(const struct cfg *c, int workers, struct runtime *rt)
   if (sentinel_new(&rt->sentinel, &rt->reg, SENTINEL_INTERVAL_MS, SENTINEL_FAILS,
                    on_provider_event, (void *)c))
     log_warn("main", "cannot start the provider sentinel");
+  orch_set_sentinel(rt->orch, rt->sentinel);
   log_info("main", "skynet %s started: ledger %s, %d workers", SKYNET_VERSION,
            rt->l->ops->name, workers);
   return 0;
@@ -304,8 +305,9 @@ static int start_runtime(const struct cfg *c, int workers, struct runtime *rt)
 static void stop_runtime(const struct cfg *c, struct runtime *rt)
 {
   assistant_stop(rt->assistant);
-  sentinel_free(rt->sentinel);
+  /* routing reads the sentinel until the workers stop */
   orch_stop(rt->orch, c->shutdown_grace_s * 1000);
+  sentinel_free(rt->sentinel);
   conv_free(rt->conv);
   registry_release(&rt->reg);
   ledger_close(rt->l);

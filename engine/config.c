@@ -38,6 +38,7 @@
 #define PROVIDER_OPTS_MAX 64
 #define WORKERS_MAX 1024
 #define OUTPUT_MAX_MAX (1024LL * 1024 * 1024)
+#define ARCHIVE_MAX_MAX (1024LL * 1024 * 1024 * 1024)
 /* Values echoed in error messages are clipped: they may be secrets put under
  * the wrong key. */
 #define ECHO_MAX 40
@@ -568,6 +569,8 @@ static const struct key_spec keys[] = {
   {"timeouts.kill_grace_ms", K_INT, F(kill_grace_ms), 0, 1, INT_MAX},
   {"timeouts.shutdown_grace_s", K_INT, F(shutdown_grace_s), 0, 1, INT_MAX},
   {"output_max", K_SIZE, F(output_max), 0, 1, OUTPUT_MAX_MAX},
+  {"archive", K_SECTION, 0, 0, 0, 0},
+  {"archive.max_bytes", K_SIZE, F(archive_max_bytes), 0, 1, ARCHIVE_MAX_MAX},
   {"providers", K_PROVIDERS, 0, 0, 0, 0},
 };
 #undef F
@@ -894,6 +897,14 @@ static enum err walk_providers(struct ld *ld, const struct ynode *map)
                 PROVIDERS_MAX, ld->file, map->line);
   for (size_t i = 0; i + 1 < map->n; i += 2) {
     const struct ynode *key = map->kids[i], *v = map->kids[i + 1];
+    if (!strcmp(key->text, "isolate_write")) {
+      at_key(&at, ld, "providers.isolate_write", v->line);
+      if (v->kind != Y_SCALAR || v->null ||
+          (strcmp(v->text, "true") && strcmp(v->text, "false")))
+        return bad_node(ld, &at, "true or false", v);
+      ld->c->isolate_write = !strcmp(v->text, "true");
+      continue;
+    }
     if (strcmp(key->text, "default")) {
       if ((e = walk_provider(ld, key, v)))
         return e;
@@ -1131,6 +1142,8 @@ static enum err set_defaults(struct ld *ld)
   c->kill_grace_ms = 2000;
   c->shutdown_grace_s = 10;
   c->output_max = 65536;
+  c->archive_max_bytes = 100 * 1024 * 1024;
+  c->isolate_write = 1;
   if (set_str(ld, &c->telegram_api_base, "https://api.telegram.org") ||
       set_str(ld, &c->gemini_base_url,
               "https://generativelanguage.googleapis.com") ||

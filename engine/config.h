@@ -67,8 +67,12 @@ struct cfg {
   int kill_grace_ms;      /* TERM → KILL, default 2000 */
   int shutdown_grace_s;   /* SIGTERM grace, default 10 */
   size_t output_max;      /* bytes of output tail kept per step, 65536 */
+  size_t archive_max_bytes; /* archive.max_bytes: largest artifact, 100 MiB */
 
   char *default_provider; /* providers.default, "local" */
+  int isolate_write;      /* providers.isolate_write: WRITE steps bound for the
+                           * default provider run on a sandbox instance when
+                           * one is configured and up; default true */
   struct cfg_provider *providers;   /* always holds at least "local" */
   size_t n_providers;
 };

@@ -11,11 +11,14 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "archive.h"
 #include "buf.h"
 #include "log.h"
+#include "logstore.h"
 #include "plan.h"
 #include "persona.h"
 #include "planner.h"
+#include "sentinel.h"
 
 #define LEASE_MS 30000
 #define HEARTBEAT_MS 1000
@@ -42,6 +45,7 @@ struct orch {
   int n_slots;
   pthread_t supervisor;
   int has_supervisor;
+  _Atomic(struct sentinel *) sentinel;  /* provider health; may be NULL */
 };
 
 static void sleep_ms(int ms)
@@ -55,6 +59,35 @@ static int64_t mono_ms(void)
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+void orch_set_sentinel(struct orch *o, struct sentinel *s)
+{
+  if (o)
+    atomic_store(&o->sentinel, s);
+}
+
+/* Whether an instance may take work: the sentinel's verdict when one
+ * watches, else the instance's own health check. */
+static int provider_up(struct orch *o, const struct registry_entry *re)
+{
+  struct sentinel *sen = atomic_load(&o->sentinel);
+  struct exec_health h = {0};
+
+  if (!re->inst)
+    return 0;
+  if (sen)
+    return sentinel_is_up(sen, re->name);
+  return re->inst->backend->health(re->inst, &h) == ERR_OK && h.ok;
+}
+
+/* Only the sentinel's verdict: a step is refused for being down only when
+ * someone watched it go down. */
+static int provider_marked_down(struct orch *o, const char *name)
+{
+  struct sentinel *sen = atomic_load(&o->sentinel);
+
+  return sen && !sentinel_is_up(sen, name);
 }
 
 void orch_wake(struct orch *o)
@@ -146,15 +179,38 @@ char *orch_format_result(const struct job *j, size_t tail_max)
   return text;
 }
 
+/* "Artifacts: report.txt (1204 B, sha 3f2a9c01)" lines; "" when none. */
+void orch_format_artifacts(struct ledger *l, int64_t id, struct buf *b)
+{
+  struct artifact *v = NULL;
+  size_t n = 0;
+
+  if (l->ops->artifact_list(l, id, &v, &n) || !n) {
+    artifact_list_free(v, n);
+    return;
+  }
+  buf_appends(b, "\nArtifacts:");
+  for (size_t i = 0; i < n; i++) {
+    const char *base = strrchr(v[i].name, '/');
+    buf_printf(b, "\n%s (%lld B, sha %.12s, step %d)", base && base[1] ? base + 1 : v[i].name,
+               (long long)v[i].size, v[i].sha256, v[i].step);
+  }
+  artifact_list_free(v, n);
+}
+
 static void notify_result(struct ledger *l, int64_t id)
 {
+  struct buf b = BUF_INIT(RESULT_TAIL + 8192);
   struct job j;
   char *text;
 
   if (l->ops->job_get(l, id, &j))
     return;
   text = orch_format_result(&j, RESULT_TAIL);
-  notify(l, &j, text, NULL);
+  buf_appends(&b, text);
+  orch_format_artifacts(l, id, &b);
+  notify(l, &j, buf_str(&b), NULL);
+  buf_release(&b);
   free(text);
   job_release(&j);
 }
@@ -167,14 +223,19 @@ static enum err fail_job(struct ledger *l, int64_t id, enum job_state from,
   return l->ops->job_transition(l, id, from, JOB_FAILED, actor, why);
 }
 
-/* A step may only go to a provider that exists. */
-static int check_providers(const struct orch *o, const struct plan *p,
+/* A step may only go to a provider that exists and is not down. */
+static int check_providers(struct orch *o, const struct plan *p,
                            char *why, size_t n)
 {
   for (size_t i = 0; i < p->n_steps; i++) {
-    if (!registry_find(o->reg, p->steps[i].provider)) {
+    const struct registry_entry *re = registry_find(o->reg, p->steps[i].provider);
+    if (!re) {
       snprintf(why, n, "step %zu names unknown provider '%s'", i + 1,
                p->steps[i].provider ? p->steps[i].provider : "default");
+      return 0;
+    }
+    if (provider_marked_down(o, re->name)) {
+      snprintf(why, n, "step %zu: provider '%s' is down", i + 1, re->name);
       return 0;
     }
   }
@@ -361,17 +422,68 @@ struct run_ctx {
   struct plan plan;
   int64_t deadline;             /* monotonic ms: whole-job timeout */
   struct buf tail;              /* last step's output tail */
+  struct logstore_writer *log;  /* the job's full output; NULL if unavailable */
+  int cur_step;                 /* 1-based, for the log */
 };
 
-static int step_timeout_ms(struct run_ctx *c, const struct plan_step *st, int *job_level)
+static void on_step_output(void *ud, const char *data, size_t n)
 {
-  int64_t step = (int64_t)(st->timeout_s ? st->timeout_s : c->s->o->cfg->step_timeout_s) * 1000;
+  struct run_ctx *c = ud;
+
+  logstore_output(c->log, c->cur_step, data, n);
+}
+
+static void log_step_start(struct run_ctx *c, const struct plan_step *st,
+                           const char *provider)
+{
+  struct buf b = BUF_INIT(LOGSTORE_LINE_MAX - 200);
+
+  for (size_t k = 0; st->argv && st->argv[k]; k++)
+    buf_printf(&b, "%s%s", k ? " " : "", st->argv[k]);
+  logstore_event(c->log, LOGL_INFO, c->cur_step, "step %d started on '%s': %s: %s",
+                 c->cur_step, provider, st->action, buf_str(&b));
+  buf_release(&b);
+}
+
+/* ---- the timeout hierarchy ----------------------------------------------
+ * Four limits may bound a step: the command's own (args.timeout_s), the
+ * provider instance's (option timeout_s), the step's (timeout_s, else
+ * timeouts.step_s) and what is left of the job's (timeouts.job_s).  The
+ * smallest applies; on a tie the more specific level is named, since that is
+ * the one an operator would change. */
+enum tmo_level { TMO_COMMAND, TMO_PROVIDER, TMO_STEP, TMO_JOB };
+
+static const char *const tmo_names[] = {"command", "provider", "step", "job"};
+
+struct step_limit {
+  int64_t ms;                   /* what the provider is given */
+  enum tmo_level level;         /* which limit that is */
+  int secs;                     /* the configured value, for the reason */
+};
+
+static void limit_offer(struct step_limit *l, int64_t ms, enum tmo_level level, int secs)
+{
+  if (ms > 0 && (l->ms <= 0 || ms < l->ms)) {
+    l->ms = ms;
+    l->level = level;
+    l->secs = secs;
+  }
+}
+
+static void step_limit(const struct run_ctx *c, const struct plan_step *st,
+                       const struct registry_entry *re, struct step_limit *out)
+{
+  const struct cfg *cfg = c->s->o->cfg;
+  int step_s = st->timeout_s ? st->timeout_s : cfg->step_timeout_s;
   int64_t left = c->deadline - mono_ms();
 
-  *job_level = left < step;
-  if (left < 1)
-    left = 1;
-  return (int)(left < step ? left : step);
+  memset(out, 0, sizeof *out);
+  limit_offer(out, (int64_t)st->cmd_timeout_s * 1000, TMO_COMMAND, st->cmd_timeout_s);
+  limit_offer(out, (int64_t)re->timeout_s * 1000, TMO_PROVIDER, re->timeout_s);
+  limit_offer(out, (int64_t)step_s * 1000, TMO_STEP, step_s);
+  limit_offer(out, left < 1 ? 1 : left, TMO_JOB, cfg->job_timeout_s);
+  if (out->ms > INT32_MAX)
+    out->ms = INT32_MAX;
 }
 
 static void progress(struct run_ctx *c, size_t i, int64_t started)
@@ -412,7 +524,7 @@ static void record_step(struct run_ctx *c, size_t i, const char *state,
 }
 
 static void judge_step(size_t i, enum err e,
-                       const struct exec_result *res, int job_level,
+                       const struct exec_result *res, const struct step_limit *lim,
                        struct step_outcome *out)
 {
   out->exit_code = res->exit_code;
@@ -421,8 +533,8 @@ static void judge_step(size_t i, enum err e,
     snprintf(out->reason, sizeof out->reason, "step %zu cancelled", i + 1);
   } else if (e == ERR_TIMEOUT || res->timed_out) {
     out->state = JOB_TIMED_OUT;
-    snprintf(out->reason, sizeof out->reason, "step %zu: the %s timeout fired",
-             i + 1, job_level ? "job" : "step");
+    snprintf(out->reason, sizeof out->reason, "%s timeout of %d s fired on step %zu",
+             tmo_names[lim->level], lim->secs, i + 1);
   } else if (e != ERR_OK) {
     out->state = JOB_FAILED;
     snprintf(out->reason, sizeof out->reason, "step %zu: %s", i + 1,
@@ -436,32 +548,110 @@ static void judge_step(size_t i, enum err e,
   }
 }
 
+/* Keeps the files a successful step listed in args.artifacts.  They are
+ * read from this host, so only from providers that run here. */
+static void keep_artifacts(struct run_ctx *c, size_t i, const struct registry_entry *re,
+                           struct step_outcome *out)
+{
+  const struct plan_step *st = &c->plan.steps[i];
+  const struct cfg *cfg = c->s->o->cfg;
+  struct artifact a;
+  char why[400];
+
+  if (strcmp(re->type, "local") && strcmp(re->type, "sandbox")) {
+    out->state = JOB_FAILED;
+    snprintf(out->reason, sizeof out->reason, "step %zu: artifacts are kept only from "
+             "local and sandbox providers, not from '%s' (%s)", i + 1, re->name, re->type);
+    logstore_event(c->log, LOGL_ERROR, (int)i + 1, "%s", out->reason);
+    return;
+  }
+  for (size_t k = 0; k < st->n_artifacts; k++) {
+    if (archive_keep(cfg->home, cfg->archive_max_bytes, c->l, c->job->id, (int)i + 1,
+                     st->artifacts[k], &a, why, sizeof why)) {
+      out->state = JOB_FAILED;
+      snprintf(out->reason, sizeof out->reason, "step %zu: %.290s", i + 1, why);
+      logstore_event(c->log, LOGL_ERROR, (int)i + 1, "%s", out->reason);
+      return;
+    }
+    logstore_event(c->log, LOGL_INFO, (int)i + 1, "kept artifact '%s': %lld bytes, sha256 %s",
+                   st->artifacts[k], (long long)a.size, a.sha256);
+  }
+}
+
+/* ---- routing ------------------------------------------------------------
+ * A step runs on the instance it names, else on the default one.  Risk
+ * narrows that: a WRITE step that names no provider runs on the first
+ * sandbox instance when providers.isolate_write holds and that instance is
+ * up (bwrap present), else on the default; an ADMIN step runs only where
+ * the instance allows it (option admin, true for local).  A provider that
+ * is down is never used: the step fails saying so rather than move to
+ * another host the plan did not name (and the approver did not see). */
+static const struct registry_entry *route_step(struct run_ctx *c, const struct plan_step *st,
+                                               size_t i, struct step_outcome *out)
+{
+  struct orch *o = c->s->o;
+  const struct registry_entry *re = registry_find(o->reg, st->provider), *sb;
+
+  out->state = JOB_FAILED;
+  if (re && !st->provider && st->risk == RISK_WRITE && o->cfg->isolate_write &&
+      (sb = registry_find_type(o->reg, "sandbox")) && sb != re) {
+    if (provider_up(o, sb))
+      re = sb;
+    else
+      logstore_event(c->log, LOGL_WARN, (int)i + 1, "sandbox '%s' is not available; "
+                     "the WRITE step runs on '%s'", sb->name, re->name);
+  }
+  if (!re || !re->inst)
+    snprintf(out->reason, sizeof out->reason, "step %zu: %s", i + 1,
+             re ? re->error : "unknown provider");
+  else if (provider_marked_down(o, re->name))
+    snprintf(out->reason, sizeof out->reason, "step %zu: provider '%s' is down", i + 1, re->name);
+  else if (st->risk >= RISK_ADMIN && !re->admin)
+    snprintf(out->reason, sizeof out->reason, "step %zu: provider '%s' does not allow ADMIN "
+             "steps (its option admin is not true)", i + 1, re->name);
+  else
+    out->state = JOB_SUCCEEDED;
+  if (out->state == JOB_SUCCEEDED)
+    return re;
+  logstore_event(c->log, LOGL_ERROR, (int)i + 1, "%s", out->reason);
+  return NULL;
+}
+
 static void run_step(struct run_ctx *c, size_t i, struct step_outcome *out)
 {
   const struct plan_step *st = &c->plan.steps[i];
-  const struct registry_entry *re = registry_find(c->s->o->reg, st->provider);
+  const struct registry_entry *re = route_step(c, st, i, out);
   struct exec_request req = {0};
   struct exec_result res = {0};
   int64_t started = ledger_now_ms();
-  int job_level = 0;
+  struct step_limit lim;
   enum err e;
 
-  if (!re || !re->inst) {
-    out->state = JOB_FAILED;
-    snprintf(out->reason, sizeof out->reason, "step %zu: %s", i + 1,
-             re ? re->error : "unknown provider");
+  if (!re)
     return;
-  }
   record_step(c, i, "RUNNING", NULL, started);
+  c->cur_step = (int)i + 1;
+  log_step_start(c, st, re->name);
+  req.on_output = on_step_output;
+  req.ud = c;
   req.argv = (const char *const *)st->argv;
   req.stdin_data = st->stdin_data;
   req.stdin_len = st->stdin_data ? strlen(st->stdin_data) : 0;
-  req.timeout_ms = step_timeout_ms(c, st, &job_level);
+  step_limit(c, st, re, &lim);
+  req.timeout_ms = (int)lim.ms;
   req.grace_ms = c->s->o->cfg->kill_grace_ms;
   req.capture_max = c->s->o->cfg->output_max;
   req.cancel = &c->s->cancel;
   e = re->inst->backend->run(re->inst, &req, &res);
-  judge_step(i, e, &res, job_level, out);
+  judge_step(i, e, &res, &lim, out);
+  logstore_flush(c->log);
+  if (out->state == JOB_SUCCEEDED && st->n_artifacts)
+    keep_artifacts(c, i, re, out);
+  if (out->state == JOB_SUCCEEDED)
+    logstore_event(c->log, LOGL_INFO, c->cur_step, "step %zu exited with 0 after %ld ms, "
+                   "%zu bytes of output", i + 1, res.duration_ms, res.output_total);
+  else
+    logstore_event(c->log, LOGL_ERROR, c->cur_step, "%s", out->reason);
   record_step(c, i, job_state_name(out->state), &res, started);
   buf_clear(&c->tail);
   buf_appends(&c->tail, tail_of(res.output, c->tail.max));
@@ -491,15 +681,19 @@ static void finish(struct run_ctx *c, const struct step_outcome *oc)
 
 static void run_job(struct slot *s, struct ledger *l, struct job *j)
 {
-  struct run_ctx c = {s, l, j, {0}, 0, BUF_INIT(s->o->cfg->output_max)};
+  struct run_ctx c = {s, l, j, {0}, 0, BUF_INIT(s->o->cfg->output_max), NULL, 0};
   struct step_outcome oc = {JOB_SUCCEEDED, 0, ""};
   int64_t started = mono_ms();
   char why[256];
 
   c.deadline = started + (int64_t)s->o->cfg->job_timeout_s * 1000;
+  if (logstore_open(s->o->cfg->home, j->id, &c.log, why, sizeof why))
+    log_warn("orch", "job #%lld runs without its log: %s", (long long)j->id, why);
   if (!j->plan_json || plan_parse(j->plan_json, strlen(j->plan_json), &c.plan, why, sizeof why)) {
     oc.state = JOB_FAILED;
     snprintf(oc.reason, sizeof oc.reason, "the stored plan is unusable");
+  } else {
+    plan_assess(&c.plan);       /* each step's risk, for routing */
   }
   for (size_t i = 0; oc.state == JOB_SUCCEEDED && i < c.plan.n_steps; i++) {
     if (atomic_load(&s->cancel)) {
@@ -507,10 +701,20 @@ static void run_job(struct slot *s, struct ledger *l, struct job *j)
       snprintf(oc.reason, sizeof oc.reason, "cancelled before step %zu", i + 1);
       break;
     }
+    if (mono_ms() >= c.deadline) {
+      oc.state = JOB_TIMED_OUT;
+      snprintf(oc.reason, sizeof oc.reason, "job timeout of %d s fired before step %zu",
+               s->o->cfg->job_timeout_s, i + 1);
+      break;
+    }
     progress(&c, i, started);
     run_step(&c, i, &oc);
   }
   log_info("orch", "job #%lld %s", (long long)j->id, job_state_name(oc.state));
+  logstore_event(c.log, oc.state == JOB_SUCCEEDED ? LOGL_INFO : LOGL_ERROR, 0, "job %s%s%s",
+                 job_state_name(oc.state), oc.reason[0] ? ": " : "", oc.reason);
+  logstore_close(c.log);
+  c.log = NULL;
   finish(&c, &oc);
   plan_release(&c.plan);
   buf_release(&c.tail);

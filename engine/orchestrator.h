@@ -75,8 +75,18 @@ enum err orch_decide(struct orch *o, struct ledger *l, int64_t id, int approve,
 /* Cancels a job in any non-final state; a running one is stopped at once
  * when it runs in this process, else at its runner's next heartbeat. */
 enum err orch_cancel(struct orch *o, struct ledger *l, int64_t id, const char *actor);
+struct sentinel;
+/* Lets routing skip providers the sentinel marks down (NULL: none
+ * watches).  s must outlive the orchestrator or be unset first.  Any
+ * thread. */
+void orch_set_sentinel(struct orch *o, struct sentinel *s);
 /* Wakes idle workers: new work is queued.  Any thread. */
 void orch_wake(struct orch *o);
+
+struct buf;
+/* Appends the job's artifacts to b: "\nArtifacts:" and one line each
+ * ("report.txt (1204 B, sha 3f2a9c01d4e5, step 1)"); nothing when none. */
+void orch_format_artifacts(struct ledger *l, int64_t id, struct buf *b);
 
 /* "#4 SUCCEEDED · exit 0 · 1.2s" + output tail; malloc'd. */
 char *orch_format_result(const struct job *j, size_t tail_max);

@@ -397,6 +397,37 @@ static enum err parse_timeout(json_object *o, int *out, char *err, size_t errlen
   return ERR_OK;
 }
 
+/* The arguments every action may take: a command-level timeout and the
+ * files to keep (absolute paths, read from skynet's file system). */
+static enum err parse_common_args(json_object *args, struct plan_step *s,
+                                  char *err, size_t errlen)
+{
+  struct argv_vec av = {NULL, 0};
+  int given = 0;
+  enum err e;
+
+  if (!args)
+    return ERR_OK;
+  if ((e = parse_timeout(args, &s->cmd_timeout_s, err, errlen)))
+    return e;
+  e = arg_argv(args, "artifacts", 0, &av, &given, err, errlen);
+  s->artifacts = av.v;
+  s->n_artifacts = av.n;
+  if (e)
+    return e;
+  if (s->n_artifacts > PLAN_MAX_ARTIFACTS) {
+    snprintf(err, errlen, "argument 'artifacts' lists more than %d files", PLAN_MAX_ARTIFACTS);
+    return ERR_INVAL;
+  }
+  for (size_t i = 0; i < s->n_artifacts; i++)
+    if (s->artifacts[i][0] != '/') {
+      snprintf(err, errlen, "argument 'artifacts' item %zu must be an absolute path, not '%.80s'",
+               i + 1, s->artifacts[i]);
+      return ERR_INVAL;
+    }
+  return ERR_OK;
+}
+
 static enum err parse_step(json_object *o, struct plan_step *s, char *err, size_t errlen)
 {
   const struct catalog_entry *ce;
@@ -430,7 +461,8 @@ static enum err parse_step(json_object *o, struct plan_step *s, char *err, size_
     args = NULL;
   if ((e = step_opt_str(o, "description", 1000, &s->description, err, errlen)) ||
       (e = step_opt_str(o, "provider", 63, &s->provider, err, errlen)) ||
-      (e = parse_timeout(o, &s->timeout_s, err, errlen)))
+      (e = parse_timeout(o, &s->timeout_s, err, errlen)) ||
+      (e = parse_common_args(args, s, err, errlen)))
     return e;
   json_object *empty = args ? NULL : json_object_new_object();
   bc = (struct build_ctx){args ? args : empty, &av, &s->stdin_data, err, errlen};
@@ -628,6 +660,7 @@ void plan_release(struct plan *p)
     free(s->provider);
     free(s->stdin_data);
     argv_free(s->argv);
+    argv_free(s->artifacts);
   }
   free(p->steps);
   free(p->summary);

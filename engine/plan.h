@@ -18,6 +18,7 @@
 #define PLAN_MAX_STEPS 16
 #define PLAN_MAX_TIMEOUT_S 86400
 #define PLAN_MAX_JSON (256 * 1024)
+#define PLAN_MAX_ARTIFACTS 16
 
 struct plan_step {
   char *action;          /* a catalog action */
@@ -25,6 +26,10 @@ struct plan_step {
   char *description;
   char *provider;        /* NULL → the default provider */
   int timeout_s;         /* 0 → configured default */
+  int cmd_timeout_s;     /* args.timeout_s: the command-level limit, 0 none */
+  char **artifacts;      /* args.artifacts: absolute paths kept after the
+                          * step succeeds, NULL-terminated, or NULL */
+  size_t n_artifacts;
   char **argv;           /* concrete command, NULL-terminated */
   size_t argc;
   char *stdin_data;      /* file_write content, else NULL */

@@ -6,6 +6,36 @@
 
 #include "log.h"
 
+/* Options read by the engine for every type; the backend reads the rest. */
+static int registry_opts(struct registry_entry *e, const struct cfg_provider *p)
+{
+  const char *t = cfg_provider_opt(p, "timeout_s");
+  const char *a = cfg_provider_opt(p, "admin");
+  char *end;
+  long v;
+
+  e->admin = strcmp(p->type, "local") == 0;
+  if (t) {
+    v = strtol(t, &end, 10);
+    if (end == t || *end || v < 1 || v > 86400) {
+      snprintf(e->error, sizeof e->error, "provider '%s': option 'timeout_s' "
+               "must be a whole number of seconds from 1 to 86400, not '%.40s'",
+               p->name, t);
+      return -1;
+    }
+    e->timeout_s = (int)v;
+  }
+  if (a) {
+    if (strcmp(a, "true") && strcmp(a, "false")) {
+      snprintf(e->error, sizeof e->error, "provider '%s': option 'admin' "
+               "must be true or false, not '%.40s'", p->name, a);
+      return -1;
+    }
+    e->admin = strcmp(a, "true") == 0;
+  }
+  return 0;
+}
+
 enum err registry_init(struct registry *r, const struct cfg *cfg)
 {
   memset(r, 0, sizeof *r);
@@ -20,6 +50,10 @@ enum err registry_init(struct registry *r, const struct cfg *cfg)
 
     e->name = strdup(p->name);
     e->type = strdup(p->type);
+    if (registry_opts(e, p) < 0) {
+      log_warn("registry", "%s", e->error);
+      continue;
+    }
     if (!b) {
       snprintf(e->error, sizeof e->error,
                "provider type '%s' is not available in this build", p->type);
@@ -57,6 +91,15 @@ const struct registry_entry *registry_find(const struct registry *r, const char 
     name = r->default_name;
   for (size_t i = 0; name && i < r->n; i++)
     if (strcmp(r->v[i].name, name) == 0)
+      return &r->v[i];
+  return NULL;
+}
+
+const struct registry_entry *registry_find_type(const struct registry *r,
+                                                const char *type)
+{
+  for (size_t i = 0; i < r->n; i++)
+    if (r->v[i].inst && strcmp(r->v[i].type, type) == 0)
       return &r->v[i];
   return NULL;
 }

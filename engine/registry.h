@@ -2,7 +2,8 @@
  *
  * Built once from cfg->providers at start; read-only afterwards, so any thread
  * may look instances up.  An instance whose backend is not built in is kept
- * with its reason, so that a step routed to it fails saying why. */
+ * with its reason, so that a step routed to it fails saying why.  So is an
+ * instance whose routing options (timeout_s, admin) are invalid. */
 #ifndef SKYNET_REGISTRY_H
 #define SKYNET_REGISTRY_H
 
@@ -15,6 +16,9 @@ struct registry_entry {
   char *type;
   struct exec_instance *inst;   /* NULL when unavailable */
   char error[256];              /* why unavailable */
+  int timeout_s;                /* option timeout_s: provider-level limit, 0 none */
+  int admin;                    /* option admin: may run ADMIN steps
+                                 * (default: yes for local, no otherwise) */
 };
 
 struct registry {
@@ -25,6 +29,9 @@ struct registry {
 
 enum err registry_init(struct registry *r, const struct cfg *cfg);
 void registry_release(struct registry *r);
+/* The first usable instance of a backend type ("sandbox"), or NULL. */
+const struct registry_entry *registry_find_type(const struct registry *r,
+                                                const char *type);
 /* NULL name → the default instance.  NULL if no such name. */
 const struct registry_entry *registry_find(const struct registry *r, const char *name);
 

@@ -134,3 +134,10 @@ void outbox_list_free(struct outbox_msg *v, size_t n)
     outbox_msg_release(&v[i]);
   free(v);
 }
+
+void artifact_list_free(struct artifact *v, size_t n)
+{
+  for (size_t i = 0; v && i < n; i++)
+    free(v[i].name);
+  free(v);
+}

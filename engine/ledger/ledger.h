@@ -82,6 +82,17 @@ struct outbox_msg {
   int64_t not_before;
 };
 
+/* A file a step produced, kept in the artifact store (engine/archive.h). */
+struct artifact {
+  int64_t id;
+  int64_t job_id;
+  int step;                 /* 1-based */
+  char *name;               /* the path the step named */
+  int64_t size;             /* bytes */
+  char sha256[65];          /* lowercase hex */
+  int64_t created_at;       /* unix ms */
+};
+
 /* A free-text message waiting for the model's answer. */
 struct chat_turn {
   int64_t id;
@@ -196,6 +207,12 @@ struct ledger_ops {
   enum err (*kv_get)(struct ledger *l, const char *key, char **value);
   enum err (*kv_set)(struct ledger *l, const char *key, const char *value);
 
+  /* Records an artifact of a job; sets a->id and a->created_at. */
+  enum err (*artifact_add)(struct ledger *l, struct artifact *a);
+  /* A job's artifacts, oldest first. */
+  enum err (*artifact_list)(struct ledger *l, int64_t job_id,
+                            struct artifact **out, size_t *n);
+
   /* Chat turns for the model, oldest first; done once answered, so a turn
    * received before a crash is answered after the restart. */
   enum err (*turn_put)(struct ledger *l, const char *channel, int64_t chat_id,
@@ -245,6 +262,7 @@ void chat_msg_list_free(struct chat_msg *v, size_t n);
 void outbox_msg_release(struct outbox_msg *m);
 void chat_turn_list_free(struct chat_turn *v, size_t n);
 void outbox_list_free(struct outbox_msg *v, size_t n);
+void artifact_list_free(struct artifact *v, size_t n);
 
 /* Backends (one instance each). */
 extern const struct ledger_ops ledger_sqlite_ops;

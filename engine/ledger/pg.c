@@ -902,6 +902,56 @@ static enum err pl_kv_set(struct ledger *l, const char *key, const char *value)
                         " (key) DO UPDATE SET value = excluded.value", &p, NULL);
 }
 
+static enum err pl_artifact_add(struct ledger *l, struct artifact *a)
+{
+  struct params p = {0};
+  PGresult *r;
+  enum err e;
+
+  par_i64(&p, a->job_id);
+  par_i64(&p, a->step);
+  par_text(&p, a->name);
+  par_i64(&p, a->size);
+  par_text(&p, a->sha256);
+  e = pl_q(pl_of(l), "INSERT INTO artifacts(job_id, step, name, size, sha256,"
+                     " created_at) VALUES ($1, $2, $3, $4, $5, " NOW_MS ")"
+                     " RETURNING id, created_at", &p, &r);
+  if (e)
+    return e;
+  a->id = col_i64(r, 0, 0);
+  a->created_at = col_i64(r, 0, 1);
+  PQclear(r);
+  return ERR_OK;
+}
+
+static void fill_artifact(const PGresult *r, int i, void *p)
+{
+  struct artifact *a = p;
+  const char *sha = PQgetvalue(r, i, 5);
+
+  memset(a, 0, sizeof *a);
+  a->id = col_i64(r, i, 0);
+  a->job_id = col_i64(r, i, 1);
+  a->step = (int)col_i64(r, i, 2);
+  a->name = col_text(r, i, 3);
+  a->size = col_i64(r, i, 4);
+  snprintf(a->sha256, sizeof a->sha256, "%s", sha ? sha : "");
+  a->created_at = col_i64(r, i, 6);
+}
+
+static enum err pl_artifact_list(struct ledger *l, int64_t job_id,
+                                 struct artifact **out, size_t *n)
+{
+  struct params p = {0};
+
+  par_i64(&p, job_id);
+  return select_rows(pl_of(l), "SELECT id, job_id, step, name, size, sha256,"
+                               " created_at FROM artifacts WHERE job_id = $1"
+                               " ORDER BY id",
+                     &p, sizeof(struct artifact), fill_artifact, (void **)out,
+                     n);
+}
+
 /* ---- model conversation and token usage ---------------------------------- */
 
 static enum err pl_turn_put(struct ledger *l, const char *channel, int64_t chat_id,
@@ -1077,6 +1127,8 @@ const struct ledger_ops ledger_pg_ops = {
   .outbox_fail = pl_outbox_fail,
   .kv_get = pl_kv_get,
   .kv_set = pl_kv_set,
+  .artifact_add = pl_artifact_add,
+  .artifact_list = pl_artifact_list,
   .turn_put = pl_turn_put,
   .turn_pending = pl_turn_pending,
   .turn_done = pl_turn_done,

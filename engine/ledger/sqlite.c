@@ -807,6 +807,60 @@ static enum err sl_kv_set(struct ledger *l, const char *key, const char *value)
   return sl_done(s, st);
 }
 
+static enum err sl_artifact_add(struct ledger *l, struct artifact *a)
+{
+  struct sqlite_ledger *s = sl_of(l);
+  sqlite3_stmt *st = sl_prep(s, "INSERT INTO artifacts(job_id, step, name, size,"
+                                " sha256, created_at) VALUES (?, ?, ?, ?, ?, ?)");
+  enum err e;
+
+  if (!st)
+    return ERR_DB;
+  a->created_at = ledger_now_ms();
+  sqlite3_bind_int64(st, 1, a->job_id);
+  sqlite3_bind_int(st, 2, a->step);
+  bind_text(st, 3, a->name);
+  sqlite3_bind_int64(st, 4, a->size);
+  bind_text(st, 5, a->sha256);
+  sqlite3_bind_int64(st, 6, a->created_at);
+  if (!(e = sl_done(s, st)))
+    a->id = sqlite3_last_insert_rowid(s->db);
+  return e;
+}
+
+static void fill_artifact(sqlite3_stmt *st, void *p)
+{
+  struct artifact *a = p;
+  const unsigned char *sha;
+
+  memset(a, 0, sizeof *a);
+  a->id = sqlite3_column_int64(st, 0);
+  a->job_id = sqlite3_column_int64(st, 1);
+  a->step = sqlite3_column_int(st, 2);
+  a->name = col_text(st, 3);
+  a->size = sqlite3_column_int64(st, 4);
+  if ((sha = sqlite3_column_text(st, 5)))
+    snprintf(a->sha256, sizeof a->sha256, "%s", (const char *)sha);
+  a->created_at = sqlite3_column_int64(st, 6);
+}
+
+static enum err sl_artifact_list(struct ledger *l, int64_t job_id,
+                                 struct artifact **out, size_t *n)
+{
+  struct sqlite_ledger *s = sl_of(l);
+  sqlite3_stmt *st = sl_prep(s, "SELECT id, job_id, step, name, size, sha256,"
+                                " created_at FROM artifacts WHERE job_id = ?"
+                                " ORDER BY id");
+
+  *out = NULL;
+  *n = 0;
+  if (!st)
+    return ERR_DB;
+  sqlite3_bind_int64(st, 1, job_id);
+  return collect_rows(s, st, sizeof(struct artifact), fill_artifact,
+                      (void **)out, n);
+}
+
 /* ---- model conversation and token usage ---------------------------------- */
 
 static enum err sl_turn_put(struct ledger *l, const char *channel, int64_t chat_id,
@@ -944,6 +998,8 @@ const struct ledger_ops ledger_sqlite_ops = {
   .outbox_fail = sl_outbox_fail,
   .kv_get = sl_kv_get,
   .kv_set = sl_kv_set,
+  .artifact_add = sl_artifact_add,
+  .artifact_list = sl_artifact_list,
   .turn_put = sl_turn_put,
   .turn_pending = sl_turn_pending,
   .turn_done = sl_turn_done,

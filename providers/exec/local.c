@@ -2,8 +2,14 @@
  * child process of skynet, on this machine, without a shell.
  *
  * DESIGN
- * - One run() is one child, started with fork() and execve() by the calling
- *   thread and watched by that thread alone; the instance is read-only after
+ * - One run() is one child, started by the calling thread and watched by
+ *   that thread alone.  It is started the way posix_spawn() does it:
+ *   clone(CLONE_VM | CLONE_VFORK) on a small stack of its own, so no page
+ *   table is copied and the parent waits only until the exec, with every
+ *   signal blocked around it so that no handler of skynet's runs in the
+ *   child on shared memory.  Under AddressSanitizer (whose instrumented
+ *   child would write shadow memory the parent shares) it is fork().  The
+ *   child's exit is watched through a pidfd when the kernel has one; the instance is read-only after
  *   create(), so any number of threads may run commands on it at once.  No
  *   global state, no signal handlers: each run waits for its own pid only.
  * - Everything the child needs (environment, PATH search buffer, fds) is
@@ -16,14 +22,23 @@
  * - stdout and stderr share one pipe (the interleaving the operator would see
  *   on a terminal).  Only its last capture_max bytes are kept, in a ring, so
  *   memory stays bounded whatever the command prints.
- * - One poll() loop feeds stdin, reads output and wakes at least every
- *   LOCAL_TICK_MS to look at cancel, the deadline and the child's state.
+ * - One poll() loop feeds stdin, reads output, hears the child's exit on
+ *   its pidfd and wakes at least every LOCAL_TICK_MS to look at cancel and
+ *   the deadline.
  * - Exec failures travel back on a close-on-exec pipe: EOF means the exec
  *   worked, a struct child_report means it did not and why.
  *
  * Instance options (all optional): path (PATH given to commands), workdir,
- * home, rlimit_cpu_s, rlimit_as_mb, rlimit_nofile, rlimit_nproc.  Note that
- * RLIMIT_NPROC counts every process of the user, not only the command's.
+ * home, env_allow, rlimit_cpu_s, rlimit_as_mb, rlimit_nofile, rlimit_nproc.
+ * - Resource limits (soft = hard, so a command cannot raise them) default to
+ *   LOCAL_DEFAULT_CPU_S of CPU time, LOCAL_DEFAULT_AS_MB of address space
+ *   and LOCAL_DEFAULT_NOFILE open files, each lowered to what skynet itself
+ *   may have; "unlimited" leaves one as skynet's.  RLIMIT_NPROC has no
+ *   default: it counts every process of the user, not only the command's.
+ * - The environment is scrubbed: PATH, HOME, LANG=C.UTF-8, TERM=dumb, then
+ *   the variables named in env_allow ("TZ,http_proxy"), copied from
+ *   skynet's environment when set, then the request's own.  skynet's
+ *   secrets (SKYNET_*, TELEGRAM_BOT_TOKEN, *_API_KEY) cannot be allowed.
  *
  * Requirements on the rest of skynet: SIGCHLD must not be set to SIG_IGN (the
  * kernel would reap children itself and exit statuses would be lost), and a
@@ -42,8 +57,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sched.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -57,6 +75,19 @@
 #define LOCAL_CAPTURE_MAX 65536
 #define LOCAL_CHUNK 65536
 #define LOCAL_READS_PER_WAKE 16   /* so a flood cannot starve the checks */
+#define LOCAL_DEFAULT_CPU_S 3600
+#define LOCAL_DEFAULT_AS_MB 8192
+#define LOCAL_DEFAULT_NOFILE 4096
+#define LOCAL_ENV_ALLOW_MAX 32
+#define LOCAL_CHILD_STACK (64 * 1024)
+
+#if defined(__SANITIZE_ADDRESS__)
+#define LOCAL_USE_FORK 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define LOCAL_USE_FORK 1
+#endif
+#endif
 
 enum { RL_CPU, RL_AS, RL_NOFILE, RL_NPROC, RL__COUNT };
 
@@ -64,11 +95,12 @@ static const struct {
   const char *opt;
   int resource;
   unsigned long long scale;
+  unsigned long long dflt;      /* in the option's unit; 0 = none */
 } local_rlimits[RL__COUNT] = {
-  [RL_CPU] = {"rlimit_cpu_s", RLIMIT_CPU, 1},
-  [RL_AS] = {"rlimit_as_mb", RLIMIT_AS, 1024ULL * 1024},
-  [RL_NOFILE] = {"rlimit_nofile", RLIMIT_NOFILE, 1},
-  [RL_NPROC] = {"rlimit_nproc", RLIMIT_NPROC, 1},
+  [RL_CPU] = {"rlimit_cpu_s", RLIMIT_CPU, 1, LOCAL_DEFAULT_CPU_S},
+  [RL_AS] = {"rlimit_as_mb", RLIMIT_AS, 1024ULL * 1024, LOCAL_DEFAULT_AS_MB},
+  [RL_NOFILE] = {"rlimit_nofile", RLIMIT_NOFILE, 1, LOCAL_DEFAULT_NOFILE},
+  [RL_NPROC] = {"rlimit_nproc", RLIMIT_NPROC, 1, 0},
 };
 
 struct local_inst {
@@ -76,7 +108,9 @@ struct local_inst {
   char *env_path;               /* "PATH=..." */
   char *env_home;               /* "HOME=..." */
   char *workdir;                /* NULL → skynet's current directory */
+  char *env_allow[LOCAL_ENV_ALLOW_MAX + 1];  /* names, NULL-terminated */
   int rl_set[RL__COUNT];
+  int rl_default[RL__COUNT];    /* best effort: a failure to set is ignored */
   struct rlimit rl[RL__COUNT];
 };
 
@@ -109,6 +143,7 @@ struct tail {
 struct run_state {
   const struct exec_request *req;
   pid_t pid;
+  int pidfd;                    /* readable once the child exited; -1 if none */
   int out_fd;                   /* parent's ends, -1 once closed */
   int in_fd;
   size_t in_off;
@@ -176,6 +211,23 @@ static struct local_inst *local_from(struct exec_instance *inst)
 
 /* ---- instance ---------------------------------------------------------- */
 
+/* A default never asks for more than skynet has: a lower hard limit
+ * would make every command fail to start. */
+static void local_default_rlimit(struct local_inst *li, int i)
+{
+  rlim_t v = (rlim_t)(local_rlimits[i].dflt * local_rlimits[i].scale);
+  struct rlimit cur;
+
+  if (!local_rlimits[i].dflt)
+    return;
+  if (getrlimit(local_rlimits[i].resource, &cur) == 0 &&
+      cur.rlim_max != RLIM_INFINITY && cur.rlim_max < v)
+    v = cur.rlim_max;
+  li->rl[i].rlim_cur = li->rl[i].rlim_max = v;
+  li->rl_set[i] = 1;
+  li->rl_default[i] = 1;
+}
+
 static enum err local_read_rlimits(struct local_inst *li,
                                    const struct cfg_provider *p)
 {
@@ -184,8 +236,12 @@ static enum err local_read_rlimits(struct local_inst *li,
   int i;
 
   for (i = 0; i < RL__COUNT; i++) {
-    s = local_opt(p, local_rlimits[i].opt);
-    if (!s)
+    s = p ? local_opt(p, local_rlimits[i].opt) : NULL;
+    if (!s) {
+      local_default_rlimit(li, i);
+      continue;
+    }
+    if (strcmp(s, "unlimited") == 0)
       continue;
     if (parse_ull(s, &v) < 0 || v == 0 ||
         v > (unsigned long long)RLIM_INFINITY / local_rlimits[i].scale)
@@ -197,6 +253,46 @@ static enum err local_read_rlimits(struct local_inst *li,
   return ERR_OK;
 }
 
+/* Variables of skynet that hold its secrets. */
+static int env_name_secret(const char *name, size_t len)
+{
+  static const char suffix[] = "_API_KEY";
+  size_t sl = sizeof suffix - 1;
+
+  return (len >= 7 && strncmp(name, "SKYNET_", 7) == 0) ||
+         (len == 18 && strncmp(name, "TELEGRAM_BOT_TOKEN", 18) == 0) ||
+         (len >= sl && strncmp(name + len - sl, suffix, sl) == 0);
+}
+
+/* env_allow: comma-separated variable names. */
+static enum err local_read_env_allow(struct local_inst *li, const char *list)
+{
+  const char *p = list, *end;
+  size_t n = 0, len, i;
+
+  while (list && *p) {
+    end = strchrnul(p, ',');
+    while (p < end && *p == ' ')
+      p++;
+    len = (size_t)(end - p);
+    while (len && p[len - 1] == ' ')
+      len--;
+    if (len) {
+      if (n == LOCAL_ENV_ALLOW_MAX || env_name_secret(p, len) ||
+          (p[0] >= '0' && p[0] <= '9'))
+        return ERR_CONFIG;
+      for (i = 0; i < len; i++)
+        if (!(p[i] == '_' || (p[i] >= 'A' && p[i] <= 'Z') ||
+              (p[i] >= 'a' && p[i] <= 'z') || (p[i] >= '0' && p[i] <= '9')))
+          return ERR_CONFIG;
+      if (!(li->env_allow[n++] = strndup(p, len)))
+        return ERR_NOMEM;
+    }
+    p = *end ? end + 1 : end;
+  }
+  return ERR_OK;
+}
+
 static void local_destroy(struct exec_instance *inst)
 {
   struct local_inst *li;
@@ -204,6 +300,8 @@ static void local_destroy(struct exec_instance *inst)
   if (!inst)
     return;
   li = local_from(inst);
+  for (size_t i = 0; li->env_allow[i]; i++)
+    free(li->env_allow[i]);
   free(li->env_path);
   free(li->env_home);
   free(li->workdir);
@@ -236,7 +334,9 @@ static enum err local_create(const struct cfg *cfg,
   li->workdir = workdir && *workdir ? strdup(workdir) : NULL;
   if (!li->env_path || !li->env_home || (workdir && *workdir && !li->workdir))
     goto out;
-  e = p ? local_read_rlimits(li, p) : ERR_OK;
+  e = local_read_rlimits(li, p);
+  if (!e && p)
+    e = local_read_env_allow(li, local_opt(p, "env_allow"));
 out:
   if (e)
     local_destroy(&li->base);
@@ -281,23 +381,42 @@ static int env_set(char **envp, size_t *n, const char *entry)
 
 /* The scrubbed environment: nothing of skynet's own (tokens, keys) leaks to
  * commands; the strings stay owned by the instance and the request. */
+/* skynet's own "NAME=value" entry, or NULL; environ is only read (skynet
+ * does not change its environment once threads run). */
+static char *env_entry_of(const char *name)
+{
+  extern char **environ;
+  size_t len = strlen(name);
+
+  for (char **e = environ; e && *e; e++)
+    if (strncmp(*e, name, len) == 0 && (*e)[len] == '=')
+      return *e;
+  return NULL;
+}
+
+/* The scrubbed environment: nothing of skynet's own (tokens, keys) leaks to
+ * commands; the strings stay owned by the instance, environ and the
+ * request. */
 static enum err env_build(const struct local_inst *li,
                           const struct exec_request *req, char ***out,
                           struct exec_result *res)
 {
   static const char *const fixed[] = {"LANG=C.UTF-8", "TERM=dumb"};
   size_t n = 0, extra = 0, i;
-  char **envp;
+  char **envp, *entry;
 
   while (req->env && req->env[extra])
     extra++;
-  envp = calloc(4 + extra + 1, sizeof *envp);
+  envp = calloc(4 + LOCAL_ENV_ALLOW_MAX + extra + 1, sizeof *envp);
   if (!envp)
     return ERR_NOMEM;
   env_set(envp, &n, li->env_path);
   env_set(envp, &n, li->env_home);
   env_set(envp, &n, fixed[0]);
   env_set(envp, &n, fixed[1]);
+  for (i = 0; li->env_allow[i]; i++)
+    if ((entry = env_entry_of(li->env_allow[i])))
+      env_set(envp, &n, entry);
   for (i = 0; i < extra; i++) {
     if (env_set(envp, &n, req->env[i]) < 0) {
       snprintf(res->error, sizeof res->error,
@@ -424,7 +543,8 @@ static _Noreturn void child_main(const struct spawn *sp)
     child_fail(sp->err_fd, CHILD_SETUP, errno);
   for (i = 0; i < RL__COUNT; i++)
     if (sp->li->rl_set[i] &&
-        setrlimit(local_rlimits[i].resource, &sp->li->rl[i]) < 0)
+        setrlimit(local_rlimits[i].resource, &sp->li->rl[i]) < 0 &&
+        !sp->li->rl_default[i])
       child_fail(rep, CHILD_SETUP, errno);
   if (sp->cwd && chdir(sp->cwd) < 0)
     child_fail(rep, CHILD_CHDIR, errno);
@@ -543,6 +663,44 @@ static enum err spawn_prepare(const struct local_inst *li,
   return sp->pathbuf ? ERR_OK : ERR_NOMEM;
 }
 
+#ifndef LOCAL_USE_FORK
+static int child_entry(void *arg)
+{
+  child_main(arg);
+}
+#endif
+
+/* The child's pid, or -1 with errno. */
+static pid_t spawn_child(struct spawn *sp)
+{
+#ifdef LOCAL_USE_FORK
+  pid_t pid = fork();
+
+  if (pid == 0)
+    child_main(sp);
+  return pid;
+#else
+  sigset_t all, old;
+  char *stack;
+  pid_t pid;
+  int saved;
+
+  stack = mmap(NULL, LOCAL_CHILD_STACK, PROT_READ | PROT_WRITE,
+               MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+  if (stack == MAP_FAILED)
+    return -1;
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &old);
+  pid = clone(child_entry, stack + LOCAL_CHILD_STACK,
+              CLONE_VM | CLONE_VFORK | SIGCHLD, sp);
+  saved = errno;
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  munmap(stack, LOCAL_CHILD_STACK);   /* the child has exec'd or exited */
+  errno = saved;
+  return pid;
+#endif
+}
+
 static enum err local_spawn(const struct local_inst *li, struct run_state *st,
                             struct exec_result *res)
 {
@@ -555,14 +713,17 @@ static enum err local_spawn(const struct local_inst *li, struct run_state *st,
     e = spawn_pipes(st, &sp, &rep_r);
   if (e)
     goto out;
-  st->pid = fork();
+  st->pid = spawn_child(&sp);
   if (st->pid < 0) {
     e = ERR_IO;
     goto out;
   }
-  if (st->pid == 0)
-    child_main(&sp);
   setpgid(st->pid, st->pid);  /* either side may win the race; both agree */
+#ifdef SYS_pidfd_open
+  st->pidfd = (int)syscall(SYS_pidfd_open, st->pid, 0);
+  if (st->pidfd >= 0)
+    fcntl(st->pidfd, F_SETFD, FD_CLOEXEC);
+#endif
   close_fd(&sp.err_fd);       /* else the report read never sees EOF */
   e = spawn_wait_exec(st, &sp, rep_r, res);
 out:
@@ -770,7 +931,7 @@ static int run_wait_ms(struct run_state *st, int64_t now)
 {
   int64_t ms = LOCAL_TICK_MS;
 
-  if (st->out_fd < 0 && !st->exited) {
+  if (st->out_fd < 0 && !st->exited && st->pidfd < 0) {
     /* no fd to wake us: poll the child's state, backing off */
     st->idle_ms = st->idle_ms ? st->idle_ms * 2 : 1;
     if (st->idle_ms > LOCAL_TICK_MS)
@@ -788,8 +949,11 @@ static int run_wait_ms(struct run_state *st, int64_t now)
 
 static void run_poll(struct run_state *st, int ms)
 {
-  struct pollfd pfd[2];
+  struct pollfd pfd[3];
   int n = 0, out_i = -1, in_i = -1;
+
+  if (st->pidfd >= 0 && !st->exited)   /* readable at the exit: run_check_exit */
+    pfd[n++] = (struct pollfd){.fd = st->pidfd, .events = POLLIN};
 
   if (st->out_fd >= 0) {
     pfd[n] = (struct pollfd){.fd = st->out_fd, .events = POLLIN};
@@ -867,7 +1031,7 @@ static enum err run_init(struct run_state *st, const struct exec_request *req,
   memset(st, 0, sizeof *st);
   st->req = req;
   st->pid = -1;
-  st->out_fd = st->in_fd = -1;
+  st->pidfd = st->out_fd = st->in_fd = -1;
   st->start = now_ms();
   st->grace_ms = req->grace_ms > 0 ? req->grace_ms : LOCAL_GRACE_MS;
   if (req->timeout_ms > 0)
@@ -884,6 +1048,7 @@ static enum err run_init(struct run_state *st, const struct exec_request *req,
 
 static void run_finish(struct run_state *st, struct exec_result *res)
 {
+  close_fd(&st->pidfd);
   close_fd(&st->out_fd);
   close_fd(&st->in_fd);
   free(st->chunk);

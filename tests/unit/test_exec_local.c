@@ -8,12 +8,14 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "providers/exec/exec.h"
 #include "tests/harness.h"
+#include "tests/testutil.h"
 
 static struct exec_instance *local_inst;
 
@@ -233,6 +235,119 @@ TEST(bad_rlimit_rejected)
   struct cfg_kv opts[] = {{"rlimit_cpu_s", "lots"}};
 
   ASSERT(make_inst(&exec_local, "bad", opts, 1) == NULL);
+}
+
+TEST(cpu_limit_bites)
+{
+  struct cfg_kv opts[] = {{"rlimit_cpu_s", "1"}};
+  const char *argv[] = {"sh", "-c", "while :; do :; done", NULL};
+  struct exec_request req = {.argv = argv, .timeout_ms = 20000};
+  struct exec_instance *inst = make_inst(&exec_local, "cpu", opts, 1);
+  struct exec_result res;
+  long long t0 = tu_now_ms();
+
+  ASSERT(inst != NULL);
+  ASSERT_EQ(exec_local.run(inst, &req, &res), ERR_OK);
+  exec_local.destroy(inst);
+  /* SIGXCPU at the limit (soft = hard, so SIGKILL if it were caught) */
+  ASSERT(res.term_signal == SIGXCPU || res.term_signal == SIGKILL);
+  ASSERT_EQ(res.timed_out, 0);
+  ASSERT(tu_now_ms() - t0 < 15000);
+  exec_result_release(&res);
+}
+
+TEST(memory_limit_bites)
+{
+  struct cfg_kv opts[] = {{"rlimit_as_mb", "64"}};
+  /* doubles a string until allocation fails: gigabytes without the limit */
+  const char *argv[] = {"awk", "BEGIN { s = \"x\"; for (i = 0; i < 40; i++) s = s s;"
+                        " print length(s) }", NULL};
+  struct exec_request req = {.argv = argv, .timeout_ms = 20000};
+  struct exec_instance *inst = make_inst(&exec_local, "mem", opts, 1);
+  struct exec_result res;
+
+  ASSERT(inst != NULL);
+  ASSERT_EQ(exec_local.run(inst, &req, &res), ERR_OK);
+  exec_local.destroy(inst);
+  ASSERT(res.exit_code != 0);
+  ASSERT(strstr(res.output, "1099511627776") == NULL);
+  exec_result_release(&res);
+}
+
+TEST(nofile_limit_bites)
+{
+  struct cfg_kv opts[] = {{"rlimit_nofile", "8"}};
+  /* tee holds every output open at once: 10 of them need fds up to 12 */
+  const char *argv[] = {"tee", "/dev/null", "/dev/null", "/dev/null", "/dev/null", "/dev/null",
+                        "/dev/null", "/dev/null", "/dev/null", "/dev/null", "/dev/null", NULL};
+  struct exec_request req = {.argv = argv, .timeout_ms = 5000};
+  struct exec_instance *inst;
+  struct exec_result res;
+
+  if (getenv("SKYNET_UNDER_VALGRIND"))
+    return;    /* valgrind refuses RLIMIT_NOFILE in the child before exec */
+  inst = make_inst(&exec_local, "fds", opts, 1);
+  ASSERT(inst != NULL);
+  ASSERT_EQ(exec_local.run(inst, &req, &res), ERR_OK);
+  exec_local.destroy(inst);
+  ASSERT_CONTAINS(res.output, "Too many open files");
+  ASSERT(res.exit_code != 0);
+  exec_result_release(&res);
+}
+
+TEST(default_limits_apply)
+{
+  const char *argv[] = {"sh", "-c", "ulimit -t; ulimit -v; ulimit -n", NULL};
+  struct exec_request req = {.argv = argv, .timeout_ms = 5000};
+  struct cfg_kv opts[] = {{"rlimit_cpu_s", "unlimited"}};
+  struct exec_instance *inst;
+  struct exec_result res;
+  struct rlimit nofile;
+  char want[128];
+
+  getrlimit(RLIMIT_NOFILE, &nofile);
+  if (getenv("SKYNET_UNDER_VALGRIND"))
+    return;    /* valgrind refuses RLIMIT_NOFILE in the child before exec */
+  ASSERT_EQ(exec_local.run(local_inst, &req, &res), ERR_OK);
+  snprintf(want, sizeof want, "3600\n%d\n%llu\n", 8192 * 1024,
+           nofile.rlim_max != RLIM_INFINITY && nofile.rlim_max < 4096
+               ? (unsigned long long)nofile.rlim_max : 4096ULL);
+  ASSERT_STREQ(res.output, want);
+  exec_result_release(&res);
+  inst = make_inst(&exec_local, "free", opts, 1);
+  ASSERT(inst != NULL);
+  ASSERT_EQ(exec_local.run(inst, &req, &res), ERR_OK);
+  exec_local.destroy(inst);
+  ASSERT(strncmp(res.output, "unlimited\n", 10) == 0);
+  exec_result_release(&res);
+}
+
+TEST(env_allow_list)
+{
+  struct cfg_kv opts[] = {{"env_allow", "SKYNET_T_TZ, SKYNET_T_NOTSET"}};
+  struct cfg_kv ok[] = {{"env_allow", "T_ALLOWED_TZ , T_NOT_SET"}};
+  struct cfg_kv secret[] = {{"env_allow", "TZ,GEMINI_API_KEY"}};
+  struct cfg_kv bad[] = {{"env_allow", "TZ,NO-DASH"}};
+  const char *argv[] = {"env", NULL};
+  struct exec_request req = {.argv = argv, .timeout_ms = 5000};
+  struct exec_instance *inst;
+  struct exec_result res;
+
+  ASSERT(make_inst(&exec_local, "x", opts, 1) == NULL);     /* SKYNET_* is ours */
+  ASSERT(make_inst(&exec_local, "x", secret, 1) == NULL);
+  ASSERT(make_inst(&exec_local, "x", bad, 1) == NULL);
+  inst = make_inst(&exec_local, "envbox", ok, 1);
+  ASSERT(inst != NULL);
+  setenv("T_ALLOWED_TZ", "Europe/Berlin", 1);
+  setenv("T_OTHER", "hidden", 1);
+  ASSERT_EQ(exec_local.run(inst, &req, &res), ERR_OK);
+  unsetenv("T_ALLOWED_TZ");
+  unsetenv("T_OTHER");
+  exec_local.destroy(inst);
+  ASSERT_CONTAINS(res.output, "T_ALLOWED_TZ=Europe/Berlin\n");
+  ASSERT(strstr(res.output, "T_OTHER") == NULL);
+  ASSERT(strstr(res.output, "T_NOT_SET") == NULL);
+  exec_result_release(&res);
 }
 
 TEST(stdin_passed)
@@ -710,6 +825,11 @@ int main(void)
   RUN(missing_cwd_reported);
   RUN(instance_opts);
   RUN(bad_rlimit_rejected);
+  RUN(cpu_limit_bites);
+  RUN(memory_limit_bites);
+  RUN(nofile_limit_bites);
+  RUN(default_limits_apply);
+  RUN(env_allow_list);
   RUN(stdin_passed);
   RUN(big_stdin_through_cat);
   RUN(stdin_not_read);

@@ -400,6 +400,54 @@ TEST(bad_urls_are_refused)
   ASSERT_CONTAINS(err, "cannot open");
 }
 
+TEST(artifacts_recorded_and_listed)
+{
+  struct ledger *l = open_l();
+  struct artifact a = {0}, b = {0}, *v;
+  size_t n;
+  int64_t id, other;
+  int ver = 0;
+
+  ASSERT(l);
+  ASSERT_EQ(l->ops->schema_version(l, &ver), ERR_OK);
+  ASSERT(ver >= 2);
+  id = new_job(l, "makes files");
+  other = new_job(l, "makes nothing");
+  a.job_id = id;
+  a.step = 1;
+  a.name = "/tmp/out/report.txt";
+  a.size = 5000000000LL;        /* beyond 32 bits */
+  snprintf(a.sha256, sizeof a.sha256, "%064d", 7);
+  ASSERT_EQ(l->ops->artifact_add(l, &a), ERR_OK);
+  ASSERT(a.id > 0);
+  ASSERT(a.created_at > 0);
+  b = a;
+  b.step = 2;
+  b.name = "/tmp/out/b.bin";
+  b.size = 0;
+  ASSERT_EQ(l->ops->artifact_add(l, &b), ERR_OK);
+  ASSERT(b.id > a.id);
+  ASSERT_EQ(l->ops->artifact_list(l, id, &v, &n), ERR_OK);
+  ASSERT_EQ(n, 2);
+  ASSERT_EQ(v[0].id, a.id);
+  ASSERT_EQ(v[0].job_id, id);
+  ASSERT_EQ(v[0].step, 1);
+  ASSERT_STREQ(v[0].name, "/tmp/out/report.txt");
+  ASSERT_EQ(v[0].size, 5000000000LL);
+  ASSERT_STREQ(v[0].sha256, a.sha256);
+  ASSERT_EQ(v[0].created_at, a.created_at);
+  ASSERT_STREQ(v[1].name, "/tmp/out/b.bin");
+  ASSERT_EQ(v[1].size, 0);
+  artifact_list_free(v, n);
+  ASSERT_EQ(l->ops->artifact_list(l, other, &v, &n), ERR_OK);
+  ASSERT_EQ(n, 0);
+  artifact_list_free(v, n);
+  /* an artifact belongs to a job that exists */
+  a.job_id = 999999999;
+  ASSERT_EQ(l->ops->artifact_add(l, &a), ERR_DB);
+  ledger_close(l);
+}
+
 static void run_suite(void)
 {
   RUN(migrate_is_idempotent);
@@ -411,6 +459,7 @@ static void run_suite(void)
   RUN(steps_messages_outbox_kv);
   RUN(transactions_roll_back_together);
   RUN(data_survives_reopen);
+  RUN(artifacts_recorded_and_listed);
   RUN(chat_turns_and_token_usage);
   RUN(bad_urls_are_refused);
 }

@@ -6,6 +6,7 @@
 #include "engine/config.h"
 #include "engine/ledger/ledger.h"
 #include "engine/log.h"
+#include "engine/logstore.h"
 #include "engine/orchestrator.h"
 #include "engine/registry.h"
 
@@ -52,6 +53,18 @@ TEST(read_only_runs_and_succeeds)
   ASSERT_EQ(j.exit_code, 0);
   ASSERT_CONTAINS(j.output_tail, "hi");
   job_release(&j);
+  /* the full output and the step's events are in the job's log */
+  char *tail = logstore_tail_text(g_cfg.home, id, 10, 1000);
+  ASSERT_STREQ(tail, "hi");
+  free(tail);
+  struct log_query q = {LOGL_DEBUG, 1, "skynet", NULL, 0};
+  struct log_line *v;
+  size_t n;
+  ASSERT_EQ(logstore_query(g_cfg.home, id, &q, &v, &n), ERR_OK);
+  ASSERT_EQ(n, 2);
+  ASSERT_CONTAINS(v[0].text, "step 1 started on 'local': shell: echo hi");
+  ASSERT_CONTAINS(v[1].text, "step 1 exited with 0");
+  log_line_list_free(v, n);
 }
 
 TEST(write_waits_for_approval_then_runs)
@@ -115,8 +128,133 @@ TEST(step_timeout_ends_timed_out)
                            "\"timeout_s\":1}]}", &st);
 
   ASSERT_EQ(wait_final(id, 15000, &j), JOB_TIMED_OUT);
-  ASSERT_CONTAINS(j.reason, "step timeout");
+  ASSERT_CONTAINS(j.reason, "step timeout of 1 s fired on step 1");
   ASSERT(tu_now_ms() - t0 < 8000);
+  job_release(&j);
+}
+
+/* Runs plan to its end and checks it timed out for `why` with no process of
+ * the command (which holds token in its command line) left behind. */
+static void expect_timeout(const char *plan_fmt, const char *why, const char *token_fmt)
+{
+  enum job_state st;
+  struct job j;
+  long long t0 = tu_now_ms();
+  char plan[1024], token[64];
+
+  /* the sleeps carry our pid: a parallel run of this test (valgrind) has
+   * its own */
+  snprintf(plan, sizeof plan, plan_fmt, (long)getpid());
+  snprintf(token, sizeof token, token_fmt, (long)getpid());
+  int64_t id = submit_plan(plan, &st);
+
+  ASSERT_EQ(st, JOB_QUEUED);
+  ASSERT_EQ(wait_final(id, 15000, &j), JOB_TIMED_OUT);
+  ASSERT_CONTAINS(j.reason, why);
+  ASSERT(tu_now_ms() - t0 < 8000);
+  job_release(&j);
+  ASSERT_EQ(tu_count_procs(token), 0);
+  struct log_query q = {LOGL_ERROR, 0, "skynet", why, 0};
+  struct log_line *v;
+  size_t n;
+  ASSERT_EQ(logstore_query(g_cfg.home, id, &q, &v, &n), ERR_OK);
+  ASSERT_EQ(n, 2);    /* the step's end and the job's */
+  log_line_list_free(v, n);
+}
+
+TEST(command_timeout_is_named)
+{
+  expect_timeout("{\"steps\":[{\"action\":\"shell\",\"args\":{\"argv\":[\"sh\",\"-c\","
+                 "\"sleep 31.%1$ld1 & sleep 31.%1$ld1; wait\"],\"timeout_s\":1},\"timeout_s\":20}]}",
+                 "command timeout of 1 s fired on step 1", "sleep 31.%ld1");
+}
+
+TEST(provider_timeout_is_named)
+{
+  expect_timeout("{\"steps\":[{\"action\":\"shell\",\"args\":{\"argv\":[\"true\"]}},"
+                 "{\"action\":\"shell\",\"args\":{\"argv\":[\"sleep\",\"31.%ld2\"],\"timeout_s\":30},"
+                 "\"provider\":\"slowbox\",\"timeout_s\":20}]}",
+                 "provider timeout of 1 s fired on step 2", "sleep 31.%ld2");
+}
+
+TEST(job_timeout_is_named)
+{
+  int saved = g_cfg.job_timeout_s;
+
+  g_cfg.job_timeout_s = 2;
+  expect_timeout("{\"steps\":[{\"action\":\"shell\",\"args\":{\"argv\":[\"sleep\",\"1\"]}},"
+                 "{\"action\":\"shell\",\"args\":{\"argv\":[\"sleep\",\"31.%ld3\"]},\"timeout_s\":20}]}",
+                 "job timeout of 2 s fired on step 2", "sleep 31.%ld3");
+  g_cfg.job_timeout_s = saved;
+}
+
+TEST(bad_command_timeout_rejected)
+{
+  enum job_state st;
+  struct job j;
+  int64_t id = submit_plan("{\"steps\":[{\"action\":\"shell\",\"args\":{\"argv\":[\"true\"],"
+                           "\"timeout_s\":0}}]}", &st);
+
+  ASSERT_EQ(st, JOB_FAILED);
+  ASSERT_EQ(g_l->ops->job_get(g_l, id, &j), ERR_OK);
+  ASSERT_CONTAINS(j.reason, "'timeout_s' must be an integer");
+  job_release(&j);
+}
+
+TEST(artifacts_are_kept_and_listed)
+{
+  char dir[512], file[600], plan[1400];
+  enum job_state st;
+  struct outbox_msg *v;
+  struct artifact *a;
+  struct job j;
+  size_t n;
+  int found = 0;
+  int64_t id;
+  FILE *f;
+
+  tu_tmpdir(dir, sizeof dir);
+  snprintf(file, sizeof file, "%s/report.txt", dir);
+  f = fopen(file, "w");
+  ASSERT(f != NULL);
+  fputs("abc", f);
+  fclose(f);
+  snprintf(plan, sizeof plan, "{\"steps\":[{\"action\":\"shell\",\"args\":{\"argv\":[\"echo\",\"x\"],"
+           "\"artifacts\":[\"%s\"]}}]}", file);
+  id = submit_plan(plan, &st);
+  ASSERT_EQ(st, JOB_QUEUED);
+  ASSERT_EQ(wait_final(id, 10000, &j), JOB_SUCCEEDED);
+  job_release(&j);
+  ASSERT_EQ(g_l->ops->artifact_list(g_l, id, &a, &n), ERR_OK);
+  ASSERT_EQ(n, 1);
+  ASSERT_STREQ(a[0].sha256, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+  artifact_list_free(a, n);
+  /* the result message follows the final state */
+  for (int k = 0; k < 250 && !found; k++) {
+    ASSERT_EQ(g_l->ops->outbox_pending(g_l, "unit", ledger_now_ms(), 1000, &v, &n), ERR_OK);
+    for (size_t i = 0; i < n; i++)
+      found |= v[i].job_id == id && strstr(v[i].text, "report.txt (3 B, sha ba7816bf8f01, step 1)") != NULL;
+    outbox_list_free(v, n);
+    if (!found)
+      tu_sleep_ms(20);
+  }
+  ASSERT(found);
+
+  /* over the limit: the job fails and says why */
+  g_cfg.archive_max_bytes = 2;
+  id = submit_plan(plan, &st);
+  ASSERT_EQ(wait_final(id, 10000, &j), JOB_FAILED);
+  g_cfg.archive_max_bytes = 100 * 1024 * 1024;
+  ASSERT_CONTAINS(j.reason, "report.txt' is 3 bytes, over the archive.max_bytes limit of 2");
+  job_release(&j);
+  tu_rmrf(dir);
+
+  /* relative paths are refused at planning */
+  id = submit_plan("{\"steps\":[{\"action\":\"shell\",\"args\":{\"argv\":[\"true\"],"
+                   "\"artifacts\":[\"out.txt\"]}}]}", &st);
+  ASSERT_EQ(st, JOB_FAILED);
+  ASSERT_EQ(g_l->ops->job_get(g_l, id, &j), ERR_OK);
+  ASSERT_CONTAINS(j.reason, "must be an absolute path");
   job_release(&j);
 }
 
@@ -183,7 +321,14 @@ int main(void)
   setenv("SKYNET_CONFIG", "", 1);
   unsetenv("SKYNET_DATABASE_URL");
   unsetenv("TELEGRAM_BOT_TOKEN");
-  if (cfg_load(&g_cfg, NULL, err, sizeof err) || ledger_open(g_cfg.database_url, &g_l, err, sizeof err)) {
+  char yaml[600];
+  FILE *f;
+  snprintf(yaml, sizeof yaml, "%s/skynet.yaml", dir);
+  if (!(f = fopen(yaml, "w")))
+    return 1;
+  fputs("providers:\n  default: local\n  slowbox: {type: local, timeout_s: 1}\n", f);
+  fclose(f);
+  if (cfg_load(&g_cfg, yaml, err, sizeof err) || ledger_open(g_cfg.database_url, &g_l, err, sizeof err)) {
     fprintf(stderr, "setup: %s\n", err);
     return 1;
   }
@@ -198,6 +343,11 @@ int main(void)
   RUN(blocked_is_denied_and_never_runs);
   RUN(first_failure_stops_the_job);
   RUN(step_timeout_ends_timed_out);
+  RUN(command_timeout_is_named);
+  RUN(provider_timeout_is_named);
+  RUN(job_timeout_is_named);
+  RUN(bad_command_timeout_rejected);
+  RUN(artifacts_are_kept_and_listed);
   RUN(cancel_running_and_queued);
   RUN(unknown_provider_fails_planning);
   RUN(results_reach_the_outbox);

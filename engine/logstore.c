@@ -1,0 +1,400 @@
+/* engine/logstore.c — see logstore.h.
+ *
+ * DESIGN
+ * - Writing is appending whole lines to one file per job through stdio;
+ *   each line is composed in memory first and written with one fwrite, and
+ *   the file is flushed at every step end and every event, so a reader on
+ *   another thread sees whole lines except at most the last.
+ * - JSON is written by hand (the fields are fixed) and read back with
+ *   json-c; a line that does not parse (being written, or damaged) is
+ *   skipped rather than failing the query.
+ * - A query streams the file through a fixed buffer and keeps the matching
+ *   lines in a ring of q->max entries, so it never holds the whole log. */
+#include "logstore.h"
+
+#include <errno.h>
+#include <json-c/json.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "buf.h"
+
+#define READ_LINE_MAX (LOGSTORE_LINE_MAX * 6 + 512)  /* every byte escaped */
+
+struct logstore_writer {
+  FILE *f;
+  int step;                     /* the step of the partial line */
+  size_t len;
+  char line[LOGSTORE_LINE_MAX + 1];
+  struct buf out;               /* one encoded line */
+};
+
+static const char *const level_names[] = {"debug", "info", "warn", "error"};
+
+static char *logstore_path(const char *home, int64_t job_id)
+{
+  struct buf b = BUF_INIT(4096 + 64);
+
+  if (buf_printf(&b, "%s/logs/%lld.jsonl", home, (long long)job_id)) {
+    buf_release(&b);
+    return NULL;
+  }
+  return buf_detach(&b);
+}
+
+enum err logstore_open(const char *home, int64_t job_id,
+                       struct logstore_writer **out, char *errbuf,
+                       size_t errlen)
+{
+  struct logstore_writer *w = calloc(1, sizeof *w);
+  char *path = logstore_path(home, job_id);
+  char dir[4200];
+  enum err e = ERR_NOMEM;
+
+  *out = NULL;
+  if (!w || !path)
+    goto out;
+  snprintf(dir, sizeof dir, "%s/logs", home);
+  if (mkdir(dir, 0700) < 0 && errno != EEXIST) {
+    snprintf(errbuf, errlen, "cannot create '%s': %s", dir, strerror(errno));
+    e = ERR_IO;
+    goto out;
+  }
+  if (!(w->f = fopen(path, "ae"))) {
+    snprintf(errbuf, errlen, "cannot open '%s': %s", path, strerror(errno));
+    e = ERR_IO;
+    goto out;
+  }
+  buf_init(&w->out, READ_LINE_MAX);
+  *out = w;
+  w = NULL;
+  e = ERR_OK;
+out:
+  free(w);
+  free(path);
+  return e;
+}
+
+/* Length of the valid UTF-8 sequence at p (at most n bytes), 0 if none. */
+static size_t utf8_len(const unsigned char *p, size_t n)
+{
+  size_t len, i;
+  unsigned c = p[0];
+
+  if (c < 0x80)
+    return 1;
+  if (c >= 0xC2 && c <= 0xDF)
+    len = 2;
+  else if (c >= 0xE0 && c <= 0xEF)
+    len = 3;
+  else if (c >= 0xF0 && c <= 0xF4)
+    len = 4;
+  else
+    return 0;
+  if (len > n)
+    return 0;
+  for (i = 1; i < len; i++)
+    if ((p[i] & 0xC0) != 0x80)
+      return 0;
+  if ((c == 0xE0 && p[1] < 0xA0) || (c == 0xED && p[1] > 0x9F) ||
+      (c == 0xF0 && p[1] < 0x90) || (c == 0xF4 && p[1] > 0x8F))
+    return 0;     /* overlong, surrogate, beyond U+10FFFF */
+  return len;
+}
+
+static void json_escape(struct buf *b, const char *s, size_t n)
+{
+  const unsigned char *p = (const unsigned char *)s;
+  size_t i = 0, k;
+
+  while (i < n) {
+    unsigned c = p[i];
+    if (c == '"' || c == '\\') {
+      buf_printf(b, "\\%c", c);
+    } else if (c == '\n') {
+      buf_appends(b, "\\n");
+    } else if (c == '\t') {
+      buf_appends(b, "\\t");
+    } else if (c < 0x20 || c == 0x7F) {
+      buf_printf(b, "\\u%04x", c);
+    } else if ((k = utf8_len(p + i, n - i)) == 0) {
+      buf_appends(b, "\\ufffd");
+    } else {
+      buf_append(b, p + i, k);
+      i += k;
+      continue;
+    }
+    i++;
+  }
+}
+
+static void write_line(struct logstore_writer *w, enum log_level level,
+                       int step, const char *stream, const char *text)
+{
+  char when[40], *red = log_redact(text);
+  struct timespec ts;
+  struct tm tm;
+
+  clock_gettime(CLOCK_REALTIME, &ts);
+  gmtime_r(&ts.tv_sec, &tm);
+  strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%S", &tm);
+  buf_clear(&w->out);
+  buf_printf(&w->out, "{\"time\":\"%s.%03ldZ\",\"level\":\"%s\",\"step\":%d,"
+             "\"stream\":\"%s\",\"text\":\"", when, ts.tv_nsec / 1000000,
+             level_names[level], step, stream);
+  red = red ? red : strdup("[unavailable]");
+  if (red)
+    json_escape(&w->out, red, strlen(red));
+  free(red);
+  buf_appends(&w->out, "\"}\n");
+  fwrite(w->out.data, 1, w->out.len, w->f);
+}
+
+void logstore_event(struct logstore_writer *w, enum log_level level, int step,
+                    const char *fmt, ...)
+{
+  char text[LOGSTORE_LINE_MAX + 1];
+  va_list ap;
+
+  if (!w)
+    return;
+  logstore_flush(w);
+  va_start(ap, fmt);
+  vsnprintf(text, sizeof text, fmt, ap);
+  va_end(ap);
+  write_line(w, level, step, "skynet", text);
+  fflush(w->f);
+}
+
+static void output_line_done(struct logstore_writer *w)
+{
+  /* NUL bytes in the output would cut the line short: show them */
+  for (size_t i = 0; i < w->len; i++)
+    if (!w->line[i])
+      w->line[i] = '?';
+  w->line[w->len] = '\0';
+  write_line(w, LOGL_INFO, w->step, "output", w->line);
+  w->len = 0;
+}
+
+void logstore_output(struct logstore_writer *w, int step, const char *data,
+                     size_t n)
+{
+  const char *nl;
+  size_t k;
+
+  if (!w)
+    return;
+  if (w->len && w->step != step)
+    output_line_done(w);
+  w->step = step;
+  while (n) {
+    nl = memchr(data, '\n', n);
+    k = nl ? (size_t)(nl - data) : n;
+    if (k > LOGSTORE_LINE_MAX - w->len)
+      k = LOGSTORE_LINE_MAX - w->len;
+    memcpy(w->line + w->len, data, k);
+    w->len += k;
+    data += k;
+    n -= k;
+    if (n && *data == '\n') {
+      data++;
+      n--;
+      output_line_done(w);
+    } else if (w->len == LOGSTORE_LINE_MAX) {
+      output_line_done(w);
+    }
+  }
+}
+
+void logstore_flush(struct logstore_writer *w)
+{
+  if (!w)
+    return;
+  if (w->len)
+    output_line_done(w);
+  fflush(w->f);
+}
+
+void logstore_close(struct logstore_writer *w)
+{
+  if (!w)
+    return;
+  logstore_flush(w);
+  fclose(w->f);
+  buf_release(&w->out);
+  free(w);
+}
+
+/* ---- reading ------------------------------------------------------------ */
+
+static void log_line_release(struct log_line *l)
+{
+  free(l->time);
+  free(l->stream);
+  free(l->text);
+  memset(l, 0, sizeof *l);
+}
+
+void log_line_list_free(struct log_line *v, size_t n)
+{
+  for (size_t i = 0; v && i < n; i++)
+    log_line_release(&v[i]);
+  free(v);
+}
+
+static const char *jstr(json_object *o, const char *key)
+{
+  json_object *v;
+
+  if (!json_object_object_get_ex(o, key, &v) || !json_object_is_type(v, json_type_string))
+    return NULL;
+  return json_object_get_string(v);
+}
+
+/* Parses one stored line; 0 if it is not one of ours. */
+static int parse_line(const char *s, struct log_line *out)
+{
+  json_object *o = json_tokener_parse(s), *step;
+  const char *time, *level, *stream, *text;
+  int lv, ok = 0;
+
+  if (!o)
+    return 0;
+  time = jstr(o, "time");
+  level = jstr(o, "level");
+  stream = jstr(o, "stream");
+  text = jstr(o, "text");
+  if (time && level && stream && text && (lv = log_level_parse(level)) >= 0 &&
+      json_object_object_get_ex(o, "step", &step)) {
+    out->level = (enum log_level)lv;
+    out->step = json_object_get_int(step);
+    out->time = strdup(time);
+    out->stream = strdup(stream);
+    out->text = strdup(text);
+    ok = out->time && out->stream && out->text;
+    if (!ok)
+      log_line_release(out);
+  }
+  json_object_put(o);
+  return ok;
+}
+
+static int line_matches(const struct log_line *l, const struct log_query *q)
+{
+  return l->level >= q->min_level && (!q->step || l->step == q->step) &&
+         (!q->stream || strcmp(l->stream, q->stream) == 0) &&
+         (!q->contains || strstr(l->text, q->contains));
+}
+
+/* Reads one line into buf; a line longer than the buffer is skipped
+ * whole.  0 at the end of the file. */
+static int read_line(FILE *f, char *buf, size_t size, int *skip)
+{
+  size_t len;
+
+  if (!fgets(buf, (int)size, f))
+    return 0;
+  len = strlen(buf);
+  *skip = 0;
+  if (len && buf[len - 1] != '\n' && !feof(f)) {
+    int c;
+    *skip = 1;
+    while ((c = getc(f)) != EOF && c != '\n')
+      ;
+  }
+  return 1;
+}
+
+/* Puts the ring (oldest at pos) in order. */
+static void ring_order(struct log_line *v, size_t n, size_t pos)
+{
+  struct log_line *tmp;
+
+  if (!pos || !(tmp = malloc(n * sizeof *tmp)))
+    return;
+  memcpy(tmp, v + pos, (n - pos) * sizeof *tmp);
+  memcpy(tmp + (n - pos), v, pos * sizeof *tmp);
+  memcpy(v, tmp, n * sizeof *tmp);
+  free(tmp);
+}
+
+enum err logstore_query(const char *home, int64_t job_id,
+                        const struct log_query *q, struct log_line **out,
+                        size_t *n)
+{
+  size_t max = q->max ? q->max : 100, count = 0, pos = 0;
+  char *path = logstore_path(home, job_id), *line = NULL;
+  struct log_line *ring = NULL, l;
+  enum err e = ERR_NOMEM;
+  FILE *f = NULL;
+  int skip;
+
+  *out = NULL;
+  *n = 0;
+  if (max > LOGSTORE_QUERY_MAX)
+    max = LOGSTORE_QUERY_MAX;
+  if (!path || !(line = malloc(READ_LINE_MAX)) || !(ring = calloc(max, sizeof *ring)))
+    goto out;
+  if (!(f = fopen(path, "re"))) {
+    e = errno == ENOENT ? ERR_NOTFOUND : ERR_IO;
+    goto out;
+  }
+  while (read_line(f, line, READ_LINE_MAX, &skip)) {
+    memset(&l, 0, sizeof l);
+    if (skip || !parse_line(line, &l))
+      continue;
+    if (!line_matches(&l, q)) {
+      log_line_release(&l);
+      continue;
+    }
+    if (count == max)
+      log_line_release(&ring[pos]);
+    ring[pos] = l;
+    pos = (pos + 1) % max;
+    if (count < max)
+      count++;
+  }
+  if (count == max)
+    ring_order(ring, count, pos);
+  *out = ring;
+  *n = count;
+  ring = NULL;
+  e = ERR_OK;
+out:
+  if (f)
+    fclose(f);
+  log_line_list_free(ring, 0);
+  free(line);
+  free(path);
+  return e;
+}
+
+char *logstore_tail_text(const char *home, int64_t job_id, size_t max_lines,
+                         size_t max_bytes)
+{
+  struct log_query q = {LOGL_DEBUG, 0, "output", NULL, max_lines};
+  struct buf b = BUF_INIT(max_bytes + 1);
+  struct log_line *v;
+  size_t n, first = 0, used = 0;
+
+  if (logstore_query(home, job_id, &q, &v, &n))
+    return NULL;
+  /* the newest lines that fit */
+  for (first = n; first > 0; first--) {
+    size_t len = strlen(v[first - 1].text) + 1;
+    if (used + len > max_bytes)
+      break;
+    used += len;
+  }
+  for (size_t i = first; i < n; i++)
+    buf_printf(&b, "%s%s", v[i].text, i + 1 < n ? "\n" : "");
+  log_line_list_free(v, n);
+  if (!b.data)
+    return strdup("");
+  return buf_detach(&b);
+}

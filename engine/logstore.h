@@ -1,0 +1,82 @@
+/* engine/logstore.h — the log store: the full output of every step of a job,
+ * as JSON lines in $SKYNET_HOME/logs/<job id>.jsonl.
+ *
+ * Each line is one object:
+ *   {"time":"2026-11-24T17:20:01.123Z","level":"info","step":2,
+ *    "stream":"output","text":"one line of what the command printed"}
+ * step is 1-based (0: the job itself); stream is "output" (the command's
+ * stdout and stderr, interleaved as a terminal shows them) or "skynet"
+ * (what the orchestrator says about the step: start, end, timeouts).
+ * Output is split at newlines and at LOGSTORE_LINE_MAX bytes; bytes that are
+ * not UTF-8 become U+FFFD; registered secrets are redacted.
+ *
+ * Memory is bounded whatever a command prints: the writer holds one partial
+ * line, a query holds at most q->max lines of LOGSTORE_LINE_MAX bytes.
+ *
+ * Thread contract: a writer belongs to one thread (the worker running the
+ * job).  Queries may run on any thread at any time, also while the job is
+ * written; a line being written is skipped. */
+#ifndef SKYNET_LOGSTORE_H
+#define SKYNET_LOGSTORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "err.h"
+#include "log.h"
+
+#define LOGSTORE_LINE_MAX 4096
+#define LOGSTORE_QUERY_MAX 10000
+
+struct logstore_writer;
+
+/* Opens (appends to) the log of job_id under home/logs/, creating the
+ * directory.  On failure writes why into errbuf. */
+enum err logstore_open(const char *home, int64_t job_id,
+                       struct logstore_writer **out, char *errbuf,
+                       size_t errlen);
+/* Flushes any partial line and closes.  NULL-safe. */
+void logstore_close(struct logstore_writer *w);
+/* One line from skynet itself (stream "skynet").  NULL-safe. */
+void logstore_event(struct logstore_writer *w, enum log_level level, int step,
+                    const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+/* A chunk of a step's output (stream "output"), as it arrives; a line
+ * may span chunks.  NULL-safe. */
+void logstore_output(struct logstore_writer *w, int step, const char *data,
+                     size_t n);
+/* Writes out the partial line of the output, if any, and flushes the file
+ * (call at the end of each step).  NULL-safe. */
+void logstore_flush(struct logstore_writer *w);
+
+struct log_line {
+  char *time;               /* as written, UTC */
+  enum log_level level;
+  int step;
+  char *stream;
+  char *text;
+};
+
+struct log_query {
+  enum log_level min_level; /* LOGL_DEBUG → every line */
+  int step;                 /* 0 → every step */
+  const char *stream;       /* NULL → both */
+  const char *contains;     /* NULL → no search; else a plain substring */
+  size_t max;               /* keep the last max matching lines; 0 → 100,
+                             * at most LOGSTORE_QUERY_MAX */
+};
+
+/* The last q->max lines of the job's log that match q, oldest first.
+ * ERR_NOTFOUND when the job has no log.  Caller frees with
+ * log_line_list_free(). */
+enum err logstore_query(const char *home, int64_t job_id,
+                        const struct log_query *q, struct log_line **out,
+                        size_t *n);
+void log_line_list_free(struct log_line *v, size_t n);
+
+/* The output tail for chat: the last lines of the job's output (all steps)
+ * up to max_bytes, "" when there is none; malloc'd, NULL when there is no
+ * log. */
+char *logstore_tail_text(const char *home, int64_t job_id, size_t max_lines,
+                         size_t max_bytes);
+
+#endif
