@@ -125,3 +125,32 @@ void outbox_list_free(struct outbox_msg *v, size_t n)
     outbox_msg_release(&v[i]);
   free(v);
 }
+
+void worker_rec_release(struct worker_rec *w)
+{
+  if (!w)
+    return;
+  free(w->id);
+  free(w->host);
+  free(w->providers);
+  free(w->state);
+  free(w->reason);
+  memset(w, 0, sizeof *w);
+}
+
+void worker_list_free(struct worker_rec *v, size_t n)
+{
+  for (size_t i = 0; v && i < n; i++)
+    worker_rec_release(&v[i]);
+  free(v);
+}
+
+void worker_event_list_free(struct worker_event *v, size_t n)
+{
+  for (size_t i = 0; v && i < n; i++) {
+    free(v[i].worker_id);
+    free(v[i].kind);
+    free(v[i].detail);
+  }
+  free(v);
+}

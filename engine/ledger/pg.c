@@ -364,7 +364,7 @@ static enum err pl_job_create(struct ledger *l, struct job *j, const char *actor
 #define JOB_COLS                                                        \
   "id, channel, chat_id, user_id, text, state, risk, plan_json, summary," \
   " reason, exit_code, output_tail, cancel_requested, attempts,"          \
-  " lease_owner, lease_expires, created_at, updated_at"
+  " lease_owner, lease_expires, created_at, updated_at, not_before"
 
 static void row_to_job(const PGresult *r, int i, struct job *j)
 {
@@ -388,6 +388,7 @@ static void row_to_job(const PGresult *r, int i, struct job *j)
   j->lease_expires = col_i64(r, i, 15);
   j->created_at = col_i64(r, i, 16);
   j->updated_at = col_i64(r, i, 17);
+  j->not_before = col_i64(r, i, 18);
 }
 
 static enum err pl_job_get(struct ledger *l, int64_t id, struct job *out)
@@ -534,54 +535,44 @@ static enum err pl_job_transition(struct ledger *l, int64_t id,
   return tx_end(s, move_state(s, id, from, to, actor, reason, extra));
 }
 
-/* Locks the oldest QUEUED job (or `only`) that nobody else holds; 0 if none. */
-static enum err pick_queued(struct pg_ledger *s, int64_t only, int64_t *id)
-{
-  struct params p = {0};
-  PGresult *r;
-  enum err e;
-
-  *id = 0;
-  par_i64(&p, only);
-  e = pl_q(s, "SELECT id FROM jobs WHERE state = 'QUEUED' AND ($1 = 0 OR"
-              " id = $1) ORDER BY id FOR UPDATE SKIP LOCKED LIMIT 1", &p, &r);
-  if (e)
-    return e;
-  if (PQntuples(r) == 1)
-    *id = col_i64(r, 0, 0);
-  PQclear(r);
-  return ERR_OK;
-}
-
+/* One statement, so one round trip: lock the oldest due QUEUED job (or
+ * `only`) that nobody else holds, move it to RUNNING under a lease, and
+ * record the transition.  Autocommits unless the caller holds a
+ * transaction; no NOTIFY, as the job leaves the queue. */
 static enum err pl_job_claim(struct ledger *l, const char *owner, int lease_ms,
                              int64_t only, struct job *out)
 {
   struct pg_ledger *s = pl_of(l);
   struct params p = {0};
   char actor[160];
-  int64_t id = 0;
+  PGresult *r;
   enum err e;
 
   memset(out, 0, sizeof *out);
-  if ((e = tx_begin(s)))
-    return e;
-  if ((e = pick_queued(s, only, &id)))
-    return tx_end(s, e);
-  if (!id)
-    return tx_end(s, ERR_NOTFOUND);
   snprintf(actor, sizeof actor, "worker:%s", owner);
-  e = move_state(s, id, JOB_QUEUED, JOB_RUNNING, actor, NULL,
-                 ", attempts = attempts + 1");
-  if (e == ERR_OK) {
-    par_text(&p, owner);
-    par_i64(&p, lease_ms);
-    par_i64(&p, id);
-    e = pl_q(s, "UPDATE jobs SET lease_owner = $1, lease_expires = " NOW_MS
-                " + $2 WHERE id = $3", &p, NULL);
-  }
-  if ((e = tx_end(s, e)))
+  par_text(&p, owner);
+  par_i64(&p, only);
+  par_i64(&p, lease_ms);
+  par_text(&p, actor);
+  e = pl_q(s, "WITH picked AS (SELECT id FROM jobs WHERE state = 'QUEUED' AND"
+              " ($2 = 0 OR id = $2) AND not_before <= " NOW_MS " ORDER BY id"
+              " FOR UPDATE SKIP LOCKED LIMIT 1), claimed AS (UPDATE jobs j SET"
+              " state = 'RUNNING', reason = NULL, updated_at = " NOW_MS ","
+              " attempts = j.attempts + 1, lease_owner = $1, lease_expires = "
+              NOW_MS " + $3 FROM picked WHERE j.id = picked.id RETURNING j.*),"
+              " moved AS (INSERT INTO transitions(job_id, from_state, to_state,"
+              " actor, reason, at) SELECT id, 'QUEUED', 'RUNNING', $4, NULL,"
+              " updated_at FROM claimed) SELECT " JOB_COLS " FROM claimed",
+           &p, &r);
+  if (e)
     return e;
-  return pl_job_get(l, id, out);
+  e = ERR_NOTFOUND;
+  if (PQntuples(r) == 1) {
+    row_to_job(r, 0, out);
+    e = ERR_OK;
+  }
+  PQclear(r);
+  return e;
 }
 
 static enum err pl_job_heartbeat(struct ledger *l, int64_t id, const char *owner,
@@ -953,6 +944,253 @@ static enum err pl_wait_for_work(struct ledger *l, int timeout_ms)
   return drain_notifies(s) ? ERR_OK : ERR_TIMEOUT;
 }
 
+static enum err pl_job_requeue(struct ledger *l, int64_t id, const char *owner,
+                               int64_t delay_ms, const char *actor,
+                               const char *reason)
+{
+  struct pg_ledger *s = pl_of(l);
+  struct params p = {0};
+  long changed = 0;
+  enum err e;
+
+  if ((e = tx_begin(s)))
+    return e;
+  par_i64(&p, delay_ms > 0 ? delay_ms : 0);
+  par_i64(&p, id);
+  par_text(&p, owner);
+  e = pl_changes(s, "UPDATE jobs SET not_before = " NOW_MS " + $1 WHERE id ="
+                    " $2 AND state = 'RUNNING' AND lease_owner = $3",
+                 &p, &changed);
+  if (e)
+    return tx_end(s, e);
+  if (changed != 1)
+    return tx_end(s, ERR_STATE);
+  e = move_state(s, id, JOB_RUNNING, JOB_QUEUED, actor, reason,
+                 ", lease_owner = NULL, lease_expires = NULL");
+  return tx_end(s, e);
+}
+
+/* ---- worker registry ---------------------------------------------------- */
+
+#define WORKER_COLS                                                     \
+  "id, host, pid, providers, capacity, load, state, reason, started_at," \
+  " heartbeat_at, expires_at"
+
+static void fill_worker(const PGresult *r, int i, void *p)
+{
+  struct worker_rec *w = p;
+
+  memset(w, 0, sizeof *w);
+  w->id = col_text(r, i, 0);
+  w->host = col_text(r, i, 1);
+  w->pid = col_i64(r, i, 2);
+  w->providers = col_text(r, i, 3);
+  w->capacity = (int)col_i64(r, i, 4);
+  w->load = (int)col_i64(r, i, 5);
+  w->state = col_text(r, i, 6);
+  w->reason = col_text(r, i, 7);
+  w->started_at = col_i64(r, i, 8);
+  w->heartbeat_at = col_i64(r, i, 9);
+  w->expires_at = col_i64(r, i, 10);
+}
+
+static enum err add_worker_event(struct pg_ledger *s, const char *id,
+                                 const char *kind, const char *detail)
+{
+  struct params p = {0};
+
+  par_text(&p, id);
+  par_text(&p, kind);
+  par_text(&p, detail);
+  return pl_q(s, "INSERT INTO worker_events(worker_id, kind, detail, at)"
+                 " VALUES ($1, $2, $3, " NOW_MS ")", &p, NULL);
+}
+
+static enum err pl_worker_register(struct ledger *l, const struct worker_rec *w,
+                                   int ttl_ms)
+{
+  struct pg_ledger *s = pl_of(l);
+  struct params p = {0};
+  enum err e;
+
+  if (!w->id || !w->host)
+    return ERR_INVAL;
+  if ((e = tx_begin(s)))
+    return e;
+  par_text(&p, w->id);
+  par_text(&p, w->host);
+  par_i64(&p, w->pid);
+  par_text(&p, w->providers ? w->providers : "");
+  par_i64(&p, w->capacity);
+  par_i64(&p, ttl_ms);
+  e = pl_q(s, "INSERT INTO workers(" WORKER_COLS ") VALUES ($1, $2, $3, $4,"
+              " $5, 0, 'online', NULL, " NOW_MS ", " NOW_MS ", " NOW_MS " + $6)"
+              " ON CONFLICT (id) DO UPDATE SET host = excluded.host, pid ="
+              " excluded.pid, providers = excluded.providers, capacity ="
+              " excluded.capacity, load = 0, state = 'online', reason = NULL,"
+              " started_at = excluded.started_at, heartbeat_at ="
+              " excluded.heartbeat_at, expires_at = excluded.expires_at",
+           &p, NULL);
+  if (e == ERR_OK)
+    e = add_worker_event(s, w->id, "online", w->providers);
+  return tx_end(s, e);
+}
+
+static enum err pl_worker_heartbeat(struct ledger *l, const char *id, int load,
+                                    int ttl_ms, int *came_back)
+{
+  struct pg_ledger *s = pl_of(l);
+  struct params p = {0};
+  PGresult *r;
+  int was_offline;
+  enum err e;
+
+  *came_back = 0;
+  if ((e = tx_begin(s)))
+    return e;
+  par_text(&p, id);
+  e = pl_q(s, "SELECT state = 'offline' FROM workers WHERE id = $1 FOR UPDATE",
+           &p, &r);
+  if (e)
+    return tx_end(s, e);
+  if (PQntuples(r) != 1) {
+    PQclear(r);
+    return tx_end(s, ERR_NOTFOUND);
+  }
+  was_offline = strcmp(PQgetvalue(r, 0, 0), "t") == 0;
+  PQclear(r);
+  par_i64(&p, load);
+  par_i64(&p, ttl_ms);
+  e = pl_q(s, "UPDATE workers SET load = $2, heartbeat_at = " NOW_MS ","
+              " expires_at = " NOW_MS " + $3, state = 'online', reason = NULL"
+              " WHERE id = $1", &p, NULL);
+  if (e == ERR_OK && was_offline) {
+    e = add_worker_event(s, id, "back", "heartbeats again");
+    *came_back = e == ERR_OK;
+  }
+  return tx_end(s, e);
+}
+
+static enum err pl_worker_expire(struct ledger *l, int64_t now_ms,
+                                 struct worker_rec **out, size_t *n)
+{
+  struct pg_ledger *s = pl_of(l);
+  enum err e;
+
+  /* The database clock decides, as it set the expiries. */
+  (void)now_ms;
+  *out = NULL;
+  *n = 0;
+  if ((e = tx_begin(s)))
+    return e;
+  e = select_rows(s, "UPDATE workers SET state = 'offline', reason = 'its"
+                     " heartbeat expired', load = 0 WHERE state = 'online' AND"
+                     " expires_at < " NOW_MS " RETURNING " WORKER_COLS,
+                  NULL, sizeof(struct worker_rec), fill_worker, (void **)out, n);
+  for (size_t i = 0; e == ERR_OK && i < *n; i++)
+    e = add_worker_event(s, (*out)[i].id, "offline", (*out)[i].reason);
+  if ((e = tx_end(s, e))) {
+    worker_list_free(*out, *n);
+    *out = NULL;
+    *n = 0;
+  }
+  return e;
+}
+
+static enum err pl_worker_stop(struct ledger *l, const char *id,
+                               const char *reason)
+{
+  struct pg_ledger *s = pl_of(l);
+  struct params p = {0};
+  long changed = 0;
+  enum err e;
+
+  if ((e = tx_begin(s)))
+    return e;
+  par_text(&p, reason ? reason : "stopped");
+  par_text(&p, id);
+  e = pl_changes(s, "UPDATE workers SET state = 'offline', reason = $1, load ="
+                    " 0 WHERE id = $2 AND state = 'online'", &p, &changed);
+  if (e)
+    return tx_end(s, e);
+  if (changed != 1)
+    return tx_end(s, ERR_NOTFOUND);
+  return tx_end(s, add_worker_event(s, id, "offline", reason ? reason : "stopped"));
+}
+
+static enum err pl_worker_list(struct ledger *l, struct worker_rec **out,
+                               size_t *n)
+{
+  return select_rows(pl_of(l), "SELECT " WORKER_COLS " FROM workers ORDER BY"
+                               " (state = 'online') DESC, id",
+                     NULL, sizeof(struct worker_rec), fill_worker, (void **)out,
+                     n);
+}
+
+static void fill_worker_event(const PGresult *r, int i, void *p)
+{
+  struct worker_event *ev = p;
+
+  memset(ev, 0, sizeof *ev);
+  ev->id = col_i64(r, i, 0);
+  ev->worker_id = col_text(r, i, 1);
+  ev->kind = col_text(r, i, 2);
+  ev->detail = col_text(r, i, 3);
+  ev->at = col_i64(r, i, 4);
+}
+
+static enum err pl_worker_events(struct ledger *l, size_t max,
+                                 struct worker_event **out, size_t *n)
+{
+  struct params p = {0};
+
+  par_i64(&p, (int64_t)max);
+  return select_rows(pl_of(l), "SELECT id, worker_id, kind, detail, at FROM"
+                               " (SELECT * FROM worker_events ORDER BY id DESC"
+                               " LIMIT $1) e ORDER BY id",
+                     &p, sizeof(struct worker_event), fill_worker_event,
+                     (void **)out, n);
+}
+
+/* ---- named locks -------------------------------------------------------- */
+
+static enum err pl_lock_acquire(struct ledger *l, const char *name,
+                                const char *owner, int ttl_ms)
+{
+  struct params p = {0};
+  long changed = 0;
+  enum err e;
+
+  par_text(&p, name);
+  par_text(&p, owner);
+  par_i64(&p, ttl_ms);
+  e = pl_changes(pl_of(l),
+                 "INSERT INTO locks(name, owner, expires_at) VALUES ($1, $2, "
+                 NOW_MS " + $3) ON CONFLICT (name) DO UPDATE SET owner ="
+                 " excluded.owner, expires_at = excluded.expires_at WHERE"
+                 " locks.owner = excluded.owner OR locks.expires_at < " NOW_MS,
+                 &p, &changed);
+  if (e)
+    return e;
+  return changed == 1 ? ERR_OK : ERR_BUSY;
+}
+
+static enum err pl_lock_release(struct ledger *l, const char *name,
+                                const char *owner)
+{
+  struct params p = {0};
+  long changed = 0;
+  enum err e;
+
+  par_text(&p, name);
+  par_text(&p, owner);
+  e = pl_changes(pl_of(l), "DELETE FROM locks WHERE name = $1 AND owner = $2",
+                 &p, &changed);
+  if (e)
+    return e;
+  return changed == 1 ? ERR_OK : ERR_NOTFOUND;
+}
+
 const struct ledger_ops ledger_pg_ops = {
   .name = "postgresql",
   .close = pl_close,
@@ -984,6 +1222,15 @@ const struct ledger_ops ledger_pg_ops = {
   .kv_get = pl_kv_get,
   .kv_set = pl_kv_set,
   .wait_for_work = pl_wait_for_work,
+  .job_requeue = pl_job_requeue,
+  .worker_register = pl_worker_register,
+  .worker_heartbeat = pl_worker_heartbeat,
+  .worker_expire = pl_worker_expire,
+  .worker_stop = pl_worker_stop,
+  .worker_list = pl_worker_list,
+  .worker_events = pl_worker_events,
+  .lock_acquire = pl_lock_acquire,
+  .lock_release = pl_lock_release,
 };
 
 static void quiet_notice(void *arg, const char *msg)
