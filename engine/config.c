@@ -564,6 +564,10 @@ static const struct key_spec keys[] = {
   {"timeouts.kill_grace_ms", K_INT, F(kill_grace_ms), 0, 1, INT_MAX},
   {"timeouts.shutdown_grace_s", K_INT, F(shutdown_grace_s), 0, 1, INT_MAX},
   {"output_max", K_SIZE, F(output_max), 0, 1, OUTPUT_MAX_MAX},
+  {"queue", K_SECTION, 0, 0, 0, 0},
+  {"queue.lease_ms", K_INT, F(lease_ms), 0, 500, 3600000},
+  {"queue.max_attempts", K_INT, F(max_attempts), 0, 1, 100},
+  {"queue.backoff_ms", K_INT, F(backoff_ms), 0, 0, 3600000},
   {"providers", K_PROVIDERS, 0, 0, 0, 0},
 };
 #undef F
@@ -1123,6 +1127,9 @@ static enum err set_defaults(struct ld *ld)
   c->kill_grace_ms = 2000;
   c->shutdown_grace_s = 10;
   c->output_max = 65536;
+  c->lease_ms = 30000;
+  c->max_attempts = 3;
+  c->backoff_ms = 1000;
   if (set_str(ld, &c->telegram_api_base, "https://api.telegram.org") ||
       set_str(ld, &c->gemini_base_url,
               "https://generativelanguage.googleapis.com") ||

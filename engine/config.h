@@ -64,6 +64,11 @@ struct cfg {
   int shutdown_grace_s;   /* SIGTERM grace, default 10 */
   size_t output_max;      /* bytes of output tail kept per step, 65536 */
 
+  /* the job queue (queue.*) */
+  int lease_ms;           /* a claimed job's and a worker's lease, 30000 */
+  int max_attempts;       /* runs of a job before it fails for good, 3 */
+  int backoff_ms;         /* first retry delay, doubled per attempt, 1000 */
+
   char *default_provider; /* providers.default, "local" */
   struct cfg_provider *providers;   /* always holds at least "local" */
   size_t n_providers;
