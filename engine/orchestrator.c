@@ -28,6 +28,7 @@ struct slot {
   int index;
   char owner[96];
   _Atomic int64_t job_id;       /* running job, 0 when idle */
+  atomic_uint run_seq;          /* +1 per claim: which run job_id means */
   atomic_int cancel;            /* stop the running step */
   atomic_int handback;          /* stopped by shutdown: requeue */
 };
@@ -542,8 +543,13 @@ static void finish(struct run_ctx *c, const struct step_outcome *oc)
   if (oc->state == JOB_FAILED && oc->transient &&
       retry_transient(c, oc, reason, sizeof reason))
     return;
-  e = c->l->ops->job_finish(c->l, c->job->id, s->owner, oc->state, oc->exit_code,
-                            buf_str(&c->tail), reason[0] ? reason : NULL);
+  /* The ledger may be away for a moment (a PostgreSQL restart): the result
+   * is kept trying for as long as our lease can still hold. */
+  int64_t until = mono_ms() + s->o->cfg->lease_ms;
+  while ((e = c->l->ops->job_finish(c->l, c->job->id, s->owner, oc->state, oc->exit_code,
+                                    buf_str(&c->tail), reason[0] ? reason : NULL)) == ERR_DB &&
+         mono_ms() < until)
+    sleep_ms(250);
   if (e) {
     log_error("orch", "cannot finish job #%lld: %s", (long long)c->job->id, err_str(e));
     return;
@@ -601,6 +607,7 @@ static void *worker_main(void *arg)
         wait_for_work(o, l->ops->wait_for_work ? 200 : 500);
       continue;
     }
+    atomic_fetch_add(&s->run_seq, 1);
     atomic_store(&s->cancel, 0);
     atomic_store(&s->job_id, j.id);
     run_job(s, l, &j);
@@ -617,15 +624,23 @@ static void heartbeat_slots(struct orch *o, struct ledger *l)
 {
   for (int i = 0; i < o->n_slots; i++) {
     struct slot *s = &o->slots[i];
+    unsigned seq = atomic_load(&s->run_seq);
     int64_t id = atomic_load(&s->job_id);
     int cancel = 0;
+    enum err e;
 
     if (!id)
       continue;
-    if (l->ops->job_heartbeat(l, id, s->owner, o->cfg->lease_ms, &cancel) == ERR_STATE) {
+    e = l->ops->job_heartbeat(l, id, s->owner, o->cfg->lease_ms, &cancel);
+    /* The slot may have moved on (even to a new run of the same job, taken
+     * back while the ledger was away) during the call: stop only the run
+     * that was asked about. */
+    if (atomic_load(&s->run_seq) != seq)
+      continue;
+    if (e == ERR_STATE) {
       log_warn("orch", "lost the lease of job #%lld; stopping it", (long long)id);
       atomic_store(&s->cancel, 1);
-    } else if (cancel) {
+    } else if (!e && cancel) {
       atomic_store(&s->cancel, 1);
     }
   }
@@ -804,6 +819,14 @@ static void unregister_self(struct orch *o, struct ledger *l)
 
 /* ---- sweeps ------------------------------------------------------------- */
 
+/* Often enough that an expired lease is found within half a lease. */
+static int sweep_every_ms(const struct orch *o)
+{
+  int half = o->cfg->lease_ms / 2;
+
+  return half < RECLAIM_EVERY_MS ? half : RECLAIM_EVERY_MS;
+}
+
 /* One process at a time (the holder of the reclaim lock) sweeps expired
  * leases and registrations, so that every incident is handled and reported
  * once; every process sweeps its own host for runners that died. */
@@ -813,7 +836,7 @@ static void reclaim(struct orch *o, struct ledger *l)
   size_t n = 0, na = 0;
   struct job_filter f = {NULL, 0, 0, JOB_RUNNING, 1000};
 
-  if (l->ops->lock_acquire(l, RECLAIM_LOCK, o->id, RECLAIM_EVERY_MS * 3) == ERR_OK) {
+  if (l->ops->lock_acquire(l, RECLAIM_LOCK, o->id, sweep_every_ms(o) * 3) == ERR_OK) {
     if (l->ops->job_expired(l, ledger_now_ms(), &v, &n) == ERR_OK)
       for (size_t i = 0; i < n; i++)
         take_back(o, l, &v[i]);
@@ -845,7 +868,7 @@ static void *supervisor_main(void *arg)
   while (!atomic_load(&o->stopping)) {
     heartbeat_slots(o, l);
     beat_registry(o, l);
-    if (mono_ms() - last_reclaim >= RECLAIM_EVERY_MS) {
+    if (mono_ms() - last_reclaim >= sweep_every_ms(o)) {
       reclaim(o, l);
       last_reclaim = mono_ms();
     }
