@@ -14,8 +14,12 @@
  * therefore compares with the database clock too and ignores its now_ms
  * argument (the caller's clock).
  *
+ * Round trips: creating, moving, claiming and finishing a job are each one
+ * statement (data-modifying WITH queries that also write the transition),
+ * so one round trip and one commit.
+ *
  * Wake-ups: a job entering QUEUED sends NOTIFY skynet_jobs in the same
- * transaction (delivered on commit).  wait_for_work LISTENs on first use and
+ * statement (delivered on commit).  wait_for_work LISTENs on first use and
  * waits on the connection's socket, so an idle worker starts within
  * milliseconds without polling.
  *
@@ -319,22 +323,8 @@ static enum err pl_rollback(struct ledger *l)
   return pl_q(s, "ROLLBACK", NULL, NULL);
 }
 
-static enum err add_transition(struct pg_ledger *s, int64_t id,
-                               const char *from, const char *to,
-                               const char *actor, const char *reason)
-{
-  struct params p = {0};
-
-  par_i64(&p, id);
-  par_text(&p, from);
-  par_text(&p, to);
-  par_text(&p, actor ? actor : "system");
-  par_text(&p, reason);
-  return pl_q(s, "INSERT INTO transitions(job_id, from_state, to_state, actor,"
-                 " reason, at) VALUES ($1, $2, $3, $4, $5, " NOW_MS ")",
-              &p, NULL);
-}
-
+/* One statement (one round trip, atomic on its own): the job and its first
+ * transition. */
 static enum err pl_job_create(struct ledger *l, struct job *j, const char *actor)
 {
   struct pg_ledger *s = pl_of(l);
@@ -342,23 +332,24 @@ static enum err pl_job_create(struct ledger *l, struct job *j, const char *actor
   PGresult *r = NULL;
   enum err e;
 
-  if ((e = tx_begin(s)))
-    return e;
   par_text(&p, j->channel ? j->channel : "console");
   par_i64(&p, j->chat_id);
   par_i64(&p, j->user_id);
   par_text(&p, j->text ? j->text : "");
-  e = pl_q(s, "INSERT INTO jobs(channel, chat_id, user_id, text, state,"
-              " created_at, updated_at) VALUES ($1, $2, $3, $4, 'CREATED', "
-              NOW_MS ", " NOW_MS ") RETURNING id, created_at", &p, &r);
-  if (e == ERR_OK) {
-    j->id = col_i64(r, 0, 0);
-    j->state = JOB_CREATED;
-    j->created_at = j->updated_at = col_i64(r, 0, 1);
-    PQclear(r);
-    e = add_transition(s, j->id, NULL, "CREATED", actor, NULL);
-  }
-  return tx_end(s, e);
+  par_text(&p, actor ? actor : "system");
+  e = pl_q(s, "WITH made AS (INSERT INTO jobs(channel, chat_id, user_id, text,"
+              " state, created_at, updated_at) VALUES ($1, $2, $3, $4,"
+              " 'CREATED', " NOW_MS ", " NOW_MS ") RETURNING id, created_at),"
+              " t AS (INSERT INTO transitions(job_id, from_state, to_state,"
+              " actor, reason, at) SELECT id, NULL, 'CREATED', $5, NULL,"
+              " created_at FROM made) SELECT id, created_at FROM made", &p, &r);
+  if (e)
+    return e;
+  j->id = col_i64(r, 0, 0);
+  j->state = JOB_CREATED;
+  j->created_at = j->updated_at = col_i64(r, 0, 1);
+  PQclear(r);
+  return ERR_OK;
 }
 
 #define JOB_COLS                                                        \
@@ -485,54 +476,56 @@ static enum err pl_job_set_plan(struct ledger *l, int64_t id,
                  " updated_at = " NOW_MS " WHERE id = $4", &p, NULL);
 }
 
-/* The state-changing core, inside a transaction: CAS from → to.  `extra` is
- * a constant SQL fragment (no user data) appended to the SET list. */
+/* The state-changing core: CAS from → to, the transition, and the wake-up
+ * NOTIFY when the job is queued, in one statement (one round trip; atomic
+ * by itself or inside a caller's transaction).  `extra` is a constant SQL
+ * fragment (no user data) appended to the SET list. */
 static enum err move_state(struct pg_ledger *s, int64_t id, enum job_state from,
                            enum job_state to, const char *actor,
                            const char *reason, const char *extra)
 {
   struct params p = {0};
-  char sql[512];
-  long changed = 0;
+  char sql[1024];
+  PGresult *r;
+  int moved;
   enum err e;
 
   if (!job_transition_allowed(from, to))
     return ERR_STATE;
   snprintf(sql, sizeof sql,
-           "UPDATE jobs SET state = $1, reason = $2, updated_at = " NOW_MS
-           "%s WHERE id = $3 AND state = $4", extra ? extra : "");
+           "WITH moved AS (UPDATE jobs SET state = $1, reason = $2, updated_at"
+           " = " NOW_MS "%s WHERE id = $3 AND state = $4 RETURNING id,"
+           " updated_at), t AS (INSERT INTO transitions(job_id, from_state,"
+           " to_state, actor, reason, at) SELECT id, $4, $1, $5, $2,"
+           " updated_at FROM moved) SELECT id, (SELECT pg_notify('skynet_jobs',"
+           " '') WHERE $1 = 'QUEUED') FROM moved", extra ? extra : "");
   par_text(&p, job_state_name(to));
   par_text(&p, reason);
   par_i64(&p, id);
   par_text(&p, job_state_name(from));
-  if ((e = pl_changes(s, sql, &p, &changed)))
+  par_text(&p, actor ? actor : "system");
+  if ((e = pl_q(s, sql, &p, &r)))
     return e;
-  if (changed != 1) {
+  moved = PQntuples(r) == 1;
+  PQclear(r);
+  if (!moved) {
     struct job j;
     e = pl_job_get(&s->base, id, &j) == ERR_NOTFOUND ? ERR_NOTFOUND : ERR_STATE;
     job_release(&j);
     return e;
   }
-  if (to == JOB_QUEUED &&
-      (e = pl_q(s, "NOTIFY skynet_jobs", NULL, NULL)))
-    return e;
-  return add_transition(s, id, job_state_name(from), job_state_name(to), actor,
-                        reason);
+  return ERR_OK;
 }
 
 static enum err pl_job_transition(struct ledger *l, int64_t id,
                                   enum job_state from, enum job_state to,
                                   const char *actor, const char *reason)
 {
-  struct pg_ledger *s = pl_of(l);
   const char *extra = NULL;
-  enum err e;
 
   if (from == JOB_RUNNING)
     extra = ", lease_owner = NULL, lease_expires = NULL";
-  if ((e = tx_begin(s)))
-    return e;
-  return tx_end(s, move_state(s, id, from, to, actor, reason, extra));
+  return move_state(pl_of(l), id, from, to, actor, reason, extra);
 }
 
 /* One statement, so one round trip: lock the oldest due QUEUED job (or
@@ -600,6 +593,8 @@ static enum err pl_job_heartbeat(struct ledger *l, int64_t id, const char *owner
   return e;
 }
 
+/* One statement: the result, the state and the transition, only while
+ * `owner` holds the lease. */
 static enum err pl_job_finish(struct ledger *l, int64_t id, const char *owner,
                               enum job_state to, int exit_code,
                               const char *output_tail, const char *reason)
@@ -607,26 +602,31 @@ static enum err pl_job_finish(struct ledger *l, int64_t id, const char *owner,
   struct pg_ledger *s = pl_of(l);
   struct params p = {0};
   char actor[160];
-  long changed = 0;
+  PGresult *r;
   enum err e;
 
-  if ((e = tx_begin(s)))
-    return e;
+  if (!job_transition_allowed(JOB_RUNNING, to))
+    return ERR_STATE;
+  snprintf(actor, sizeof actor, "worker:%s", owner);
   par_i64(&p, exit_code);
   par_text(&p, output_tail);
   par_i64(&p, id);
   par_text(&p, owner);
-  e = pl_changes(s, "UPDATE jobs SET exit_code = $1, output_tail = $2 WHERE"
-                    " id = $3 AND state = 'RUNNING' AND lease_owner = $4",
-                 &p, &changed);
+  par_text(&p, job_state_name(to));
+  par_text(&p, reason);
+  par_text(&p, actor);
+  e = pl_q(s, "WITH done AS (UPDATE jobs SET exit_code = $1, output_tail = $2,"
+              " state = $5, reason = $6, updated_at = " NOW_MS ", lease_owner ="
+              " NULL, lease_expires = NULL WHERE id = $3 AND state = 'RUNNING'"
+              " AND lease_owner = $4 RETURNING id, updated_at), t AS (INSERT"
+              " INTO transitions(job_id, from_state, to_state, actor, reason,"
+              " at) SELECT id, 'RUNNING', $5, $7, $6, updated_at FROM done)"
+              " SELECT id FROM done", &p, &r);
   if (e)
-    return tx_end(s, e);
-  if (changed != 1)
-    return tx_end(s, ERR_STATE);
-  snprintf(actor, sizeof actor, "worker:%s", owner);
-  e = move_state(s, id, JOB_RUNNING, to, actor, reason,
-                 ", lease_owner = NULL, lease_expires = NULL");
-  return tx_end(s, e);
+    return e;
+  e = PQntuples(r) == 1 ? ERR_OK : ERR_STATE;
+  PQclear(r);
+  return e;
 }
 
 static enum err pl_job_request_cancel(struct ledger *l, int64_t id)
