@@ -154,3 +154,19 @@ void worker_event_list_free(struct worker_event *v, size_t n)
   }
   free(v);
 }
+
+enum err ledger_outbox_done(struct ledger *l, int64_t id)
+{
+  return l->ops->outbox_set(l, id, "sent", 0, NULL);
+}
+
+enum err ledger_outbox_retry(struct ledger *l, int64_t id, int64_t not_before,
+                             const char *error)
+{
+  return l->ops->outbox_set(l, id, "pending", not_before, error ? error : "retry");
+}
+
+enum err ledger_outbox_fail(struct ledger *l, int64_t id, const char *error)
+{
+  return l->ops->outbox_set(l, id, "failed", 0, error ? error : "failed");
+}

@@ -181,11 +181,17 @@ struct ledger_ops {
   enum err (*outbox_pending)(struct ledger *l, const char *channel,
                              int64_t now_ms, size_t max,
                              struct outbox_msg **out, size_t *n);
+  /* Backends fill these three with ledger_outbox_done/_retry/_fail, which
+   * share outbox_set below. */
   enum err (*outbox_done)(struct ledger *l, int64_t id);
   enum err (*outbox_retry)(struct ledger *l, int64_t id, int64_t not_before,
                            const char *error);
   /* Gives up on a message for good (recorded, never silent). */
   enum err (*outbox_fail)(struct ledger *l, int64_t id, const char *error);
+  /* Sets a message's state ("pending", "sent", "failed") and not_before; a
+   * non-NULL error counts an attempt and is kept as the last error. */
+  enum err (*outbox_set)(struct ledger *l, int64_t id, const char *state,
+                         int64_t not_before, const char *error);
 
   /* ERR_NOTFOUND when the key is absent. */
   enum err (*kv_get)(struct ledger *l, const char *key, char **value);
@@ -258,6 +264,12 @@ enum err ledger_outbox_put(struct ledger *l, const struct outbox_msg *m,
                            int64_t *id);
 
 int64_t ledger_now_ms(void);
+
+/* The outbox_done/_retry/_fail of every backend, through its outbox_set. */
+enum err ledger_outbox_done(struct ledger *l, int64_t id);
+enum err ledger_outbox_retry(struct ledger *l, int64_t id, int64_t not_before,
+                             const char *error);
+enum err ledger_outbox_fail(struct ledger *l, int64_t id, const char *error);
 
 void job_release(struct job *j);
 void job_list_free(struct job *v, size_t n);

@@ -833,7 +833,7 @@ static enum err pl_outbox_pending(struct ledger *l, const char *channel,
                      n);
 }
 
-static enum err outbox_set(struct ledger *l, int64_t id, const char *state,
+static enum err pl_outbox_set(struct ledger *l, int64_t id, const char *state,
                            int64_t not_before, const char *error)
 {
   struct params p = {0};
@@ -846,22 +846,6 @@ static enum err outbox_set(struct ledger *l, int64_t id, const char *state,
                         " (CASE WHEN $2::text IS NULL THEN 0 ELSE 1 END),"
                         " not_before = $3, last_error = COALESCE($2, last_error)"
                         " WHERE id = $4", &p, NULL);
-}
-
-static enum err pl_outbox_done(struct ledger *l, int64_t id)
-{
-  return outbox_set(l, id, "sent", 0, NULL);
-}
-
-static enum err pl_outbox_retry(struct ledger *l, int64_t id,
-                                int64_t not_before, const char *error)
-{
-  return outbox_set(l, id, "pending", not_before, error ? error : "retry");
-}
-
-static enum err pl_outbox_fail(struct ledger *l, int64_t id, const char *error)
-{
-  return outbox_set(l, id, "failed", 0, error ? error : "failed");
 }
 
 static enum err pl_kv_get(struct ledger *l, const char *key, char **value)
@@ -1216,9 +1200,10 @@ const struct ledger_ops ledger_pg_ops = {
   .msg_recent = pl_msg_recent,
   .outbox_put = pl_outbox_put,
   .outbox_pending = pl_outbox_pending,
-  .outbox_done = pl_outbox_done,
-  .outbox_retry = pl_outbox_retry,
-  .outbox_fail = pl_outbox_fail,
+  .outbox_done = ledger_outbox_done,
+  .outbox_retry = ledger_outbox_retry,
+  .outbox_fail = ledger_outbox_fail,
+  .outbox_set = pl_outbox_set,
   .kv_get = pl_kv_get,
   .kv_set = pl_kv_set,
   .wait_for_work = pl_wait_for_work,

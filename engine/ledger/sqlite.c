@@ -744,7 +744,7 @@ static enum err sl_outbox_pending(struct ledger *l, const char *channel,
                       (void **)out, n);
 }
 
-static enum err outbox_set(struct ledger *l, int64_t id, const char *state,
+static enum err sl_outbox_set(struct ledger *l, int64_t id, const char *state,
                            int64_t not_before, const char *error)
 {
   struct sqlite_ledger *s = sl_of(l);
@@ -760,22 +760,6 @@ static enum err outbox_set(struct ledger *l, int64_t id, const char *state,
   bind_text(st, 4, error);
   sqlite3_bind_int64(st, 5, id);
   return sl_done(s, st);
-}
-
-static enum err sl_outbox_done(struct ledger *l, int64_t id)
-{
-  return outbox_set(l, id, "sent", 0, NULL);
-}
-
-static enum err sl_outbox_retry(struct ledger *l, int64_t id,
-                                int64_t not_before, const char *error)
-{
-  return outbox_set(l, id, "pending", not_before, error ? error : "retry");
-}
-
-static enum err sl_outbox_fail(struct ledger *l, int64_t id, const char *error)
-{
-  return outbox_set(l, id, "failed", 0, error ? error : "failed");
 }
 
 static enum err sl_kv_get(struct ledger *l, const char *key, char **value)
@@ -1103,9 +1087,10 @@ const struct ledger_ops ledger_sqlite_ops = {
   .msg_recent = sl_msg_recent,
   .outbox_put = sl_outbox_put,
   .outbox_pending = sl_outbox_pending,
-  .outbox_done = sl_outbox_done,
-  .outbox_retry = sl_outbox_retry,
-  .outbox_fail = sl_outbox_fail,
+  .outbox_done = ledger_outbox_done,
+  .outbox_retry = ledger_outbox_retry,
+  .outbox_fail = ledger_outbox_fail,
+  .outbox_set = sl_outbox_set,
   .kv_get = sl_kv_get,
   .kv_set = sl_kv_set,
   .job_requeue = sl_job_requeue,
