@@ -56,6 +56,8 @@ TEST(separate_worker_runs_the_agents_task)
   proc_send(&agent, "/task df -h");
   int queued = proc_expect(&agent, "#1 QUEUED", 15000);
   int done = queued && proc_expect(&agent, "#1 SUCCEEDED", 15000);
+  proc_send(&agent, "/providers");
+  int listed = proc_expect(&agent, "Workers:", 10000) && proc_expect(&agent, " online ", 5000);
   kill(worker.pid, SIGTERM);
   int wrc = proc_finish(&worker, 15000);
   int arc = proc_finish(&agent, 15000);
@@ -63,6 +65,7 @@ TEST(separate_worker_runs_the_agents_task)
   proc_release(&agent);
   ASSERT(queued);
   ASSERT(done);
+  ASSERT(listed);
   ASSERT_EQ(wrc, 0);
   ASSERT_EQ(arc, 0);
 }
