@@ -519,7 +519,10 @@ static int retry_transient(struct run_ctx *c, const struct step_outcome *oc,
     snprintf(reason, n, "%s; %s", oc->reason, why);
     return 0;
   }
-  if (requeue(cfg, c->l, c->job, c->s->owner, c->s->owner, oc->reason, delay)) {
+  char actor[128];
+
+  snprintf(actor, sizeof actor, "worker:%s", c->s->owner);
+  if (requeue(cfg, c->l, c->job, c->s->owner, actor, oc->reason, delay)) {
     snprintf(reason, n, "%s", oc->reason);
     return 0;
   }
@@ -720,21 +723,22 @@ static void take_back(struct orch *o, struct ledger *l, const struct job *j)
 
 /* Tells the admins (or the console when there is no Telegram) once per
  * incident; the channel drains the outbox. */
-static void alert_admins(const struct cfg *c, struct ledger *l, const char *text)
+static enum err alert_admins(const struct cfg *c, struct ledger *l, const char *text)
 {
   struct outbox_msg m = {0};
+  enum err e = ERR_OK;
 
   m.text = (char *)text;
   if (!c->telegram_token) {
     m.channel = "console";
-    ledger_outbox_put(l, &m, NULL);
-    return;
+    return ledger_outbox_put(l, &m, NULL);
   }
   m.channel = "telegram";
-  for (size_t i = 0; i < c->n_admins; i++) {
+  for (size_t i = 0; !e && i < c->n_admins; i++) {
     m.chat_id = c->admins[i];
-    ledger_outbox_put(l, &m, NULL);
+    e = ledger_outbox_put(l, &m, NULL);
   }
+  return e;
 }
 
 static int busy_slots(struct orch *o)
@@ -775,17 +779,24 @@ static void beat_registry(struct orch *o, struct ledger *l)
   int back = 0;
   enum err e;
 
-  if (!o->n_slots)
+  if (!o->n_slots || l->ops->begin(l))
     return;
+  /* The alert commits with the state change, or neither does: an incident
+   * is reported once, and not lost to a connection that drops between. */
   e = l->ops->worker_heartbeat(l, o->id, busy_slots(o), o->cfg->lease_ms, &back);
-  if (e == ERR_NOTFOUND)
-    register_self(o, l);
   if (!e && back) {
-    log_warn("orch", "worker %s is back online", o->id);
     snprintf(text, sizeof text, "ALERT: worker %s is back online (%d slots).",
              o->id, o->n_slots);
-    alert_admins(o->cfg, l, text);
+    e = alert_admins(o->cfg, l, text);
   }
+  if (e) {
+    l->ops->rollback(l);
+    if (e == ERR_NOTFOUND)
+      register_self(o, l);
+    return;
+  }
+  if (l->ops->commit(l) == ERR_OK && back)
+    log_warn("orch", "worker %s is back online", o->id);
 }
 
 static void expire_workers(struct orch *o, struct ledger *l)
@@ -793,28 +804,36 @@ static void expire_workers(struct orch *o, struct ledger *l)
   struct worker_rec *v = NULL;
   size_t n = 0;
   char text[512];
+  enum err e = ERR_OK;
 
-  if (l->ops->worker_expire(l, ledger_now_ms(), &v, &n))
+  if (l->ops->begin(l))
     return;
-  for (size_t i = 0; i < n; i++) {
-    log_warn("orch", "worker %s is offline: %s", v[i].id, v[i].reason);
+  /* As in beat_registry: the alerts commit with the change of state. */
+  if (l->ops->worker_expire(l, ledger_now_ms(), &v, &n)) {
+    l->ops->rollback(l);
+    return;
+  }
+  for (size_t i = 0; !e && i < n; i++) {
     snprintf(text, sizeof text, "ALERT: worker %s is offline: %s. Its running"
              " jobs are taken back when their leases end.", v[i].id, v[i].reason);
-    alert_admins(o->cfg, l, text);
+    e = alert_admins(o->cfg, l, text);
   }
+  if (e)
+    l->ops->rollback(l);
+  else if (l->ops->commit(l) == ERR_OK)
+    for (size_t i = 0; i < n; i++)
+      log_warn("orch", "worker %s is offline: %s", v[i].id, v[i].reason);
   worker_list_free(v, n);
 }
 
-/* A clean stop: offline now, not when the registration would expire. */
+/* A clean stop: offline now, not when the registration would expire; an
+ * event, but no alert, since someone stopped it on purpose (and an alert
+ * would greet the admins at every restart). */
 static void unregister_self(struct orch *o, struct ledger *l)
 {
-  char text[256];
-
   l->ops->lock_release(l, RECLAIM_LOCK, o->id);
-  if (!o->n_slots || l->ops->worker_stop(l, o->id, "stopped") != ERR_OK)
-    return;
-  snprintf(text, sizeof text, "ALERT: worker %s stopped (a clean shutdown).", o->id);
-  alert_admins(o->cfg, l, text);
+  if (o->n_slots && l->ops->worker_stop(l, o->id, "stopped") == ERR_OK)
+    log_info("orch", "worker %s stopped", o->id);
 }
 
 /* ---- sweeps ------------------------------------------------------------- */
@@ -865,14 +884,20 @@ static void *supervisor_main(void *arg)
   }
   if (o->n_slots)
     register_self(o, l);
-  while (!atomic_load(&o->stopping)) {
+  /* On stop, leases are renewed for as long as jobs run (the grace period):
+   * a short lease must not hand a job that is still running to another
+   * worker. */
+  while (!atomic_load(&o->stopping) || busy_slots(o)) {
     heartbeat_slots(o, l);
     beat_registry(o, l);
-    if (mono_ms() - last_reclaim >= sweep_every_ms(o)) {
+    if (!atomic_load(&o->stopping) && mono_ms() - last_reclaim >= sweep_every_ms(o)) {
       reclaim(o, l);
       last_reclaim = mono_ms();
     }
-    wait_for_work(o, HEARTBEAT_MS);
+    if (atomic_load(&o->stopping))
+      sleep_ms(HEARTBEAT_MS / 4);
+    else
+      wait_for_work(o, HEARTBEAT_MS);
   }
   unregister_self(o, l);
   ledger_close(l);

@@ -217,7 +217,14 @@ static int wait_alert(struct ledger *l, const char *needle, int ms)
       return 1;
     nap(100);
   }
-  fprintf(stderr, "no alert '%s'\n", needle);
+  fprintf(stderr, "no alert '%s'; the workers:\n", needle);
+  struct worker_rec *w = NULL;
+  size_t n = 0;
+  if (l->ops->worker_list(l, &w, &n) == ERR_OK)
+    for (size_t i = 0; i < n; i++)
+      fprintf(stderr, "  %s %s (%s) expires %lld, now %lld\n", w[i].id, w[i].state,
+              w[i].reason ? w[i].reason : "", (long long)w[i].expires_at, (long long)ledger_now_ms());
+  worker_list_free(w, n);
   return 0;
 }
 
