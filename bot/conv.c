@@ -580,6 +580,26 @@ static enum err cmd_cancel(struct req *r, const char *arg)
   return SAY(r, "cancelling", "id", idstr(id, ids));
 }
 
+/* The worker processes of the shared ledger, online first (at most 10). */
+static void append_workers(struct req *r, struct buf *b)
+{
+  struct worker_rec *v = NULL;
+  size_t n = 0;
+
+  if (r->c->l->ops->worker_list(r->c->l, &v, &n) != ERR_OK || !n) {
+    worker_list_free(v, n);
+    return;
+  }
+  buf_appends(b, "\nWorkers:");
+  for (size_t i = 0; i < n && i < 10; i++)
+    buf_printf(b, "\n%s %s%s%s · %d/%d busy · %s", v[i].id, v[i].state,
+               v[i].reason ? " — " : "", v[i].reason ? v[i].reason : "", v[i].load,
+               v[i].capacity, v[i].providers);
+  if (n > 10)
+    buf_printf(b, "\n… and %zu more", n - 10);
+  worker_list_free(v, n);
+}
+
 static enum err cmd_providers(struct req *r, const char *arg)
 {
   struct buf b = BUF_INIT(REPLY_MAX);
@@ -601,6 +621,7 @@ static enum err cmd_providers(struct req *r, const char *arg)
       buf_printf(&b, " · monitor: %s after %ld checks%s%s", st.up ? "up" : "DOWN", st.checks,
                  st.last_error[0] ? ", last error: " : "", st.last_error);
   }
+  append_workers(r, &b);
   e = reply(r, buf_str(&b));
   buf_release(&b);
   return e;

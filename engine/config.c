@@ -571,6 +571,10 @@ static const struct key_spec keys[] = {
   {"output_max", K_SIZE, F(output_max), 0, 1, OUTPUT_MAX_MAX},
   {"archive", K_SECTION, 0, 0, 0, 0},
   {"archive.max_bytes", K_SIZE, F(archive_max_bytes), 0, 1, ARCHIVE_MAX_MAX},
+  {"queue", K_SECTION, 0, 0, 0, 0},
+  {"queue.lease_ms", K_INT, F(lease_ms), 0, 500, 3600000},
+  {"queue.max_attempts", K_INT, F(max_attempts), 0, 1, 100},
+  {"queue.backoff_ms", K_INT, F(backoff_ms), 0, 0, 3600000},
   {"providers", K_PROVIDERS, 0, 0, 0, 0},
 };
 #undef F
@@ -1144,6 +1148,9 @@ static enum err set_defaults(struct ld *ld)
   c->output_max = 65536;
   c->archive_max_bytes = 100 * 1024 * 1024;
   c->isolate_write = 1;
+  c->lease_ms = 30000;
+  c->max_attempts = 3;
+  c->backoff_ms = 1000;
   if (set_str(ld, &c->telegram_api_base, "https://api.telegram.org") ||
       set_str(ld, &c->gemini_base_url,
               "https://generativelanguage.googleapis.com") ||

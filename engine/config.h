@@ -69,6 +69,11 @@ struct cfg {
   size_t output_max;      /* bytes of output tail kept per step, 65536 */
   size_t archive_max_bytes; /* archive.max_bytes: largest artifact, 100 MiB */
 
+  /* the job queue (queue.*) */
+  int lease_ms;           /* a claimed job's and a worker's lease, 30000 */
+  int max_attempts;       /* runs of a job before it fails for good, 3 */
+  int backoff_ms;         /* first retry delay, doubled per attempt, 1000 */
+
   char *default_provider; /* providers.default, "local" */
   int isolate_write;      /* providers.isolate_write: WRITE steps bound for the
                            * default provider run on a sandbox instance when

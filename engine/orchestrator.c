@@ -20,8 +20,10 @@
 #include "planner.h"
 #include "sentinel.h"
 
-#define LEASE_MS 30000
 #define HEARTBEAT_MS 1000
+#define RECLAIM_EVERY_MS 5000
+#define RECLAIM_LOCK "reclaim"
+#define BACKOFF_MAX_MS 300000
 #define RESULT_TAIL 3000
 
 struct slot {
@@ -30,6 +32,7 @@ struct slot {
   int index;
   char owner[96];
   _Atomic int64_t job_id;       /* running job, 0 when idle */
+  atomic_uint run_seq;          /* +1 per claim: which run job_id means */
   atomic_int cancel;            /* stop the running step */
   atomic_int handback;          /* stopped by shutdown: requeue */
 };
@@ -46,6 +49,8 @@ struct orch {
   pthread_t supervisor;
   int has_supervisor;
   _Atomic(struct sentinel *) sentinel;  /* provider health; may be NULL */
+  char id[96];                  /* "host:pid": this process in the registry */
+  char host[200];
 };
 
 static void sleep_ms(int ms)
@@ -413,6 +418,68 @@ enum err orch_cancel(struct orch *o, struct ledger *l, int64_t id, const char *a
   return e;
 }
 
+/* ---- retries ------------------------------------------------------------ */
+
+/* backoff_ms, doubled for each attempt made after the first. */
+static int64_t backoff_after(const struct cfg *c, int attempts)
+{
+  int64_t d = c->backoff_ms;
+
+  for (int i = 1; i < attempts && d < BACKOFF_MAX_MS; i++)
+    d *= 2;
+  return d < BACKOFF_MAX_MS ? d : BACKOFF_MAX_MS;
+}
+
+/* The first of steps [0, upto) that is not idempotent, 1-based; 0 if none. */
+static size_t first_unsafe(const struct plan *p, size_t upto)
+{
+  for (size_t i = 0; i < upto && i < p->n_steps; i++)
+    if (!plan_step_idempotent(&p->steps[i]))
+      return i + 1;
+  return 0;
+}
+
+/* Whether interrupted work may run again from its first step: only if every
+ * step that ran (or may have) is idempotent, and attempts are left.  Fills
+ * `delay` then, else says why not into `why`. */
+static int may_retry(const struct cfg *c, const struct job *j, size_t unsafe,
+                     int64_t *delay, char *why, size_t n)
+{
+  if (unsafe) {
+    snprintf(why, n, "not retried: step %zu changes things and may have run,"
+             " so it is not run twice", unsafe);
+    return 0;
+  }
+  if (j->attempts >= c->max_attempts) {
+    snprintf(why, n, "gave up after %d attempt%s", j->attempts,
+             j->attempts == 1 ? "" : "s");
+    return 0;
+  }
+  *delay = backoff_after(c, j->attempts);
+  return 1;
+}
+
+/* Puts the job back in the queue after `delay`; tells its user. */
+static enum err requeue(const struct cfg *c, struct ledger *l,
+                        const struct job *j, const char *owner,
+                        const char *actor, const char *cause, int64_t delay)
+{
+  char reason[512], text[600];
+  enum err e;
+
+  snprintf(reason, sizeof reason, "%s; retry %d of %d in %.1fs", cause,
+           j->attempts + 1, c->max_attempts, (double)delay / 1000.0);
+  e = l->ops->job_requeue(l, j->id, owner, delay, actor, reason);
+  if (e) {
+    log_error("orch", "cannot requeue job #%lld: %s", (long long)j->id, err_str(e));
+    return e;
+  }
+  log_warn("orch", "job #%lld: %s", (long long)j->id, reason);
+  snprintf(text, sizeof text, "#%lld %s", (long long)j->id, reason);
+  notify(l, j, text, NULL);
+  return ERR_OK;
+}
+
 /* ---- running ------------------------------------------------------------ */
 
 struct run_ctx {
@@ -505,6 +572,9 @@ struct step_outcome {
   enum job_state state;         /* SUCCEEDED, FAILED, TIMED_OUT, CANCELLED */
   int exit_code;
   char reason[320];
+  size_t step;                  /* the step that decided */
+  int transient;                /* FAILED for a cause that may pass: retry */
+  int step_started;             /* that step ran, at least in part */
 };
 
 static void record_step(struct run_ctx *c, size_t i, const char *state,
@@ -537,6 +607,7 @@ static void judge_step(size_t i, enum err e,
              tmo_names[lim->level], lim->secs, i + 1);
   } else if (e != ERR_OK) {
     out->state = JOB_FAILED;
+    out->transient = e == ERR_UNAVAILABLE || e == ERR_NET;
     snprintf(out->reason, sizeof out->reason, "step %zu: %s", i + 1,
              res->error[0] ? res->error : err_str(e));
   } else if (res->exit_code != 0) {
@@ -601,11 +672,16 @@ static const struct registry_entry *route_step(struct run_ctx *c, const struct p
       logstore_event(c->log, LOGL_WARN, (int)i + 1, "sandbox '%s' is not available; "
                      "the WRITE step runs on '%s'", sb->name, re->name);
   }
-  if (!re || !re->inst)
+  /* A configured provider that is unavailable or down now may come back:
+   * transient, so the job may be retried later. */
+  if (!re || !re->inst) {
+    out->transient = re != NULL;
     snprintf(out->reason, sizeof out->reason, "step %zu: %s", i + 1,
              re ? re->error : "unknown provider");
-  else if (provider_marked_down(o, re->name))
+  } else if (provider_marked_down(o, re->name)) {
+    out->transient = 1;
     snprintf(out->reason, sizeof out->reason, "step %zu: provider '%s' is down", i + 1, re->name);
+  }
   else if (st->risk >= RISK_ADMIN && !re->admin)
     snprintf(out->reason, sizeof out->reason, "step %zu: provider '%s' does not allow ADMIN "
              "steps (its option admin is not true)", i + 1, re->name);
@@ -627,8 +703,10 @@ static void run_step(struct run_ctx *c, size_t i, struct step_outcome *out)
   struct step_limit lim;
   enum err e;
 
+  out->step = i;
   if (!re)
     return;
+  out->step_started = 1;
   record_step(c, i, "RUNNING", NULL, started);
   c->cur_step = (int)i + 1;
   log_step_start(c, st, re->name);
@@ -658,9 +736,34 @@ static void run_step(struct run_ctx *c, size_t i, struct step_outcome *out)
   exec_result_release(&res);
 }
 
+/* A transient failure: retried when that is safe and attempts are left
+ * (returns 1), else the reason to fail with says why not. */
+static int retry_transient(struct run_ctx *c, const struct step_outcome *oc,
+                           char *reason, size_t n)
+{
+  const struct cfg *cfg = c->s->o->cfg;
+  size_t unsafe = first_unsafe(&c->plan, oc->step + (oc->step_started ? 1 : 0));
+  int64_t delay = 0;
+  char why[160];
+
+  if (!may_retry(cfg, c->job, unsafe, &delay, why, sizeof why)) {
+    snprintf(reason, n, "%s; %s", oc->reason, why);
+    return 0;
+  }
+  char actor[128];
+
+  snprintf(actor, sizeof actor, "worker:%s", c->s->owner);
+  if (requeue(cfg, c->l, c->job, c->s->owner, actor, oc->reason, delay)) {
+    snprintf(reason, n, "%s", oc->reason);
+    return 0;
+  }
+  return 1;
+}
+
 static void finish(struct run_ctx *c, const struct step_outcome *oc)
 {
   struct slot *s = c->s;
+  char reason[512];
   enum err e;
 
   if (atomic_load(&s->handback)) {
@@ -670,8 +773,17 @@ static void finish(struct run_ctx *c, const struct step_outcome *oc)
       log_error("orch", "cannot hand back job #%lld: %s", (long long)c->job->id, err_str(e));
     return;
   }
-  e = c->l->ops->job_finish(c->l, c->job->id, s->owner, oc->state, oc->exit_code,
-                            buf_str(&c->tail), oc->reason[0] ? oc->reason : NULL);
+  snprintf(reason, sizeof reason, "%s", oc->reason);
+  if (oc->state == JOB_FAILED && oc->transient &&
+      retry_transient(c, oc, reason, sizeof reason))
+    return;
+  /* The ledger may be away for a moment (a PostgreSQL restart): the result
+   * is kept trying for as long as our lease can still hold. */
+  int64_t until = mono_ms() + s->o->cfg->lease_ms;
+  while ((e = c->l->ops->job_finish(c->l, c->job->id, s->owner, oc->state, oc->exit_code,
+                                    buf_str(&c->tail), reason[0] ? reason : NULL)) == ERR_DB &&
+         mono_ms() < until)
+    sleep_ms(250);
   if (e) {
     log_error("orch", "cannot finish job #%lld: %s", (long long)c->job->id, err_str(e));
     return;
@@ -682,7 +794,7 @@ static void finish(struct run_ctx *c, const struct step_outcome *oc)
 static void run_job(struct slot *s, struct ledger *l, struct job *j)
 {
   struct run_ctx c = {s, l, j, {0}, 0, BUF_INIT(s->o->cfg->output_max), NULL, 0};
-  struct step_outcome oc = {JOB_SUCCEEDED, 0, ""};
+  struct step_outcome oc = {.state = JOB_SUCCEEDED};
   int64_t started = mono_ms();
   char why[256];
 
@@ -733,7 +845,7 @@ static void *worker_main(void *arg)
     return NULL;
   }
   while (!atomic_load(&o->stopping)) {
-    enum err e = l->ops->job_claim(l, s->owner, LEASE_MS, 0, &j);
+    enum err e = l->ops->job_claim(l, s->owner, o->cfg->lease_ms, 0, &j);
     if (e) {
       if (e != ERR_NOTFOUND)
         sleep_ms(200);
@@ -743,6 +855,7 @@ static void *worker_main(void *arg)
         wait_for_work(o, l->ops->wait_for_work ? 200 : 500);
       continue;
     }
+    atomic_fetch_add(&s->run_seq, 1);
     atomic_store(&s->cancel, 0);
     atomic_store(&s->job_id, j.id);
     run_job(s, l, &j);
@@ -759,15 +872,23 @@ static void heartbeat_slots(struct orch *o, struct ledger *l)
 {
   for (int i = 0; i < o->n_slots; i++) {
     struct slot *s = &o->slots[i];
+    unsigned seq = atomic_load(&s->run_seq);
     int64_t id = atomic_load(&s->job_id);
     int cancel = 0;
+    enum err e;
 
     if (!id)
       continue;
-    if (l->ops->job_heartbeat(l, id, s->owner, LEASE_MS, &cancel) == ERR_STATE) {
+    e = l->ops->job_heartbeat(l, id, s->owner, o->cfg->lease_ms, &cancel);
+    /* The slot may have moved on (even to a new run of the same job, taken
+     * back while the ledger was away) during the call: stop only the run
+     * that was asked about. */
+    if (atomic_load(&s->run_seq) != seq)
+      continue;
+    if (e == ERR_STATE) {
       log_warn("orch", "lost the lease of job #%lld; stopping it", (long long)id);
       atomic_store(&s->cancel, 1);
-    } else if (cancel) {
+    } else if (!e && cancel) {
       atomic_store(&s->cancel, 1);
     }
   }
@@ -793,19 +914,48 @@ static int owner_is_dead_here(const char *owner)
   return kill((pid_t)pid, 0) != 0 && errno == ESRCH;
 }
 
-/* A job whose runner died: read-only work runs again, anything that changes
- * things is not repeated behind the user's back. */
-static void take_back(struct ledger *l, const struct job *j)
+/* The first step of j that is not idempotent and has started (it has a
+ * record), 1-based; 0 if none.  An unreadable plan counts as unsafe unless
+ * the job only reads. */
+static size_t started_unsafe(struct ledger *l, const struct job *j)
 {
+  struct job_step_rec *v = NULL;
+  struct plan p;
+  size_t n = 0, unsafe = 0;
+  char why[128];
+
+  if (!j->plan_json ||
+      plan_parse(j->plan_json, strlen(j->plan_json), &p, why, sizeof why))
+    return j->risk == RISK_READ_ONLY ? 0 : 1;
+  if (l->ops->step_list(l, j->id, &v, &n)) {
+    unsafe = first_unsafe(&p, p.n_steps);     /* cannot tell: assume the worst */
+  } else {
+    for (size_t i = 0; i < n && !unsafe; i++)
+      if (v[i].idx >= 0 && (size_t)v[i].idx < p.n_steps &&
+          !plan_step_idempotent(&p.steps[v[i].idx]))
+        unsafe = (size_t)v[i].idx + 1;
+  }
+  job_step_list_free(v, n);
+  plan_release(&p);
+  return unsafe;
+}
+
+/* A job whose runner died or lost its lease: idempotent work runs again
+ * after a backoff while attempts are left; anything else ends FAILED with
+ * the reason rather than run twice behind the user's back. */
+static void take_back(struct orch *o, struct ledger *l, const struct job *j)
+{
+  const char *cause = "interrupted: its runner stopped";
+  int64_t delay = 0;
+  char why[160], reason[400];
   enum err e;
 
-  if (j->risk == RISK_READ_ONLY && j->attempts < 3) {
-    e = l->ops->job_transition(l, j->id, JOB_RUNNING, JOB_QUEUED, "supervisor",
-                               "its runner stopped; queued again");
+  if (may_retry(o->cfg, j, started_unsafe(l, j), &delay, why, sizeof why)) {
+    e = requeue(o->cfg, l, j, j->lease_owner, "supervisor", cause, delay);
   } else {
+    snprintf(reason, sizeof reason, "%s; %s", cause, why);
     e = l->ops->job_transition(l, j->id, JOB_RUNNING, JOB_FAILED, "supervisor",
-                               "interrupted: its runner stopped, and a step that "
-                               "changes things is not run twice");
+                               reason);
     if (!e)
       notify_result(l, j->id);
   }
@@ -814,21 +964,154 @@ static void take_back(struct ledger *l, const struct job *j)
              j->lease_owner ? j->lease_owner : "?");
 }
 
+/* ---- worker registry ------------------------------------------------------ */
+
+/* Tells the admins (or the console when there is no Telegram) once per
+ * incident; the channel drains the outbox. */
+static enum err alert_admins(const struct cfg *c, struct ledger *l, const char *text)
+{
+  struct outbox_msg m = {0};
+  enum err e = ERR_OK;
+
+  m.text = (char *)text;
+  if (!c->telegram_token) {
+    m.channel = "console";
+    return ledger_outbox_put(l, &m, NULL);
+  }
+  m.channel = "telegram";
+  for (size_t i = 0; !e && i < c->n_admins; i++) {
+    m.chat_id = c->admins[i];
+    e = ledger_outbox_put(l, &m, NULL);
+  }
+  return e;
+}
+
+static int busy_slots(struct orch *o)
+{
+  int busy = 0;
+
+  for (int i = 0; i < o->n_slots; i++)
+    busy += atomic_load(&o->slots[i].job_id) != 0;
+  return busy;
+}
+
+static enum err register_self(struct orch *o, struct ledger *l)
+{
+  struct worker_rec w = {0};
+  struct buf prov = BUF_INIT(4096);
+  enum err e;
+
+  for (size_t i = 0; i < o->reg->n; i++)
+    if (o->reg->v[i].inst)
+      buf_printf(&prov, "%s%s", buf_str(&prov)[0] ? "," : "", o->reg->v[i].name);
+  w.id = o->id;
+  w.host = o->host;
+  w.pid = (int64_t)getpid();
+  w.providers = (char *)buf_str(&prov);
+  w.capacity = o->n_slots;
+  e = l->ops->worker_register(l, &w, o->cfg->lease_ms);
+  buf_release(&prov);
+  if (e)
+    log_error("orch", "cannot register worker %s: %s", o->id, err_str(e));
+  return e;
+}
+
+/* Renews this process's registration with its load; re-registers when the
+ * row is gone and says so when it had been given up for offline. */
+static void beat_registry(struct orch *o, struct ledger *l)
+{
+  char text[256];
+  int back = 0;
+  enum err e;
+
+  if (!o->n_slots || l->ops->begin(l))
+    return;
+  /* The alert commits with the state change, or neither does: an incident
+   * is reported once, and not lost to a connection that drops between. */
+  e = l->ops->worker_heartbeat(l, o->id, busy_slots(o), o->cfg->lease_ms, &back);
+  if (!e && back) {
+    snprintf(text, sizeof text, "ALERT: worker %s is back online (%d slots).",
+             o->id, o->n_slots);
+    e = alert_admins(o->cfg, l, text);
+  }
+  if (e) {
+    l->ops->rollback(l);
+    if (e == ERR_NOTFOUND)
+      register_self(o, l);
+    return;
+  }
+  if (l->ops->commit(l) == ERR_OK && back)
+    log_warn("orch", "worker %s is back online", o->id);
+}
+
+static void expire_workers(struct orch *o, struct ledger *l)
+{
+  struct worker_rec *v = NULL;
+  size_t n = 0;
+  char text[512];
+  enum err e = ERR_OK;
+
+  if (l->ops->begin(l))
+    return;
+  /* As in beat_registry: the alerts commit with the change of state. */
+  if (l->ops->worker_expire(l, ledger_now_ms(), &v, &n)) {
+    l->ops->rollback(l);
+    return;
+  }
+  for (size_t i = 0; !e && i < n; i++) {
+    snprintf(text, sizeof text, "ALERT: worker %s is offline: %s. Its running"
+             " jobs are taken back when their leases end.", v[i].id, v[i].reason);
+    e = alert_admins(o->cfg, l, text);
+  }
+  if (e)
+    l->ops->rollback(l);
+  else if (l->ops->commit(l) == ERR_OK)
+    for (size_t i = 0; i < n; i++)
+      log_warn("orch", "worker %s is offline: %s", v[i].id, v[i].reason);
+  worker_list_free(v, n);
+}
+
+/* A clean stop: offline now, not when the registration would expire; an
+ * event, but no alert, since someone stopped it on purpose (and an alert
+ * would greet the admins at every restart). */
+static void unregister_self(struct orch *o, struct ledger *l)
+{
+  l->ops->lock_release(l, RECLAIM_LOCK, o->id);
+  if (o->n_slots && l->ops->worker_stop(l, o->id, "stopped") == ERR_OK)
+    log_info("orch", "worker %s stopped", o->id);
+}
+
+/* ---- sweeps ------------------------------------------------------------- */
+
+/* Often enough that an expired lease is found within half a lease. */
+static int sweep_every_ms(const struct orch *o)
+{
+  int half = o->cfg->lease_ms / 2;
+
+  return half < RECLAIM_EVERY_MS ? half : RECLAIM_EVERY_MS;
+}
+
+/* One process at a time (the holder of the reclaim lock) sweeps expired
+ * leases and registrations, so that every incident is handled and reported
+ * once; every process sweeps its own host for runners that died. */
 static void reclaim(struct orch *o, struct ledger *l)
 {
   struct job *v = NULL, *all = NULL;
   size_t n = 0, na = 0;
   struct job_filter f = {NULL, 0, 0, JOB_RUNNING, 1000};
 
-  if (l->ops->job_expired(l, ledger_now_ms(), &v, &n) == ERR_OK)
-    for (size_t i = 0; i < n; i++)
-      take_back(l, &v[i]);
-  job_list_free(v, n);
+  if (l->ops->lock_acquire(l, RECLAIM_LOCK, o->id, sweep_every_ms(o) * 3) == ERR_OK) {
+    if (l->ops->job_expired(l, ledger_now_ms(), &v, &n) == ERR_OK)
+      for (size_t i = 0; i < n; i++)
+        take_back(o, l, &v[i]);
+    job_list_free(v, n);
+    expire_workers(o, l);
+  }
   /* Runners of this host that died need not wait for their lease. */
   if (l->ops->job_list(l, &f, &all, &na) == ERR_OK)
     for (size_t i = 0; i < na; i++)
       if (owner_is_dead_here(all[i].lease_owner))
-        take_back(l, &all[i]);
+        take_back(o, l, &all[i]);
   job_list_free(all, na);
   orch_wake(o);
 }
@@ -844,14 +1127,24 @@ static void *supervisor_main(void *arg)
     log_error("orch", "supervisor cannot open the ledger: %s", err);
     return NULL;
   }
-  while (!atomic_load(&o->stopping)) {
+  if (o->n_slots)
+    register_self(o, l);
+  /* On stop, leases are renewed for as long as jobs run (the grace period):
+   * a short lease must not hand a job that is still running to another
+   * worker. */
+  while (!atomic_load(&o->stopping) || busy_slots(o)) {
     heartbeat_slots(o, l);
-    if (mono_ms() - last_reclaim >= 5000) {
+    beat_registry(o, l);
+    if (!atomic_load(&o->stopping) && mono_ms() - last_reclaim >= sweep_every_ms(o)) {
       reclaim(o, l);
       last_reclaim = mono_ms();
     }
-    wait_for_work(o, HEARTBEAT_MS);
+    if (atomic_load(&o->stopping))
+      sleep_ms(HEARTBEAT_MS / 4);
+    else
+      wait_for_work(o, HEARTBEAT_MS);
   }
+  unregister_self(o, l);
   ledger_close(l);
   return NULL;
 }
@@ -860,18 +1153,20 @@ enum err orch_start(const struct cfg *cfg, const struct registry *reg,
                     int workers, struct orch **out, char *errbuf, size_t errlen)
 {
   struct orch *o = calloc(1, sizeof *o);
-  char host[200];
+  char *host;
 
   *out = NULL;
   if (!o)
     return ERR_NOMEM;
+  host = o->host;
   o->cfg = cfg;
   o->reg = reg;
   pthread_mutex_init(&o->mu, NULL);
   pthread_cond_init(&o->cv, NULL);
-  if (gethostname(host, sizeof host) != 0)
-    snprintf(host, sizeof host, "host");
-  host[sizeof host - 1] = '\0';
+  if (gethostname(host, sizeof o->host) != 0)
+    snprintf(host, sizeof o->host, "host");
+  host[sizeof o->host - 1] = '\0';
+  snprintf(o->id, sizeof o->id, "%.60s:%ld", host, (long)getpid());
   o->slots = calloc(workers > 0 ? (size_t)workers : 1, sizeof *o->slots);
   if (!o->slots) {
     free(o);

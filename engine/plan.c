@@ -428,6 +428,27 @@ static enum err parse_common_args(json_object *args, struct plan_step *s,
   return ERR_OK;
 }
 
+static enum err parse_idempotent(json_object *o, struct plan_step *s, char *err,
+                                 size_t errlen)
+{
+  json_object *v;
+
+  if (!json_object_object_get_ex(o, "idempotent", &v) || json_object_is_type(v, json_type_null))
+    return ERR_OK;
+  if (!json_object_is_type(v, json_type_boolean)) {
+    snprintf(err, errlen, "'idempotent' must be true or false");
+    return ERR_INVAL;
+  }
+  s->has_idempotent = 1;
+  s->idempotent = json_object_get_boolean(v);
+  return ERR_OK;
+}
+
+int plan_step_idempotent(const struct plan_step *s)
+{
+  return s->has_idempotent ? s->idempotent : s->risk == RISK_READ_ONLY;
+}
+
 static enum err parse_step(json_object *o, struct plan_step *s, char *err, size_t errlen)
 {
   const struct catalog_entry *ce;
@@ -462,7 +483,8 @@ static enum err parse_step(json_object *o, struct plan_step *s, char *err, size_
   if ((e = step_opt_str(o, "description", 1000, &s->description, err, errlen)) ||
       (e = step_opt_str(o, "provider", 63, &s->provider, err, errlen)) ||
       (e = parse_timeout(o, &s->timeout_s, err, errlen)) ||
-      (e = parse_common_args(args, s, err, errlen)))
+      (e = parse_common_args(args, s, err, errlen)) ||
+      (e = parse_idempotent(o, s, err, errlen)))
     return e;
   json_object *empty = args ? NULL : json_object_new_object();
   bc = (struct build_ctx){args ? args : empty, &av, &s->stdin_data, err, errlen};
@@ -594,6 +616,7 @@ static json_object *step_to_json(const struct plan_step *s)
     json_object_object_add(o, "provider", json_object_new_string(s->provider));
   if (s->timeout_s)
     json_object_object_add(o, "timeout_s", json_object_new_int(s->timeout_s));
+  json_object_object_add(o, "idempotent", json_object_new_boolean(plan_step_idempotent(s)));
   return o;
 }
 

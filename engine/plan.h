@@ -35,6 +35,8 @@ struct plan_step {
   char *stdin_data;      /* file_write content, else NULL */
   enum risk risk;        /* from the policy engine */
   char reason[256];
+  int has_idempotent;    /* the plan said "idempotent": true/false */
+  int idempotent;
 };
 
 struct plan {
@@ -59,6 +61,9 @@ char *plan_to_json(const struct plan *p);
 /* One line per step for chat: "1. disk_usage: df -h". malloc'd. */
 char *plan_describe(const struct plan *p);
 void plan_release(struct plan *p);
+/* Whether running the step twice does no harm, so that interrupted work may
+ * be retried: what the plan said, else read-only steps are and others not. */
+int plan_step_idempotent(const struct plan_step *s);
 
 /* The action catalog. */
 struct catalog_action {

@@ -1,6 +1,7 @@
 # tests/pg.sh — a throwaway PostgreSQL server for the tests (sourced).
 #
-#   . tests/pg.sh; pg_test_start     # exports SKYNET_TEST_PG_URL, or fails
+#   . tests/pg.sh; pg_test_start     # exports SKYNET_TEST_PG_URL (and
+#                                    # SKYNET_TEST_PG_CTL), or fails
 #   pg_test_stop                     # also run by pg_test_start's EXIT trap
 #
 # The server lives in a temp dir, listens on 127.0.0.1 at a free high port
@@ -82,12 +83,17 @@ pg_test_start() {
   pg_test_as "$bin/initdb" -D "$PG_TEST_DIR/data" -U skynet --auth=trust \
     -E UTF8 --no-sync >"$PG_TEST_DIR/initdb.log" 2>&1 ||
     { cat "$PG_TEST_DIR/initdb.log" >&2; pg_test_fail "initdb failed"; return; }
+  # Settings in the data dir, so that a test can stop and start the server
+  # again with $SKYNET_TEST_PG_CTL (a PostgreSQL restart during a run).
+  printf "listen_addresses = '127.0.0.1'\nport = %s\nunix_socket_directories = '%s'\nmax_connections = 200\n" \
+    "$port" "$PG_TEST_DIR" >>"$PG_TEST_DIR/data/postgresql.conf"
   pg_test_as "$bin/pg_ctl" -D "$PG_TEST_DIR/data" -l "$PG_TEST_DIR/server.log" -w \
-    -o "-c listen_addresses=127.0.0.1 -p $port -c unix_socket_directories=$PG_TEST_DIR -c max_connections=200" \
     start >/dev/null 2>&1 ||
     { cat "$PG_TEST_DIR/server.log" >&2 2>/dev/null; pg_test_fail "server did not start"; return; }
   pg_test_as "$bin/createdb" -h 127.0.0.1 -p "$port" -U skynet "$db" ||
     { pg_test_fail "createdb failed"; return; }
   export SKYNET_TEST_PG_URL="postgresql://skynet@127.0.0.1:$port/$db"
+  # "$SKYNET_TEST_PG_CTL stop -m fast" / "$SKYNET_TEST_PG_CTL start"
+  export SKYNET_TEST_PG_CTL="${PG_TEST_USER:+runuser -u $PG_TEST_USER -- }$bin/pg_ctl -D $PG_TEST_DIR/data -l $PG_TEST_DIR/server.log -w"
   echo "== postgresql for tests at $SKYNET_TEST_PG_URL"
 }

@@ -141,3 +141,47 @@ void artifact_list_free(struct artifact *v, size_t n)
     free(v[i].name);
   free(v);
 }
+void worker_rec_release(struct worker_rec *w)
+{
+  if (!w)
+    return;
+  free(w->id);
+  free(w->host);
+  free(w->providers);
+  free(w->state);
+  free(w->reason);
+  memset(w, 0, sizeof *w);
+}
+
+void worker_list_free(struct worker_rec *v, size_t n)
+{
+  for (size_t i = 0; v && i < n; i++)
+    worker_rec_release(&v[i]);
+  free(v);
+}
+
+void worker_event_list_free(struct worker_event *v, size_t n)
+{
+  for (size_t i = 0; v && i < n; i++) {
+    free(v[i].worker_id);
+    free(v[i].kind);
+    free(v[i].detail);
+  }
+  free(v);
+}
+
+enum err ledger_outbox_done(struct ledger *l, int64_t id)
+{
+  return l->ops->outbox_set(l, id, "sent", 0, NULL);
+}
+
+enum err ledger_outbox_retry(struct ledger *l, int64_t id, int64_t not_before,
+                             const char *error)
+{
+  return l->ops->outbox_set(l, id, "pending", not_before, error ? error : "retry");
+}
+
+enum err ledger_outbox_fail(struct ledger *l, int64_t id, const char *error)
+{
+  return l->ops->outbox_set(l, id, "failed", 0, error ? error : "failed");
+}

@@ -42,6 +42,7 @@ struct job {
   int64_t lease_expires;
   int64_t created_at;       /* unix ms */
   int64_t updated_at;
+  int64_t not_before;       /* a retried job is not claimed before this */
 };
 
 struct job_step_rec {
@@ -80,6 +81,29 @@ struct outbox_msg {
   char *edit_key;           /* NULL, or a key: messages with one key edit one message */
   int attempts;
   int64_t not_before;
+};
+
+/* A worker process in the registry. */
+struct worker_rec {
+  char *id;                 /* "host:pid" */
+  char *host;
+  int64_t pid;
+  char *providers;          /* comma-separated provider names */
+  int capacity;             /* step-running threads */
+  int load;                 /* of them busy at the last heartbeat */
+  char *state;              /* "online", "offline" */
+  char *reason;             /* why offline */
+  int64_t started_at;
+  int64_t heartbeat_at;
+  int64_t expires_at;
+};
+
+struct worker_event {
+  int64_t id;
+  char *worker_id;
+  char *kind;               /* "online", "offline", "back" */
+  char *detail;
+  int64_t at;
 };
 
 /* A file a step produced, kept in the artifact store (engine/archive.h). */
@@ -197,11 +221,17 @@ struct ledger_ops {
   enum err (*outbox_pending)(struct ledger *l, const char *channel,
                              int64_t now_ms, size_t max,
                              struct outbox_msg **out, size_t *n);
+  /* Backends fill these three with ledger_outbox_done/_retry/_fail, which
+   * share outbox_set below. */
   enum err (*outbox_done)(struct ledger *l, int64_t id);
   enum err (*outbox_retry)(struct ledger *l, int64_t id, int64_t not_before,
                            const char *error);
   /* Gives up on a message for good (recorded, never silent). */
   enum err (*outbox_fail)(struct ledger *l, int64_t id, const char *error);
+  /* Sets a message's state ("pending", "sent", "failed") and not_before; a
+   * non-NULL error counts an attempt and is kept as the last error. */
+  enum err (*outbox_set)(struct ledger *l, int64_t id, const char *state,
+                         int64_t not_before, const char *error);
 
   /* ERR_NOTFOUND when the key is absent. */
   enum err (*kv_get)(struct ledger *l, const char *key, char **value);
@@ -231,6 +261,46 @@ struct ledger_ops {
    * connection (reset for the next call).  Wake-ups may be spurious: claim
    * and see.  Not inside begin/commit (ERR_STATE). */
   enum err (*wait_for_work)(struct ledger *l, int timeout_ms);
+
+  /* Puts a RUNNING job held by `owner` back in QUEUED, not to be claimed
+   * before delay_ms from now (the database clock on PostgreSQL), with the
+   * transition.  ERR_STATE if it is not RUNNING under `owner`. */
+  enum err (*job_requeue)(struct ledger *l, int64_t id, const char *owner,
+                          int64_t delay_ms, const char *actor,
+                          const char *reason);
+
+  /* Worker registry.  Registers or re-registers w (online, expiring ttl_ms
+   * from now) and records an "online" event. */
+  enum err (*worker_register)(struct ledger *l, const struct worker_rec *w,
+                              int ttl_ms);
+  /* Renews a worker's registration with its load.  *came_back is set when it
+   * had been marked offline (an event "back" is recorded then, once).
+   * ERR_NOTFOUND if it never registered. */
+  enum err (*worker_heartbeat)(struct ledger *l, const char *id, int load,
+                               int ttl_ms, int *came_back);
+  /* Marks online workers whose registration expired before now_ms offline
+   * (PostgreSQL: the database clock), recording an "offline" event each, and
+   * returns just those: each incident is reported once. */
+  enum err (*worker_expire)(struct ledger *l, int64_t now_ms,
+                            struct worker_rec **out, size_t *n);
+  /* A clean stop: offline with reason, and an event.  ERR_NOTFOUND if the
+   * worker is unknown or already offline. */
+  enum err (*worker_stop)(struct ledger *l, const char *id, const char *reason);
+  /* Every worker, online first, then by id. */
+  enum err (*worker_list)(struct ledger *l, struct worker_rec **out,
+                          size_t *n);
+  /* The newest `max` events, oldest first. */
+  enum err (*worker_events)(struct ledger *l, size_t max,
+                            struct worker_event **out, size_t *n);
+
+  /* Named locks with expiry.  Takes or renews `name` for ttl_ms; a lock
+   * whose holder let it expire is taken over.  ERR_BUSY while another owner
+   * holds it. */
+  enum err (*lock_acquire)(struct ledger *l, const char *name,
+                           const char *owner, int ttl_ms);
+  /* ERR_NOTFOUND if `owner` does not hold it (any more). */
+  enum err (*lock_release)(struct ledger *l, const char *name,
+                           const char *owner);
 };
 
 struct ledger {
@@ -253,6 +323,12 @@ enum err ledger_outbox_put(struct ledger *l, const struct outbox_msg *m,
 
 int64_t ledger_now_ms(void);
 
+/* The outbox_done/_retry/_fail of every backend, through its outbox_set. */
+enum err ledger_outbox_done(struct ledger *l, int64_t id);
+enum err ledger_outbox_retry(struct ledger *l, int64_t id, int64_t not_before,
+                             const char *error);
+enum err ledger_outbox_fail(struct ledger *l, int64_t id, const char *error);
+
 void job_release(struct job *j);
 void job_list_free(struct job *v, size_t n);
 void job_step_rec_release(struct job_step_rec *s);
@@ -260,8 +336,11 @@ void job_step_list_free(struct job_step_rec *v, size_t n);
 void transition_list_free(struct transition *v, size_t n);
 void chat_msg_list_free(struct chat_msg *v, size_t n);
 void outbox_msg_release(struct outbox_msg *m);
-void chat_turn_list_free(struct chat_turn *v, size_t n);
 void outbox_list_free(struct outbox_msg *v, size_t n);
+void worker_rec_release(struct worker_rec *w);
+void worker_list_free(struct worker_rec *v, size_t n);
+void worker_event_list_free(struct worker_event *v, size_t n);
+void chat_turn_list_free(struct chat_turn *v, size_t n);
 void artifact_list_free(struct artifact *v, size_t n);
 
 /* Backends (one instance each). */

@@ -14,8 +14,12 @@
  * therefore compares with the database clock too and ignores its now_ms
  * argument (the caller's clock).
  *
+ * Round trips: creating, moving, claiming and finishing a job are each one
+ * statement (data-modifying WITH queries that also write the transition),
+ * so one round trip and one commit.
+ *
  * Wake-ups: a job entering QUEUED sends NOTIFY skynet_jobs in the same
- * transaction (delivered on commit).  wait_for_work LISTENs on first use and
+ * statement (delivered on commit).  wait_for_work LISTENs on first use and
  * waits on the connection's socket, so an idle worker starts within
  * milliseconds without polling.
  *
@@ -319,22 +323,8 @@ static enum err pl_rollback(struct ledger *l)
   return pl_q(s, "ROLLBACK", NULL, NULL);
 }
 
-static enum err add_transition(struct pg_ledger *s, int64_t id,
-                               const char *from, const char *to,
-                               const char *actor, const char *reason)
-{
-  struct params p = {0};
-
-  par_i64(&p, id);
-  par_text(&p, from);
-  par_text(&p, to);
-  par_text(&p, actor ? actor : "system");
-  par_text(&p, reason);
-  return pl_q(s, "INSERT INTO transitions(job_id, from_state, to_state, actor,"
-                 " reason, at) VALUES ($1, $2, $3, $4, $5, " NOW_MS ")",
-              &p, NULL);
-}
-
+/* One statement (one round trip, atomic on its own): the job and its first
+ * transition. */
 static enum err pl_job_create(struct ledger *l, struct job *j, const char *actor)
 {
   struct pg_ledger *s = pl_of(l);
@@ -342,29 +332,30 @@ static enum err pl_job_create(struct ledger *l, struct job *j, const char *actor
   PGresult *r = NULL;
   enum err e;
 
-  if ((e = tx_begin(s)))
-    return e;
   par_text(&p, j->channel ? j->channel : "console");
   par_i64(&p, j->chat_id);
   par_i64(&p, j->user_id);
   par_text(&p, j->text ? j->text : "");
-  e = pl_q(s, "INSERT INTO jobs(channel, chat_id, user_id, text, state,"
-              " created_at, updated_at) VALUES ($1, $2, $3, $4, 'CREATED', "
-              NOW_MS ", " NOW_MS ") RETURNING id, created_at", &p, &r);
-  if (e == ERR_OK) {
-    j->id = col_i64(r, 0, 0);
-    j->state = JOB_CREATED;
-    j->created_at = j->updated_at = col_i64(r, 0, 1);
-    PQclear(r);
-    e = add_transition(s, j->id, NULL, "CREATED", actor, NULL);
-  }
-  return tx_end(s, e);
+  par_text(&p, actor ? actor : "system");
+  e = pl_q(s, "WITH made AS (INSERT INTO jobs(channel, chat_id, user_id, text,"
+              " state, created_at, updated_at) VALUES ($1, $2, $3, $4,"
+              " 'CREATED', " NOW_MS ", " NOW_MS ") RETURNING id, created_at),"
+              " t AS (INSERT INTO transitions(job_id, from_state, to_state,"
+              " actor, reason, at) SELECT id, NULL, 'CREATED', $5, NULL,"
+              " created_at FROM made) SELECT id, created_at FROM made", &p, &r);
+  if (e)
+    return e;
+  j->id = col_i64(r, 0, 0);
+  j->state = JOB_CREATED;
+  j->created_at = j->updated_at = col_i64(r, 0, 1);
+  PQclear(r);
+  return ERR_OK;
 }
 
 #define JOB_COLS                                                        \
   "id, channel, chat_id, user_id, text, state, risk, plan_json, summary," \
   " reason, exit_code, output_tail, cancel_requested, attempts,"          \
-  " lease_owner, lease_expires, created_at, updated_at"
+  " lease_owner, lease_expires, created_at, updated_at, not_before"
 
 static void row_to_job(const PGresult *r, int i, struct job *j)
 {
@@ -388,6 +379,7 @@ static void row_to_job(const PGresult *r, int i, struct job *j)
   j->lease_expires = col_i64(r, i, 15);
   j->created_at = col_i64(r, i, 16);
   j->updated_at = col_i64(r, i, 17);
+  j->not_before = col_i64(r, i, 18);
 }
 
 static enum err pl_job_get(struct ledger *l, int64_t id, struct job *out)
@@ -484,104 +476,96 @@ static enum err pl_job_set_plan(struct ledger *l, int64_t id,
                  " updated_at = " NOW_MS " WHERE id = $4", &p, NULL);
 }
 
-/* The state-changing core, inside a transaction: CAS from → to.  `extra` is
- * a constant SQL fragment (no user data) appended to the SET list. */
+/* The state-changing core: CAS from → to, the transition, and the wake-up
+ * NOTIFY when the job is queued, in one statement (one round trip; atomic
+ * by itself or inside a caller's transaction).  `extra` is a constant SQL
+ * fragment (no user data) appended to the SET list. */
 static enum err move_state(struct pg_ledger *s, int64_t id, enum job_state from,
                            enum job_state to, const char *actor,
                            const char *reason, const char *extra)
 {
   struct params p = {0};
-  char sql[512];
-  long changed = 0;
+  char sql[1024];
+  PGresult *r;
+  int moved;
   enum err e;
 
   if (!job_transition_allowed(from, to))
     return ERR_STATE;
   snprintf(sql, sizeof sql,
-           "UPDATE jobs SET state = $1, reason = $2, updated_at = " NOW_MS
-           "%s WHERE id = $3 AND state = $4", extra ? extra : "");
+           "WITH moved AS (UPDATE jobs SET state = $1, reason = $2, updated_at"
+           " = " NOW_MS "%s WHERE id = $3 AND state = $4 RETURNING id,"
+           " updated_at), t AS (INSERT INTO transitions(job_id, from_state,"
+           " to_state, actor, reason, at) SELECT id, $4, $1, $5, $2,"
+           " updated_at FROM moved) SELECT id, (SELECT pg_notify('skynet_jobs',"
+           " '') WHERE $1 = 'QUEUED') FROM moved", extra ? extra : "");
   par_text(&p, job_state_name(to));
   par_text(&p, reason);
   par_i64(&p, id);
   par_text(&p, job_state_name(from));
-  if ((e = pl_changes(s, sql, &p, &changed)))
+  par_text(&p, actor ? actor : "system");
+  if ((e = pl_q(s, sql, &p, &r)))
     return e;
-  if (changed != 1) {
+  moved = PQntuples(r) == 1;
+  PQclear(r);
+  if (!moved) {
     struct job j;
     e = pl_job_get(&s->base, id, &j) == ERR_NOTFOUND ? ERR_NOTFOUND : ERR_STATE;
     job_release(&j);
     return e;
   }
-  if (to == JOB_QUEUED &&
-      (e = pl_q(s, "NOTIFY skynet_jobs", NULL, NULL)))
-    return e;
-  return add_transition(s, id, job_state_name(from), job_state_name(to), actor,
-                        reason);
+  return ERR_OK;
 }
 
 static enum err pl_job_transition(struct ledger *l, int64_t id,
                                   enum job_state from, enum job_state to,
                                   const char *actor, const char *reason)
 {
-  struct pg_ledger *s = pl_of(l);
   const char *extra = NULL;
-  enum err e;
 
   if (from == JOB_RUNNING)
     extra = ", lease_owner = NULL, lease_expires = NULL";
-  if ((e = tx_begin(s)))
-    return e;
-  return tx_end(s, move_state(s, id, from, to, actor, reason, extra));
+  return move_state(pl_of(l), id, from, to, actor, reason, extra);
 }
 
-/* Locks the oldest QUEUED job (or `only`) that nobody else holds; 0 if none. */
-static enum err pick_queued(struct pg_ledger *s, int64_t only, int64_t *id)
-{
-  struct params p = {0};
-  PGresult *r;
-  enum err e;
-
-  *id = 0;
-  par_i64(&p, only);
-  e = pl_q(s, "SELECT id FROM jobs WHERE state = 'QUEUED' AND ($1 = 0 OR"
-              " id = $1) ORDER BY id FOR UPDATE SKIP LOCKED LIMIT 1", &p, &r);
-  if (e)
-    return e;
-  if (PQntuples(r) == 1)
-    *id = col_i64(r, 0, 0);
-  PQclear(r);
-  return ERR_OK;
-}
-
+/* One statement, so one round trip: lock the oldest due QUEUED job (or
+ * `only`) that nobody else holds, move it to RUNNING under a lease, and
+ * record the transition.  Autocommits unless the caller holds a
+ * transaction; no NOTIFY, as the job leaves the queue. */
 static enum err pl_job_claim(struct ledger *l, const char *owner, int lease_ms,
                              int64_t only, struct job *out)
 {
   struct pg_ledger *s = pl_of(l);
   struct params p = {0};
   char actor[160];
-  int64_t id = 0;
+  PGresult *r;
   enum err e;
 
   memset(out, 0, sizeof *out);
-  if ((e = tx_begin(s)))
-    return e;
-  if ((e = pick_queued(s, only, &id)))
-    return tx_end(s, e);
-  if (!id)
-    return tx_end(s, ERR_NOTFOUND);
   snprintf(actor, sizeof actor, "worker:%s", owner);
-  e = move_state(s, id, JOB_QUEUED, JOB_RUNNING, actor, NULL,
-                 ", attempts = attempts + 1");
-  if (e == ERR_OK) {
-    par_text(&p, owner);
-    par_i64(&p, lease_ms);
-    par_i64(&p, id);
-    e = pl_q(s, "UPDATE jobs SET lease_owner = $1, lease_expires = " NOW_MS
-                " + $2 WHERE id = $3", &p, NULL);
-  }
-  if ((e = tx_end(s, e)))
+  par_text(&p, owner);
+  par_i64(&p, only);
+  par_i64(&p, lease_ms);
+  par_text(&p, actor);
+  e = pl_q(s, "WITH picked AS (SELECT id FROM jobs WHERE state = 'QUEUED' AND"
+              " ($2 = 0 OR id = $2) AND not_before <= " NOW_MS " ORDER BY id"
+              " FOR UPDATE SKIP LOCKED LIMIT 1), claimed AS (UPDATE jobs j SET"
+              " state = 'RUNNING', reason = NULL, updated_at = " NOW_MS ","
+              " attempts = j.attempts + 1, lease_owner = $1, lease_expires = "
+              NOW_MS " + $3 FROM picked WHERE j.id = picked.id RETURNING j.*),"
+              " moved AS (INSERT INTO transitions(job_id, from_state, to_state,"
+              " actor, reason, at) SELECT id, 'QUEUED', 'RUNNING', $4, NULL,"
+              " updated_at FROM claimed) SELECT " JOB_COLS " FROM claimed",
+           &p, &r);
+  if (e)
     return e;
-  return pl_job_get(l, id, out);
+  e = ERR_NOTFOUND;
+  if (PQntuples(r) == 1) {
+    row_to_job(r, 0, out);
+    e = ERR_OK;
+  }
+  PQclear(r);
+  return e;
 }
 
 static enum err pl_job_heartbeat(struct ledger *l, int64_t id, const char *owner,
@@ -609,6 +593,8 @@ static enum err pl_job_heartbeat(struct ledger *l, int64_t id, const char *owner
   return e;
 }
 
+/* One statement: the result, the state and the transition, only while
+ * `owner` holds the lease. */
 static enum err pl_job_finish(struct ledger *l, int64_t id, const char *owner,
                               enum job_state to, int exit_code,
                               const char *output_tail, const char *reason)
@@ -616,26 +602,31 @@ static enum err pl_job_finish(struct ledger *l, int64_t id, const char *owner,
   struct pg_ledger *s = pl_of(l);
   struct params p = {0};
   char actor[160];
-  long changed = 0;
+  PGresult *r;
   enum err e;
 
-  if ((e = tx_begin(s)))
-    return e;
+  if (!job_transition_allowed(JOB_RUNNING, to))
+    return ERR_STATE;
+  snprintf(actor, sizeof actor, "worker:%s", owner);
   par_i64(&p, exit_code);
   par_text(&p, output_tail);
   par_i64(&p, id);
   par_text(&p, owner);
-  e = pl_changes(s, "UPDATE jobs SET exit_code = $1, output_tail = $2 WHERE"
-                    " id = $3 AND state = 'RUNNING' AND lease_owner = $4",
-                 &p, &changed);
+  par_text(&p, job_state_name(to));
+  par_text(&p, reason);
+  par_text(&p, actor);
+  e = pl_q(s, "WITH done AS (UPDATE jobs SET exit_code = $1, output_tail = $2,"
+              " state = $5, reason = $6, updated_at = " NOW_MS ", lease_owner ="
+              " NULL, lease_expires = NULL WHERE id = $3 AND state = 'RUNNING'"
+              " AND lease_owner = $4 RETURNING id, updated_at), t AS (INSERT"
+              " INTO transitions(job_id, from_state, to_state, actor, reason,"
+              " at) SELECT id, 'RUNNING', $5, $7, $6, updated_at FROM done)"
+              " SELECT id FROM done", &p, &r);
   if (e)
-    return tx_end(s, e);
-  if (changed != 1)
-    return tx_end(s, ERR_STATE);
-  snprintf(actor, sizeof actor, "worker:%s", owner);
-  e = move_state(s, id, JOB_RUNNING, to, actor, reason,
-                 ", lease_owner = NULL, lease_expires = NULL");
-  return tx_end(s, e);
+    return e;
+  e = PQntuples(r) == 1 ? ERR_OK : ERR_STATE;
+  PQclear(r);
+  return e;
 }
 
 static enum err pl_job_request_cancel(struct ledger *l, int64_t id)
@@ -842,7 +833,7 @@ static enum err pl_outbox_pending(struct ledger *l, const char *channel,
                      n);
 }
 
-static enum err outbox_set(struct ledger *l, int64_t id, const char *state,
+static enum err pl_outbox_set(struct ledger *l, int64_t id, const char *state,
                            int64_t not_before, const char *error)
 {
   struct params p = {0};
@@ -855,22 +846,6 @@ static enum err outbox_set(struct ledger *l, int64_t id, const char *state,
                         " (CASE WHEN $2::text IS NULL THEN 0 ELSE 1 END),"
                         " not_before = $3, last_error = COALESCE($2, last_error)"
                         " WHERE id = $4", &p, NULL);
-}
-
-static enum err pl_outbox_done(struct ledger *l, int64_t id)
-{
-  return outbox_set(l, id, "sent", 0, NULL);
-}
-
-static enum err pl_outbox_retry(struct ledger *l, int64_t id,
-                                int64_t not_before, const char *error)
-{
-  return outbox_set(l, id, "pending", not_before, error ? error : "retry");
-}
-
-static enum err pl_outbox_fail(struct ledger *l, int64_t id, const char *error)
-{
-  return outbox_set(l, id, "failed", 0, error ? error : "failed");
 }
 
 static enum err pl_kv_get(struct ledger *l, const char *key, char **value)
@@ -1097,6 +1072,253 @@ static enum err pl_wait_for_work(struct ledger *l, int timeout_ms)
   return drain_notifies(s) ? ERR_OK : ERR_TIMEOUT;
 }
 
+static enum err pl_job_requeue(struct ledger *l, int64_t id, const char *owner,
+                               int64_t delay_ms, const char *actor,
+                               const char *reason)
+{
+  struct pg_ledger *s = pl_of(l);
+  struct params p = {0};
+  long changed = 0;
+  enum err e;
+
+  if ((e = tx_begin(s)))
+    return e;
+  par_i64(&p, delay_ms > 0 ? delay_ms : 0);
+  par_i64(&p, id);
+  par_text(&p, owner);
+  e = pl_changes(s, "UPDATE jobs SET not_before = " NOW_MS " + $1 WHERE id ="
+                    " $2 AND state = 'RUNNING' AND lease_owner = $3",
+                 &p, &changed);
+  if (e)
+    return tx_end(s, e);
+  if (changed != 1)
+    return tx_end(s, ERR_STATE);
+  e = move_state(s, id, JOB_RUNNING, JOB_QUEUED, actor, reason,
+                 ", lease_owner = NULL, lease_expires = NULL");
+  return tx_end(s, e);
+}
+
+/* ---- worker registry ---------------------------------------------------- */
+
+#define WORKER_COLS                                                     \
+  "id, host, pid, providers, capacity, load, state, reason, started_at," \
+  " heartbeat_at, expires_at"
+
+static void fill_worker(const PGresult *r, int i, void *p)
+{
+  struct worker_rec *w = p;
+
+  memset(w, 0, sizeof *w);
+  w->id = col_text(r, i, 0);
+  w->host = col_text(r, i, 1);
+  w->pid = col_i64(r, i, 2);
+  w->providers = col_text(r, i, 3);
+  w->capacity = (int)col_i64(r, i, 4);
+  w->load = (int)col_i64(r, i, 5);
+  w->state = col_text(r, i, 6);
+  w->reason = col_text(r, i, 7);
+  w->started_at = col_i64(r, i, 8);
+  w->heartbeat_at = col_i64(r, i, 9);
+  w->expires_at = col_i64(r, i, 10);
+}
+
+static enum err add_worker_event(struct pg_ledger *s, const char *id,
+                                 const char *kind, const char *detail)
+{
+  struct params p = {0};
+
+  par_text(&p, id);
+  par_text(&p, kind);
+  par_text(&p, detail);
+  return pl_q(s, "INSERT INTO worker_events(worker_id, kind, detail, at)"
+                 " VALUES ($1, $2, $3, " NOW_MS ")", &p, NULL);
+}
+
+static enum err pl_worker_register(struct ledger *l, const struct worker_rec *w,
+                                   int ttl_ms)
+{
+  struct pg_ledger *s = pl_of(l);
+  struct params p = {0};
+  enum err e;
+
+  if (!w->id || !w->host)
+    return ERR_INVAL;
+  if ((e = tx_begin(s)))
+    return e;
+  par_text(&p, w->id);
+  par_text(&p, w->host);
+  par_i64(&p, w->pid);
+  par_text(&p, w->providers ? w->providers : "");
+  par_i64(&p, w->capacity);
+  par_i64(&p, ttl_ms);
+  e = pl_q(s, "INSERT INTO workers(" WORKER_COLS ") VALUES ($1, $2, $3, $4,"
+              " $5, 0, 'online', NULL, " NOW_MS ", " NOW_MS ", " NOW_MS " + $6)"
+              " ON CONFLICT (id) DO UPDATE SET host = excluded.host, pid ="
+              " excluded.pid, providers = excluded.providers, capacity ="
+              " excluded.capacity, load = 0, state = 'online', reason = NULL,"
+              " started_at = excluded.started_at, heartbeat_at ="
+              " excluded.heartbeat_at, expires_at = excluded.expires_at",
+           &p, NULL);
+  if (e == ERR_OK)
+    e = add_worker_event(s, w->id, "online", w->providers);
+  return tx_end(s, e);
+}
+
+static enum err pl_worker_heartbeat(struct ledger *l, const char *id, int load,
+                                    int ttl_ms, int *came_back)
+{
+  struct pg_ledger *s = pl_of(l);
+  struct params p = {0};
+  PGresult *r;
+  int was_offline;
+  enum err e;
+
+  *came_back = 0;
+  if ((e = tx_begin(s)))
+    return e;
+  par_text(&p, id);
+  e = pl_q(s, "SELECT state = 'offline' FROM workers WHERE id = $1 FOR UPDATE",
+           &p, &r);
+  if (e)
+    return tx_end(s, e);
+  if (PQntuples(r) != 1) {
+    PQclear(r);
+    return tx_end(s, ERR_NOTFOUND);
+  }
+  was_offline = strcmp(PQgetvalue(r, 0, 0), "t") == 0;
+  PQclear(r);
+  par_i64(&p, load);
+  par_i64(&p, ttl_ms);
+  e = pl_q(s, "UPDATE workers SET load = $2, heartbeat_at = " NOW_MS ","
+              " expires_at = " NOW_MS " + $3, state = 'online', reason = NULL"
+              " WHERE id = $1", &p, NULL);
+  if (e == ERR_OK && was_offline) {
+    e = add_worker_event(s, id, "back", "heartbeats again");
+    *came_back = e == ERR_OK;
+  }
+  return tx_end(s, e);
+}
+
+static enum err pl_worker_expire(struct ledger *l, int64_t now_ms,
+                                 struct worker_rec **out, size_t *n)
+{
+  struct pg_ledger *s = pl_of(l);
+  enum err e;
+
+  /* The database clock decides, as it set the expiries. */
+  (void)now_ms;
+  *out = NULL;
+  *n = 0;
+  if ((e = tx_begin(s)))
+    return e;
+  e = select_rows(s, "UPDATE workers SET state = 'offline', reason = 'its"
+                     " heartbeat expired', load = 0 WHERE state = 'online' AND"
+                     " expires_at < " NOW_MS " RETURNING " WORKER_COLS,
+                  NULL, sizeof(struct worker_rec), fill_worker, (void **)out, n);
+  for (size_t i = 0; e == ERR_OK && i < *n; i++)
+    e = add_worker_event(s, (*out)[i].id, "offline", (*out)[i].reason);
+  if ((e = tx_end(s, e))) {
+    worker_list_free(*out, *n);
+    *out = NULL;
+    *n = 0;
+  }
+  return e;
+}
+
+static enum err pl_worker_stop(struct ledger *l, const char *id,
+                               const char *reason)
+{
+  struct pg_ledger *s = pl_of(l);
+  struct params p = {0};
+  long changed = 0;
+  enum err e;
+
+  if ((e = tx_begin(s)))
+    return e;
+  par_text(&p, reason ? reason : "stopped");
+  par_text(&p, id);
+  e = pl_changes(s, "UPDATE workers SET state = 'offline', reason = $1, load ="
+                    " 0 WHERE id = $2 AND state = 'online'", &p, &changed);
+  if (e)
+    return tx_end(s, e);
+  if (changed != 1)
+    return tx_end(s, ERR_NOTFOUND);
+  return tx_end(s, add_worker_event(s, id, "offline", reason ? reason : "stopped"));
+}
+
+static enum err pl_worker_list(struct ledger *l, struct worker_rec **out,
+                               size_t *n)
+{
+  return select_rows(pl_of(l), "SELECT " WORKER_COLS " FROM workers ORDER BY"
+                               " (state = 'online') DESC, id",
+                     NULL, sizeof(struct worker_rec), fill_worker, (void **)out,
+                     n);
+}
+
+static void fill_worker_event(const PGresult *r, int i, void *p)
+{
+  struct worker_event *ev = p;
+
+  memset(ev, 0, sizeof *ev);
+  ev->id = col_i64(r, i, 0);
+  ev->worker_id = col_text(r, i, 1);
+  ev->kind = col_text(r, i, 2);
+  ev->detail = col_text(r, i, 3);
+  ev->at = col_i64(r, i, 4);
+}
+
+static enum err pl_worker_events(struct ledger *l, size_t max,
+                                 struct worker_event **out, size_t *n)
+{
+  struct params p = {0};
+
+  par_i64(&p, (int64_t)max);
+  return select_rows(pl_of(l), "SELECT id, worker_id, kind, detail, at FROM"
+                               " (SELECT * FROM worker_events ORDER BY id DESC"
+                               " LIMIT $1) e ORDER BY id",
+                     &p, sizeof(struct worker_event), fill_worker_event,
+                     (void **)out, n);
+}
+
+/* ---- named locks -------------------------------------------------------- */
+
+static enum err pl_lock_acquire(struct ledger *l, const char *name,
+                                const char *owner, int ttl_ms)
+{
+  struct params p = {0};
+  long changed = 0;
+  enum err e;
+
+  par_text(&p, name);
+  par_text(&p, owner);
+  par_i64(&p, ttl_ms);
+  e = pl_changes(pl_of(l),
+                 "INSERT INTO locks(name, owner, expires_at) VALUES ($1, $2, "
+                 NOW_MS " + $3) ON CONFLICT (name) DO UPDATE SET owner ="
+                 " excluded.owner, expires_at = excluded.expires_at WHERE"
+                 " locks.owner = excluded.owner OR locks.expires_at < " NOW_MS,
+                 &p, &changed);
+  if (e)
+    return e;
+  return changed == 1 ? ERR_OK : ERR_BUSY;
+}
+
+static enum err pl_lock_release(struct ledger *l, const char *name,
+                                const char *owner)
+{
+  struct params p = {0};
+  long changed = 0;
+  enum err e;
+
+  par_text(&p, name);
+  par_text(&p, owner);
+  e = pl_changes(pl_of(l), "DELETE FROM locks WHERE name = $1 AND owner = $2",
+                 &p, &changed);
+  if (e)
+    return e;
+  return changed == 1 ? ERR_OK : ERR_NOTFOUND;
+}
+
 const struct ledger_ops ledger_pg_ops = {
   .name = "postgresql",
   .close = pl_close,
@@ -1122,9 +1344,10 @@ const struct ledger_ops ledger_pg_ops = {
   .msg_recent = pl_msg_recent,
   .outbox_put = pl_outbox_put,
   .outbox_pending = pl_outbox_pending,
-  .outbox_done = pl_outbox_done,
-  .outbox_retry = pl_outbox_retry,
-  .outbox_fail = pl_outbox_fail,
+  .outbox_done = ledger_outbox_done,
+  .outbox_retry = ledger_outbox_retry,
+  .outbox_fail = ledger_outbox_fail,
+  .outbox_set = pl_outbox_set,
   .kv_get = pl_kv_get,
   .kv_set = pl_kv_set,
   .artifact_add = pl_artifact_add,
@@ -1135,6 +1358,15 @@ const struct ledger_ops ledger_pg_ops = {
   .usage_add = pl_usage_add,
   .usage_sum = pl_usage_sum,
   .wait_for_work = pl_wait_for_work,
+  .job_requeue = pl_job_requeue,
+  .worker_register = pl_worker_register,
+  .worker_heartbeat = pl_worker_heartbeat,
+  .worker_expire = pl_worker_expire,
+  .worker_stop = pl_worker_stop,
+  .worker_list = pl_worker_list,
+  .worker_events = pl_worker_events,
+  .lock_acquire = pl_lock_acquire,
+  .lock_release = pl_lock_release,
 };
 
 static void quiet_notice(void *arg, const char *msg)

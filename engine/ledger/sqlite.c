@@ -238,7 +238,7 @@ static enum err sl_job_create(struct ledger *l, struct job *j, const char *actor
 #define JOB_COLS                                                        \
   "id, channel, chat_id, user_id, text, state, risk, plan_json, summary," \
   " reason, exit_code, output_tail, cancel_requested, attempts,"          \
-  " lease_owner, lease_expires, created_at, updated_at"
+  " lease_owner, lease_expires, created_at, updated_at, not_before"
 
 static void row_to_job(sqlite3_stmt *st, struct job *j)
 {
@@ -262,6 +262,7 @@ static void row_to_job(sqlite3_stmt *st, struct job *j)
   j->lease_expires = sqlite3_column_int64(st, 15);
   j->created_at = sqlite3_column_int64(st, 16);
   j->updated_at = sqlite3_column_int64(st, 17);
+  j->not_before = sqlite3_column_int64(st, 18);
 }
 
 static enum err sl_job_get(struct ledger *l, int64_t id, struct job *out)
@@ -429,10 +430,12 @@ static enum err sl_job_claim(struct ledger *l, const char *owner, int lease_ms,
   if ((e = tx_begin(s)))
     return e;
   st = sl_prep(s, "SELECT id FROM jobs WHERE state = 'QUEUED' AND"
-                  " (?1 = 0 OR id = ?1) ORDER BY id LIMIT 1");
+                  " (?1 = 0 OR id = ?1) AND not_before <= ?2 ORDER BY id"
+                  " LIMIT 1");
   if (!st)
     return tx_end(s, ERR_DB);
   sqlite3_bind_int64(st, 1, only);
+  sqlite3_bind_int64(st, 2, ledger_now_ms());
   if (sqlite3_step(st) == SQLITE_ROW)
     id = sqlite3_column_int64(st, 0);
   sqlite3_finalize(st);
@@ -741,7 +744,7 @@ static enum err sl_outbox_pending(struct ledger *l, const char *channel,
                       (void **)out, n);
 }
 
-static enum err outbox_set(struct ledger *l, int64_t id, const char *state,
+static enum err sl_outbox_set(struct ledger *l, int64_t id, const char *state,
                            int64_t not_before, const char *error)
 {
   struct sqlite_ledger *s = sl_of(l);
@@ -757,22 +760,6 @@ static enum err outbox_set(struct ledger *l, int64_t id, const char *state,
   bind_text(st, 4, error);
   sqlite3_bind_int64(st, 5, id);
   return sl_done(s, st);
-}
-
-static enum err sl_outbox_done(struct ledger *l, int64_t id)
-{
-  return outbox_set(l, id, "sent", 0, NULL);
-}
-
-static enum err sl_outbox_retry(struct ledger *l, int64_t id,
-                                int64_t not_before, const char *error)
-{
-  return outbox_set(l, id, "pending", not_before, error ? error : "retry");
-}
-
-static enum err sl_outbox_fail(struct ledger *l, int64_t id, const char *error)
-{
-  return outbox_set(l, id, "failed", 0, error ? error : "failed");
 }
 
 static enum err sl_kv_get(struct ledger *l, const char *key, char **value)
@@ -805,6 +792,274 @@ static enum err sl_kv_set(struct ledger *l, const char *key, const char *value)
   bind_text(st, 1, key);
   bind_text(st, 2, value);
   return sl_done(s, st);
+}
+
+static enum err sl_job_requeue(struct ledger *l, int64_t id, const char *owner,
+                               int64_t delay_ms, const char *actor,
+                               const char *reason)
+{
+  struct sqlite_ledger *s = sl_of(l);
+  sqlite3_stmt *st;
+  enum err e;
+
+  if ((e = tx_begin(s)))
+    return e;
+  st = sl_prep(s, "UPDATE jobs SET not_before = ? WHERE id = ? AND state ="
+                  " 'RUNNING' AND lease_owner = ?");
+  if (!st)
+    return tx_end(s, ERR_DB);
+  sqlite3_bind_int64(st, 1, ledger_now_ms() + (delay_ms > 0 ? delay_ms : 0));
+  sqlite3_bind_int64(st, 2, id);
+  bind_text(st, 3, owner);
+  if ((e = sl_done(s, st)))
+    return tx_end(s, e);
+  if (sqlite3_changes(s->db) != 1)
+    return tx_end(s, ERR_STATE);
+  e = move_state(s, id, JOB_RUNNING, JOB_QUEUED, actor, reason,
+                 ", lease_owner = NULL, lease_expires = NULL");
+  return tx_end(s, e);
+}
+
+/* ---- worker registry ---------------------------------------------------- */
+
+#define WORKER_COLS                                                     \
+  "id, host, pid, providers, capacity, load, state, reason, started_at," \
+  " heartbeat_at, expires_at"
+
+static void fill_worker(sqlite3_stmt *st, void *p)
+{
+  struct worker_rec *w = p;
+
+  memset(w, 0, sizeof *w);
+  w->id = col_text(st, 0);
+  w->host = col_text(st, 1);
+  w->pid = sqlite3_column_int64(st, 2);
+  w->providers = col_text(st, 3);
+  w->capacity = sqlite3_column_int(st, 4);
+  w->load = sqlite3_column_int(st, 5);
+  w->state = col_text(st, 6);
+  w->reason = col_text(st, 7);
+  w->started_at = sqlite3_column_int64(st, 8);
+  w->heartbeat_at = sqlite3_column_int64(st, 9);
+  w->expires_at = sqlite3_column_int64(st, 10);
+}
+
+static enum err add_worker_event(struct sqlite_ledger *s, const char *id,
+                                 const char *kind, const char *detail)
+{
+  sqlite3_stmt *st = sl_prep(s, "INSERT INTO worker_events(worker_id, kind,"
+                                " detail, at) VALUES (?, ?, ?, ?)");
+
+  if (!st)
+    return ERR_DB;
+  bind_text(st, 1, id);
+  bind_text(st, 2, kind);
+  bind_text(st, 3, detail);
+  sqlite3_bind_int64(st, 4, ledger_now_ms());
+  return sl_done(s, st);
+}
+
+static enum err sl_worker_register(struct ledger *l, const struct worker_rec *w,
+                                   int ttl_ms)
+{
+  struct sqlite_ledger *s = sl_of(l);
+  int64_t now = ledger_now_ms();
+  sqlite3_stmt *st;
+  enum err e;
+
+  if (!w->id || !w->host)
+    return ERR_INVAL;
+  if ((e = tx_begin(s)))
+    return e;
+  st = sl_prep(s,
+      "INSERT INTO workers(" WORKER_COLS ") VALUES (?1, ?2, ?3, ?4, ?5, 0,"
+      " 'online', NULL, ?6, ?6, ?6 + ?7) ON CONFLICT(id) DO UPDATE SET host ="
+      " excluded.host, pid = excluded.pid, providers = excluded.providers,"
+      " capacity = excluded.capacity, load = 0, state = 'online', reason ="
+      " NULL, started_at = excluded.started_at, heartbeat_at ="
+      " excluded.heartbeat_at, expires_at = excluded.expires_at");
+  if (!st)
+    return tx_end(s, ERR_DB);
+  bind_text(st, 1, w->id);
+  bind_text(st, 2, w->host);
+  sqlite3_bind_int64(st, 3, w->pid);
+  bind_text(st, 4, w->providers ? w->providers : "");
+  sqlite3_bind_int(st, 5, w->capacity);
+  sqlite3_bind_int64(st, 6, now);
+  sqlite3_bind_int64(st, 7, ttl_ms);
+  e = sl_done(s, st);
+  if (e == ERR_OK)
+    e = add_worker_event(s, w->id, "online", w->providers);
+  return tx_end(s, e);
+}
+
+static enum err sl_worker_heartbeat(struct ledger *l, const char *id, int load,
+                                    int ttl_ms, int *came_back)
+{
+  struct sqlite_ledger *s = sl_of(l);
+  int64_t now = ledger_now_ms();
+  sqlite3_stmt *st;
+  int rc, was_offline;
+  enum err e;
+
+  *came_back = 0;
+  if ((e = tx_begin(s)))
+    return e;
+  if (!(st = sl_prep(s, "SELECT state = 'offline' FROM workers WHERE id = ?")))
+    return tx_end(s, ERR_DB);
+  bind_text(st, 1, id);
+  rc = sqlite3_step(st);
+  was_offline = rc == SQLITE_ROW && sqlite3_column_int(st, 0);
+  sqlite3_finalize(st);
+  if (rc != SQLITE_ROW)
+    return tx_end(s, rc == SQLITE_DONE ? ERR_NOTFOUND : sl_fail(s, "heartbeat"));
+  st = sl_prep(s, "UPDATE workers SET load = ?, heartbeat_at = ?, expires_at ="
+                  " ?, state = 'online', reason = NULL WHERE id = ?");
+  if (!st)
+    return tx_end(s, ERR_DB);
+  sqlite3_bind_int(st, 1, load);
+  sqlite3_bind_int64(st, 2, now);
+  sqlite3_bind_int64(st, 3, now + ttl_ms);
+  bind_text(st, 4, id);
+  e = sl_done(s, st);
+  if (e == ERR_OK && was_offline) {
+    e = add_worker_event(s, id, "back", "heartbeats again");
+    *came_back = e == ERR_OK;
+  }
+  return tx_end(s, e);
+}
+
+static enum err sl_worker_expire(struct ledger *l, int64_t now_ms,
+                                 struct worker_rec **out, size_t *n)
+{
+  struct sqlite_ledger *s = sl_of(l);
+  sqlite3_stmt *st;
+  enum err e;
+
+  *out = NULL;
+  *n = 0;
+  if ((e = tx_begin(s)))
+    return e;
+  st = sl_prep(s, "UPDATE workers SET state = 'offline', reason = 'its"
+                  " heartbeat expired', load = 0 WHERE state = 'online' AND"
+                  " expires_at < ? RETURNING " WORKER_COLS);
+  if (!st)
+    return tx_end(s, ERR_DB);
+  sqlite3_bind_int64(st, 1, now_ms);
+  e = collect_rows(s, st, sizeof(struct worker_rec), fill_worker, (void **)out, n);
+  for (size_t i = 0; e == ERR_OK && i < *n; i++)
+    e = add_worker_event(s, (*out)[i].id, "offline", (*out)[i].reason);
+  if ((e = tx_end(s, e))) {
+    worker_list_free(*out, *n);
+    *out = NULL;
+    *n = 0;
+  }
+  return e;
+}
+
+static enum err sl_worker_stop(struct ledger *l, const char *id,
+                               const char *reason)
+{
+  struct sqlite_ledger *s = sl_of(l);
+  sqlite3_stmt *st;
+  enum err e;
+
+  if ((e = tx_begin(s)))
+    return e;
+  st = sl_prep(s, "UPDATE workers SET state = 'offline', reason = ?, load = 0"
+                  " WHERE id = ? AND state = 'online'");
+  if (!st)
+    return tx_end(s, ERR_DB);
+  bind_text(st, 1, reason ? reason : "stopped");
+  bind_text(st, 2, id);
+  if ((e = sl_done(s, st)))
+    return tx_end(s, e);
+  if (sqlite3_changes(s->db) != 1)
+    return tx_end(s, ERR_NOTFOUND);
+  return tx_end(s, add_worker_event(s, id, "offline", reason ? reason : "stopped"));
+}
+
+static enum err sl_worker_list(struct ledger *l, struct worker_rec **out,
+                               size_t *n)
+{
+  struct sqlite_ledger *s = sl_of(l);
+  sqlite3_stmt *st = sl_prep(s, "SELECT " WORKER_COLS " FROM workers ORDER BY"
+                                " (state = 'online') DESC, id");
+
+  *out = NULL;
+  *n = 0;
+  if (!st)
+    return ERR_DB;
+  return collect_rows(s, st, sizeof(struct worker_rec), fill_worker, (void **)out, n);
+}
+
+static void fill_worker_event(sqlite3_stmt *st, void *p)
+{
+  struct worker_event *ev = p;
+
+  memset(ev, 0, sizeof *ev);
+  ev->id = sqlite3_column_int64(st, 0);
+  ev->worker_id = col_text(st, 1);
+  ev->kind = col_text(st, 2);
+  ev->detail = col_text(st, 3);
+  ev->at = sqlite3_column_int64(st, 4);
+}
+
+static enum err sl_worker_events(struct ledger *l, size_t max,
+                                 struct worker_event **out, size_t *n)
+{
+  struct sqlite_ledger *s = sl_of(l);
+  sqlite3_stmt *st = sl_prep(s,
+      "SELECT id, worker_id, kind, detail, at FROM (SELECT * FROM"
+      " worker_events ORDER BY id DESC LIMIT ?) ORDER BY id");
+
+  *out = NULL;
+  *n = 0;
+  if (!st)
+    return ERR_DB;
+  sqlite3_bind_int64(st, 1, (int64_t)max);
+  return collect_rows(s, st, sizeof(struct worker_event), fill_worker_event,
+                      (void **)out, n);
+}
+
+/* ---- named locks -------------------------------------------------------- */
+
+static enum err sl_lock_acquire(struct ledger *l, const char *name,
+                                const char *owner, int ttl_ms)
+{
+  struct sqlite_ledger *s = sl_of(l);
+  sqlite3_stmt *st = sl_prep(s,
+      "INSERT INTO locks(name, owner, expires_at) VALUES (?1, ?2, ?3 + ?4)"
+      " ON CONFLICT(name) DO UPDATE SET owner = excluded.owner, expires_at ="
+      " excluded.expires_at WHERE locks.owner = excluded.owner OR"
+      " locks.expires_at < ?3");
+  enum err e;
+
+  if (!st)
+    return ERR_DB;
+  bind_text(st, 1, name);
+  bind_text(st, 2, owner);
+  sqlite3_bind_int64(st, 3, ledger_now_ms());
+  sqlite3_bind_int64(st, 4, ttl_ms);
+  if ((e = sl_done(s, st)))
+    return e;
+  return sqlite3_changes(s->db) == 1 ? ERR_OK : ERR_BUSY;
+}
+
+static enum err sl_lock_release(struct ledger *l, const char *name,
+                                const char *owner)
+{
+  struct sqlite_ledger *s = sl_of(l);
+  sqlite3_stmt *st = sl_prep(s, "DELETE FROM locks WHERE name = ? AND owner = ?");
+  enum err e;
+
+  if (!st)
+    return ERR_DB;
+  bind_text(st, 1, name);
+  bind_text(st, 2, owner);
+  if ((e = sl_done(s, st)))
+    return e;
+  return sqlite3_changes(s->db) == 1 ? ERR_OK : ERR_NOTFOUND;
 }
 
 static enum err sl_artifact_add(struct ledger *l, struct artifact *a)
@@ -993,11 +1248,21 @@ const struct ledger_ops ledger_sqlite_ops = {
   .msg_recent = sl_msg_recent,
   .outbox_put = sl_outbox_put,
   .outbox_pending = sl_outbox_pending,
-  .outbox_done = sl_outbox_done,
-  .outbox_retry = sl_outbox_retry,
-  .outbox_fail = sl_outbox_fail,
+  .outbox_done = ledger_outbox_done,
+  .outbox_retry = ledger_outbox_retry,
+  .outbox_fail = ledger_outbox_fail,
+  .outbox_set = sl_outbox_set,
   .kv_get = sl_kv_get,
   .kv_set = sl_kv_set,
+  .job_requeue = sl_job_requeue,
+  .worker_register = sl_worker_register,
+  .worker_heartbeat = sl_worker_heartbeat,
+  .worker_expire = sl_worker_expire,
+  .worker_stop = sl_worker_stop,
+  .worker_list = sl_worker_list,
+  .worker_events = sl_worker_events,
+  .lock_acquire = sl_lock_acquire,
+  .lock_release = sl_lock_release,
   .artifact_add = sl_artifact_add,
   .artifact_list = sl_artifact_list,
   .turn_put = sl_turn_put,

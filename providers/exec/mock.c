@@ -6,6 +6,10 @@
  *   mock fail N        exit N, no output
  *   mock sleep MS      sleeps MS ms, honouring cancel and the timeout
  *   mock echo W...     output the words joined by spaces, and "\n"
+ *   mock unavailable [FILE]
+ *                      fails with ERR_UNAVAILABLE (a provider that cannot
+ *                      run now); with FILE only while FILE is missing, and
+ *                      creates it: unavailable once, then "ok"
  *   anything else      exit 0, output "mock: <argv joined by spaces>\n"
  * Instance options: delay_ms (added to every run, also honouring cancel and
  * timeout), healthy ("false" makes health() report not ok).
@@ -151,6 +155,19 @@ static enum err mock_join(struct buf *b, const char *const *argv)
   return e ? e : buf_appends(b, "\n");
 }
 
+static enum err mock_unavailable(const char *flag, struct buf *b)
+{
+  FILE *f;
+
+  if (flag && (f = fopen(flag, "r"))) {
+    fclose(f);
+    return buf_appends(b, "ok\n");
+  }
+  if (flag && (f = fopen(flag, "w")))
+    fclose(f);
+  return ERR_UNAVAILABLE;
+}
+
 /* Interprets the script; the delay and the sleep come first. */
 static enum err mock_script(const struct exec_request *req, int64_t deadline,
                             struct buf *b, struct exec_result *res)
@@ -174,6 +191,8 @@ static enum err mock_script(const struct exec_request *req, int64_t deadline,
   }
   if (is_mock && strcmp(argv[1], "echo") == 0)
     return mock_join(b, argv + 2);
+  if (is_mock && strcmp(argv[1], "unavailable") == 0)
+    return mock_unavailable(argv[2], b);
   if (buf_appends(b, "mock: "))
     return ERR_NOMEM;
   return mock_join(b, argv);

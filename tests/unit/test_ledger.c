@@ -400,6 +400,164 @@ TEST(bad_urls_are_refused)
   ASSERT_CONTAINS(err, "cannot open");
 }
 
+TEST(requeue_with_backoff_is_not_claimed_early)
+{
+  struct ledger *l = open_l();
+  struct job j;
+  struct transition *t;
+  size_t n;
+  int64_t id;
+
+  ASSERT(l);
+  id = new_job(l, "retry me");
+  ASSERT(!queue_job(l, id));
+  ASSERT_EQ(l->ops->job_claim(l, "w1", 5000, id, &j), ERR_OK);
+  job_release(&j);
+  /* only the holder of the lease may put it back */
+  ASSERT_EQ(l->ops->job_requeue(l, id, "w2", 0, "sup", "x"), ERR_STATE);
+  ASSERT_EQ(l->ops->job_requeue(l, id, "w1", 400, "supervisor", "provider unavailable"), ERR_OK);
+  ASSERT_EQ(l->ops->job_get(l, id, &j), ERR_OK);
+  ASSERT_EQ(j.state, JOB_QUEUED);
+  ASSERT(j.lease_owner == NULL);
+  ASSERT(j.not_before > 0);
+  ASSERT_EQ(j.attempts, 1);
+  job_release(&j);
+  ASSERT_EQ(l->ops->job_requeue(l, id, "w1", 0, "sup", "again"), ERR_STATE);
+  /* not due yet: the claim skips it */
+  ASSERT_EQ(l->ops->job_claim(l, "w2", 5000, id, &j), ERR_NOTFOUND);
+  tu_sleep_ms(500);
+  ASSERT_EQ(l->ops->job_claim(l, "w2", 5000, id, &j), ERR_OK);
+  ASSERT_EQ(j.attempts, 2);
+  ASSERT_STREQ(j.lease_owner, "w2");
+  job_release(&j);
+  ASSERT_EQ(l->ops->job_transitions(l, id, &t, &n), ERR_OK);
+  ASSERT(n >= 2);
+  ASSERT_EQ(t[n - 2].to, JOB_QUEUED);
+  ASSERT_STREQ(t[n - 2].reason, "provider unavailable");
+  ASSERT_EQ(t[n - 1].to, JOB_RUNNING);
+  transition_list_free(t, n);
+  ledger_close(l);
+}
+
+static int find_worker(struct ledger *l, const char *id, struct worker_rec *out)
+{
+  struct worker_rec *v = NULL;
+  size_t n = 0;
+  int found = 0;
+
+  if (l->ops->worker_list(l, &v, &n))
+    return 0;
+  for (size_t i = 0; i < n; i++) {
+    if (!found && strcmp(v[i].id, id) == 0) {
+      *out = v[i];
+      memset(&v[i], 0, sizeof v[i]);
+      found = 1;
+    }
+  }
+  worker_list_free(v, n);
+  return found;
+}
+
+/* The kinds of the newest events of one worker, oldest first: "online,back". */
+static void worker_kinds(struct ledger *l, const char *id, char *buf, size_t len)
+{
+  struct worker_event *v = NULL;
+  size_t n = 0;
+
+  buf[0] = '\0';
+  if (l->ops->worker_events(l, 100, &v, &n))
+    return;
+  for (size_t i = 0; i < n; i++)
+    if (strcmp(v[i].worker_id, id) == 0)
+      snprintf(buf + strlen(buf), len - strlen(buf), "%s%s", *buf ? "," : "", v[i].kind);
+  worker_event_list_free(v, n);
+}
+
+TEST(worker_registry_online_offline_back)
+{
+  struct ledger *l = open_l();
+  struct worker_rec w = {0}, got, *v;
+  char kinds[256];
+  size_t n;
+  int back = -1;
+
+  ASSERT(l);
+  w.id = "hostA:101";
+  w.host = "hostA";
+  w.pid = 101;
+  w.providers = "local,mock";
+  w.capacity = 4;
+  ASSERT_EQ(l->ops->worker_heartbeat(l, "nobody:1", 0, 1000, &back), ERR_NOTFOUND);
+  ASSERT_EQ(l->ops->worker_register(l, &w, 200), ERR_OK);
+  ASSERT(find_worker(l, "hostA:101", &got));
+  ASSERT_STREQ(got.state, "online");
+  ASSERT_STREQ(got.providers, "local,mock");
+  ASSERT_EQ(got.capacity, 4);
+  ASSERT_EQ(got.pid, 101);
+  worker_rec_release(&got);
+  ASSERT_EQ(l->ops->worker_heartbeat(l, "hostA:101", 3, 200, &back), ERR_OK);
+  ASSERT_EQ(back, 0);
+  ASSERT(find_worker(l, "hostA:101", &got));
+  ASSERT_EQ(got.load, 3);
+  worker_rec_release(&got);
+  /* alive: nothing expires */
+  ASSERT_EQ(l->ops->worker_expire(l, ledger_now_ms(), &v, &n), ERR_OK);
+  for (size_t i = 0; i < n; i++)
+    ASSERT(strcmp(v[i].id, "hostA:101") != 0);
+  worker_list_free(v, n);
+  tu_sleep_ms(300);
+  /* expired: reported once, then not again */
+  ASSERT_EQ(l->ops->worker_expire(l, ledger_now_ms(), &v, &n), ERR_OK);
+  ASSERT_EQ(n, 1);
+  ASSERT_STREQ(v[0].id, "hostA:101");
+  ASSERT_STREQ(v[0].state, "offline");
+  worker_list_free(v, n);
+  ASSERT_EQ(l->ops->worker_expire(l, ledger_now_ms(), &v, &n), ERR_OK);
+  ASSERT_EQ(n, 0);
+  worker_list_free(v, n);
+  /* it heartbeats again: back, once */
+  ASSERT_EQ(l->ops->worker_heartbeat(l, "hostA:101", 0, 5000, &back), ERR_OK);
+  ASSERT_EQ(back, 1);
+  ASSERT_EQ(l->ops->worker_heartbeat(l, "hostA:101", 0, 5000, &back), ERR_OK);
+  ASSERT_EQ(back, 0);
+  /* a clean stop, once */
+  ASSERT_EQ(l->ops->worker_stop(l, "hostA:101", "stopped"), ERR_OK);
+  ASSERT_EQ(l->ops->worker_stop(l, "hostA:101", "stopped"), ERR_NOTFOUND);
+  ASSERT(find_worker(l, "hostA:101", &got));
+  ASSERT_STREQ(got.state, "offline");
+  ASSERT_STREQ(got.reason, "stopped");
+  worker_rec_release(&got);
+  worker_kinds(l, "hostA:101", kinds, sizeof kinds);
+  ASSERT_STREQ(kinds, "online,offline,back,offline");
+  /* bad input is refused */
+  w.id = NULL;
+  ASSERT_EQ(l->ops->worker_register(l, &w, 200), ERR_INVAL);
+  ledger_close(l);
+}
+
+TEST(locks_are_exclusive_until_released_or_expired)
+{
+  struct ledger *l = open_l(), *m = open_l();
+
+  ASSERT(l && m);
+  ASSERT_EQ(l->ops->lock_acquire(l, "reclaim", "p1", 300), ERR_OK);
+  ASSERT_EQ(m->ops->lock_acquire(m, "reclaim", "p2", 300), ERR_BUSY);
+  /* the holder renews it; another name is free */
+  ASSERT_EQ(l->ops->lock_acquire(l, "reclaim", "p1", 300), ERR_OK);
+  ASSERT_EQ(m->ops->lock_acquire(m, "other", "p2", 300), ERR_OK);
+  ASSERT_EQ(m->ops->lock_release(m, "reclaim", "p2"), ERR_NOTFOUND);
+  ASSERT_EQ(l->ops->lock_release(l, "reclaim", "p1"), ERR_OK);
+  ASSERT_EQ(m->ops->lock_acquire(m, "reclaim", "p2", 300), ERR_OK);
+  /* p2 lets it expire: p1 takes it over, and p2 no longer holds it */
+  tu_sleep_ms(400);
+  ASSERT_EQ(l->ops->lock_acquire(l, "reclaim", "p1", 300), ERR_OK);
+  ASSERT_EQ(m->ops->lock_release(m, "reclaim", "p2"), ERR_NOTFOUND);
+  ASSERT_EQ(l->ops->lock_release(l, "reclaim", "p1"), ERR_OK);
+  ASSERT_EQ(m->ops->lock_release(m, "other", "p2"), ERR_OK);
+  ledger_close(l);
+  ledger_close(m);
+}
+
 TEST(artifacts_recorded_and_listed)
 {
   struct ledger *l = open_l();
@@ -462,6 +620,9 @@ static void run_suite(void)
   RUN(artifacts_recorded_and_listed);
   RUN(chat_turns_and_token_usage);
   RUN(bad_urls_are_refused);
+  RUN(requeue_with_backoff_is_not_claimed_early);
+  RUN(worker_registry_online_offline_back);
+  RUN(locks_are_exclusive_until_released_or_expired);
 }
 
 int main(void)

@@ -310,25 +310,170 @@ TEST(results_reach_the_outbox)
   ASSERT(found);
 }
 
+static char g_dir[512];
+
+static int transitions_with(int64_t id, enum job_state to, const char *reason_part)
+{
+  struct transition *t;
+  size_t n;
+  int count = 0;
+
+  if (g_l->ops->job_transitions(g_l, id, &t, &n))
+    return -1;
+  for (size_t i = 0; i < n; i++)
+    count += t[i].to == to && (!reason_part || (t[i].reason && strstr(t[i].reason, reason_part)));
+  transition_list_free(t, n);
+  return count;
+}
+
+static int64_t submit_approved(const char *plan)
+{
+  enum job_state st;
+  int64_t id = submit_plan(plan, &st);
+
+  if (id && st == JOB_AWAITING_APPROVAL && orch_decide(g_orch, g_l, id, 1, "test"))
+    return 0;
+  return id;
+}
+
+TEST(unavailable_provider_is_retried_with_backoff)
+{
+  char plan[1024];
+  struct job j;
+  int64_t id;
+
+  snprintf(plan, sizeof plan, "{\"steps\":[{\"action\":\"shell\",\"provider\":\"mock\","
+           "\"idempotent\":true,\"args\":{\"argv\":[\"mock\",\"unavailable\",\"%s/flag\"]}}]}", g_dir);
+  ASSERT((id = submit_approved(plan)) > 0);
+  ASSERT_EQ(wait_final(id, 10000, &j), JOB_SUCCEEDED);
+  ASSERT_EQ(j.attempts, 2);
+  job_release(&j);
+  ASSERT_EQ(transitions_with(id, JOB_QUEUED, "retry 2 of 3 in 0.1s"), 1);
+}
+
+TEST(retries_stop_at_max_attempts)
+{
+  struct job j;
+  int64_t id = submit_approved("{\"steps\":[{\"action\":\"shell\",\"provider\":\"mock\","
+                               "\"idempotent\":true,\"args\":{\"argv\":[\"mock\",\"unavailable\"]}}]}");
+
+  ASSERT(id > 0);
+  ASSERT_EQ(wait_final(id, 10000, &j), JOB_FAILED);
+  ASSERT_EQ(j.attempts, 3);
+  ASSERT_CONTAINS(j.reason, "gave up after 3 attempts");
+  job_release(&j);
+  /* backoff doubles: 0.1s then 0.2s */
+  ASSERT_EQ(transitions_with(id, JOB_QUEUED, "in 0.1s"), 1);
+  ASSERT_EQ(transitions_with(id, JOB_QUEUED, "in 0.2s"), 1);
+}
+
+TEST(no_retry_after_a_step_that_is_not_idempotent)
+{
+  struct job j;
+  int64_t id = submit_approved("{\"steps\":[{\"action\":\"shell\",\"idempotent\":false,"
+                               "\"args\":{\"argv\":[\"echo\",\"once\"]}},"
+                               "{\"action\":\"shell\",\"provider\":\"mock\",\"idempotent\":true,"
+                               "\"args\":{\"argv\":[\"mock\",\"unavailable\"]}}]}");
+
+  ASSERT(id > 0);
+  ASSERT_EQ(wait_final(id, 10000, &j), JOB_FAILED);
+  ASSERT_EQ(j.attempts, 1);
+  ASSERT_CONTAINS(j.reason, "not retried: step 1 changes things");
+  job_release(&j);
+}
+
+/* A job claimed by a runner that vanished (lease ended): the supervisor
+ * takes it back; idempotent work runs again, other work that started ends
+ * FAILED with the reason, and the user hears about both. */
+static int64_t ghost_job(const char *plan_json, int started_step)
+{
+  struct job j = {0};
+  struct job_step_rec r = {0};
+
+  j.channel = "unit";
+  j.chat_id = 1;
+  j.text = "ghost";
+  /* queued and claimed in one transaction, so that no worker thread of
+   * ours takes it first */
+  if (g_l->ops->begin(g_l) || g_l->ops->job_create(g_l, &j, "test") ||
+      g_l->ops->job_set_plan(g_l, j.id, plan_json, "s", RISK_READ_ONLY) ||
+      g_l->ops->job_transition(g_l, j.id, JOB_CREATED, JOB_PLANNED, "t", NULL) ||
+      g_l->ops->job_transition(g_l, j.id, JOB_PLANNED, JOB_QUEUED, "t", NULL))
+    return 0;
+  int64_t id = j.id;
+  if (g_l->ops->job_claim(g_l, "ghost:1:w0", 1, id, &j) != ERR_OK || g_l->ops->commit(g_l))
+    return 0;
+  job_release(&j);
+  r.idx = started_step;
+  r.state = "RUNNING";
+  if (started_step >= 0 && g_l->ops->step_record(g_l, id, &r))
+    return 0;
+  return id;
+}
+
+TEST(dead_runner_idempotent_work_runs_again_other_work_fails)
+{
+  struct job a, b;
+  struct outbox_msg *v;
+  size_t n;
+  int told = 0;
+  int64_t ia = ghost_job("{\"steps\":[{\"action\":\"shell\",\"idempotent\":true,"
+                         "\"args\":{\"argv\":[\"echo\",\"again\"]}}]}", 0);
+  int64_t ib = ghost_job("{\"steps\":[{\"action\":\"shell\",\"idempotent\":false,"
+                         "\"args\":{\"argv\":[\"echo\",\"never twice\"]}}]}", 0);
+
+  ASSERT(ia > 0 && ib > 0);
+  ASSERT_EQ(wait_final(ia, 15000, &a), JOB_SUCCEEDED);
+  ASSERT_EQ(a.attempts, 2);
+  ASSERT_CONTAINS(a.output_tail, "again");
+  ASSERT_EQ(wait_final(ib, 15000, &b), JOB_FAILED);
+  ASSERT_EQ(b.attempts, 1);
+  ASSERT_CONTAINS(b.reason, "its runner stopped");
+  ASSERT_CONTAINS(b.reason, "not run twice");
+  job_release(&a);
+  job_release(&b);
+  ASSERT_EQ(g_l->ops->outbox_pending(g_l, "unit", ledger_now_ms(), 1000, &v, &n), ERR_OK);
+  for (size_t i = 0; i < n; i++) {
+    told += v[i].job_id == ia && strstr(v[i].text, "retry 2 of 3") != NULL;
+    told += v[i].job_id == ib && strstr(v[i].text, "FAILED") != NULL;
+  }
+  outbox_list_free(v, n);
+  ASSERT_EQ(told, 2);
+}
+
+TEST(this_process_is_in_the_worker_registry)
+{
+  struct worker_rec *v;
+  size_t n;
+  int found = 0;
+
+  ASSERT_EQ(g_l->ops->worker_list(g_l, &v, &n), ERR_OK);
+  for (size_t i = 0; i < n; i++)
+    found |= v[i].pid == (int64_t)getpid() && strcmp(v[i].state, "online") == 0 &&
+             v[i].capacity == 2 && strstr(v[i].providers, "mock") != NULL;
+  worker_list_free(v, n);
+  ASSERT(found);
+}
+
 int main(void)
 {
-  char dir[512], env[600], err[256];
+  char *dir = g_dir, env[600], conf[600], err[256];
+  FILE *f;
 
   log_setup(LOGL_ERROR, 0, NULL);
-  tu_tmpdir(dir, sizeof dir);
+  tu_tmpdir(dir, sizeof g_dir);
   snprintf(env, sizeof env, "%s/home", dir);
   setenv("SKYNET_HOME", env, 1);
-  setenv("SKYNET_CONFIG", "", 1);
+  snprintf(conf, sizeof conf, "%s/skynet.yaml", dir);
+  if (!(f = fopen(conf, "w")))
+    return 1;
+  fputs("providers:\n  default: local\n  local: {type: local}\n  mock: {type: mock}\n"
+        "  slowbox: {type: local, timeout_s: 1}\nqueue:\n  backoff_ms: 100\n", f);
+  fclose(f);
+  setenv("SKYNET_CONFIG", conf, 1);
   unsetenv("SKYNET_DATABASE_URL");
   unsetenv("TELEGRAM_BOT_TOKEN");
-  char yaml[600];
-  FILE *f;
-  snprintf(yaml, sizeof yaml, "%s/skynet.yaml", dir);
-  if (!(f = fopen(yaml, "w")))
-    return 1;
-  fputs("providers:\n  default: local\n  slowbox: {type: local, timeout_s: 1}\n", f);
-  fclose(f);
-  if (cfg_load(&g_cfg, yaml, err, sizeof err) || ledger_open(g_cfg.database_url, &g_l, err, sizeof err)) {
+  if (cfg_load(&g_cfg, conf, err, sizeof err) || ledger_open(g_cfg.database_url, &g_l, err, sizeof err)) {
     fprintf(stderr, "setup: %s\n", err);
     return 1;
   }
@@ -351,6 +496,11 @@ int main(void)
   RUN(cancel_running_and_queued);
   RUN(unknown_provider_fails_planning);
   RUN(results_reach_the_outbox);
+  RUN(unavailable_provider_is_retried_with_backoff);
+  RUN(retries_stop_at_max_attempts);
+  RUN(no_retry_after_a_step_that_is_not_idempotent);
+  RUN(dead_runner_idempotent_work_runs_again_other_work_fails);
+  RUN(this_process_is_in_the_worker_registry);
   orch_stop(g_orch, 1000);
   registry_release(&g_reg);
   ledger_close(g_l);

@@ -51,6 +51,7 @@ TEST(invalid_plans_are_rejected_with_reasons)
     {"{\"steps\":[{\"action\":\"service_status\",\"args\":{\"name\":\"x;rm -rf /\"}}]}", "not a service name"},
     {"{\"steps\":[{\"action\":\"disk_usage\",\"args\":[1]}]}", "'args' must be an object"},
     {"{\"steps\":[{\"action\":\"disk_usage\"}]} trailing", "not valid JSON"},
+    {"{\"steps\":[{\"action\":\"disk_usage\",\"idempotent\":\"yes\"}]}", "'idempotent' must be true or false"},
   };
   char err[256];
   struct plan p;
@@ -63,6 +64,34 @@ TEST(invalid_plans_are_rejected_with_reasons)
     }
     ASSERT_CONTAINS(err, cases[i].why);
   }
+}
+
+/* Retrying interrupted work needs to know which steps may run twice. */
+TEST(idempotent_defaults_by_risk_and_plan_may_say)
+{
+  struct plan p, q;
+  char err[256] = "", *out;
+  const char *j = "{\"steps\":[{\"action\":\"disk_usage\"},"
+                  "{\"action\":\"file_write\",\"args\":{\"path\":\"/tmp/x\",\"content\":\"y\"}},"
+                  "{\"action\":\"shell\",\"args\":{\"argv\":[\"mkdir\",\"-p\",\"/tmp/d\"]},"
+                  "\"idempotent\":true},"
+                  "{\"action\":\"uptime\",\"idempotent\":false}]}";
+
+  ASSERT_EQ(parse(j, &p, err, sizeof err), ERR_OK);
+  plan_assess(&p);
+  ASSERT_EQ(plan_step_idempotent(&p.steps[0]), 1);
+  ASSERT_EQ(plan_step_idempotent(&p.steps[1]), 0);
+  ASSERT_EQ(plan_step_idempotent(&p.steps[2]), 1);
+  ASSERT_EQ(plan_step_idempotent(&p.steps[3]), 0);
+  /* the decision is stored with the plan and survives a round trip */
+  out = plan_to_json(&p);
+  ASSERT_CONTAINS(out, "\"idempotent\":false");
+  ASSERT_EQ(parse(out, &q, err, sizeof err), ERR_OK);
+  for (size_t i = 0; i < 4; i++)
+    ASSERT_EQ(plan_step_idempotent(&q.steps[i]), plan_step_idempotent(&p.steps[i]));
+  free(out);
+  plan_release(&q);
+  plan_release(&p);
 }
 
 TEST(too_many_steps_and_too_big)
@@ -214,6 +243,7 @@ int main(void)
 {
   RUN(good_plan_resolves_argv);
   RUN(invalid_plans_are_rejected_with_reasons);
+  RUN(idempotent_defaults_by_risk_and_plan_may_say);
   RUN(too_many_steps_and_too_big);
   RUN(claimed_risk_only_raises);
   RUN(file_write_passes_content_on_stdin);
