@@ -14,6 +14,9 @@
 #define TG_PACE_SLOTS 1024
 #define TG_PACE_PROBE 8
 #define TG_EDIT_GAP_MS 1000
+/* Added to every window and gap: clocks of ms resolution at both ends and
+ * uneven network delay can otherwise land two sends 999 ms apart at Telegram. */
+#define TG_PACE_MARGIN_MS 15
 
 struct tg_slot {
   int64_t key;
@@ -42,8 +45,8 @@ enum err tg_pace_new(int global_per_s, int chat_per_s, int group_per_min, struct
     return ERR_NOMEM;
   }
   p->cap = global_per_s;
-  p->chat_gap_ms = (1000 + chat_per_s - 1) / chat_per_s;
-  p->group_gap_ms = (60000 + group_per_min - 1) / group_per_min;
+  p->chat_gap_ms = (1000 + chat_per_s - 1) / chat_per_s + TG_PACE_MARGIN_MS;
+  p->group_gap_ms = (60000 + group_per_min - 1) / group_per_min + TG_PACE_MARGIN_MS;
   *out = p;
   return ERR_OK;
 }
@@ -119,7 +122,7 @@ int64_t tg_pace_wait(const struct tg_pace *p, int64_t chat, const char *edit_key
 {
   int64_t at = p->hold_until, v;
 
-  if (p->n_sent >= (uint64_t)p->cap && (v = p->ring[p->n_sent % (uint64_t)p->cap] + 1000) > at)
+  if (p->n_sent >= (uint64_t)p->cap && (v = p->ring[p->n_sent % (uint64_t)p->cap] + 1000 + TG_PACE_MARGIN_MS) > at)
     at = v;
   if ((v = tg_next(p->chats, chat, now)) > at)
     at = v;
@@ -133,7 +136,8 @@ void tg_pace_sent(struct tg_pace *p, int64_t chat, const char *edit_key, int64_t
   p->ring[p->n_sent++ % (uint64_t)p->cap] = now;
   tg_set(p->chats, chat, now + (chat < 0 ? p->group_gap_ms : p->chat_gap_ms), now);
   if (edit_key)
-    tg_set(p->edits, (int64_t)tg_hash(edit_key, chat), now + TG_EDIT_GAP_MS, now);
+    tg_set(p->edits, (int64_t)tg_hash(edit_key, chat), now + TG_EDIT_GAP_MS + TG_PACE_MARGIN_MS,
+           now);
 }
 
 void tg_pace_hold(struct tg_pace *p, int64_t chat, int64_t now, int64_t until)

@@ -4,7 +4,8 @@
  * messages in any one-second window overall (bursts allowed up to that), one
  * message per 1/chat_per_s seconds to a private chat, one per
  * 60/group_per_min seconds to a group (negative chat id), and at most one
- * edit per second of any one message (by edit key).  A 429 holds a chat, and
+ * edit per second of any one message (by edit key), each with a safety
+ * margin of a few ms.  A 429 holds a chat, and
  * everything, for exactly retry_after.  Chats are tracked in a fixed table;
  * a chat is only forgotten once its wait has passed, so collisions can make
  * the pacer stricter, never laxer.
