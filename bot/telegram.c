@@ -745,9 +745,11 @@ static void *tg_sender_main(void *arg)
     int64_t wait = tg_send_round(t, l, &left);
     if (t->sender_stop && (left == 0 || ledger_now_ms() >= t->flush_deadline))
       break;
-    if (t->sender_stop && wait > 50)
-      wait = 50;
-    if (wait > 0)
+    if (t->sender_stop && wait > t->flush_deadline - ledger_now_ms())
+      wait = t->flush_deadline - ledger_now_ms();
+    if (wait > 0 && tg_pace_wait_any(t->pace, ledger_now_ms()) >= wait)
+      tg_sleep_ms(wait);    /* nothing can go before then: new messages need not wake us */
+    else if (wait > 0)
       ledger_outbox_wait(&seen, (int)wait);
   }
   ledger_close(l);

@@ -118,12 +118,20 @@ static void tg_set(struct tg_slot *t, int64_t key, int64_t next, int64_t now)
   }
 }
 
-int64_t tg_pace_wait(const struct tg_pace *p, int64_t chat, const char *edit_key, int64_t now)
+int64_t tg_pace_wait_any(const struct tg_pace *p, int64_t now)
 {
   int64_t at = p->hold_until, v;
 
-  if (p->n_sent >= (uint64_t)p->cap && (v = p->ring[p->n_sent % (uint64_t)p->cap] + 1000 + TG_PACE_MARGIN_MS) > at)
+  if (p->n_sent >= (uint64_t)p->cap &&
+      (v = p->ring[p->n_sent % (uint64_t)p->cap] + 1000 + TG_PACE_MARGIN_MS) > at)
     at = v;
+  return at > now ? at - now : 0;
+}
+
+int64_t tg_pace_wait(const struct tg_pace *p, int64_t chat, const char *edit_key, int64_t now)
+{
+  int64_t at = now + tg_pace_wait_any(p, now), v;
+
   if ((v = tg_next(p->chats, chat, now)) > at)
     at = v;
   if (edit_key && (v = tg_next(p->edits, (int64_t)tg_hash(edit_key, chat), now)) > at)

@@ -26,6 +26,8 @@ void tg_pace_free(struct tg_pace *p);   /* NULL-safe */
 /* Milliseconds until a message to chat (an edit of edit_key when not NULL)
  * may go; 0 means now. */
 int64_t tg_pace_wait(const struct tg_pace *p, int64_t chat, const char *edit_key, int64_t now);
+/* Milliseconds until any message at all may go (the global window, a 429). */
+int64_t tg_pace_wait_any(const struct tg_pace *p, int64_t now);
 /* Records a message that went out at now. */
 void tg_pace_sent(struct tg_pace *p, int64_t chat, const char *edit_key, int64_t now);
 /* A 429 with retry_after: nothing at all before `until`. */

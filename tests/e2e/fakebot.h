@@ -38,7 +38,11 @@
 #define FK_TOKEN "123:abc"
 #define FK_MAX 4096
 
-enum fk_fault { FK_NONE, FK_429, FK_500, FK_DROP, FK_GARBAGE, FK_404, FK_HALF };
+enum fk_fault {
+  FK_NONE, FK_429, FK_500, FK_DROP, FK_GARBAGE, FK_404, FK_HALF,
+  FK_400_ENTITIES,       /* 400 "can't parse entities" (only for a parse_mode request) */
+  FK_403,                /* 403 "bot was blocked by the user" */
+};
 
 struct fk_rec {
   char method[40];
@@ -252,7 +256,8 @@ static int fk_serve(struct fk *f, int fd, const char *path, const char *body)
     return 1;
   }
   pthread_mutex_lock(&f->mu);
-  if (f->fault_count > 0 && strcmp(method, f->fault_method) == 0) {
+  if (f->fault_count > 0 && strcmp(method, f->fault_method) == 0 &&
+      (f->fault != FK_400_ENTITIES || strstr(body, "\"parse_mode\""))) {
     fault = f->fault;
     f->fault_count--;
   }
@@ -311,6 +316,14 @@ static int fk_serve(struct fk *f, int fd, const char *path, const char *body)
     if (send(fd, out, strlen(out), MSG_NOSIGNAL) < 0)
       return 0;
     return 0;
+  case FK_400_ENTITIES:
+    fk_reply(fd, 400, "{\"ok\":false,\"error_code\":400,\"description\":\"Bad Request: can't "
+             "parse entities: Unsupported start tag \\\"b\\\" at byte offset 0\"}");
+    return 1;
+  case FK_403:
+    fk_reply(fd, 403, "{\"ok\":false,\"error_code\":403,\"description\":\"Forbidden: bot was "
+             "blocked by the user\"}");
+    return 1;
   case FK_404:
     fk_reply(fd, 404, "{\"ok\":false,\"error_code\":404,\"description\":\"Not Found\"}");
     return 1;
@@ -457,6 +470,14 @@ static inline long long fk_button(struct fk *f, long long user, long long chat, 
            "\"chat\":{\"id\":%lld,\"type\":\"private\"}},\"chat_instance\":\"x\",\"data\":\"%s\"}",
            f->next_update, user, chat, data);
   return fk_push(f, rest);
+}
+
+/* Every method is supported again. */
+static inline void fk_supported_all(struct fk *f)
+{
+  pthread_mutex_lock(&f->mu);
+  memset(f->unsupported, 0, sizeof f->unsupported);
+  pthread_mutex_unlock(&f->mu);
 }
 
 /* Answers method with 404 "Not Found" from now on, like a server that lacks it. */

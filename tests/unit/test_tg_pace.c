@@ -16,6 +16,7 @@ TEST(global_window_allows_bursts_up_to_the_limit)
     tg_pace_sent(p, 1000 + i, NULL, 5000);
   }
   ASSERT_EQ(tg_pace_wait(p, 2000, NULL, 5000), 1000 + M);
+  ASSERT_EQ(tg_pace_wait_any(p, 5000), 1000 + M);
   ASSERT_EQ(tg_pace_wait(p, 2000, NULL, 5999 + M), 1);
   ASSERT_EQ(tg_pace_wait(p, 2000, NULL, 6000 + M), 0);
   tg_pace_free(p);
