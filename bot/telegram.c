@@ -321,7 +321,9 @@ enum err tg_update_parse(json_object *o, struct tg_update *u)
 
 /* ---- open --------------------------------------------------------------- */
 
-static void tg_set_commands(struct tg *t)
+/* The command menu; called from the sender thread on its own connection,
+ * so that the first getUpdates need not wait for it. */
+static void tg_set_commands(struct tg_http *h)
 {
   static const char *const cmds[][2] = {
     {"help", "What SKYNET can do"}, {"task", "Give a task"},
@@ -339,7 +341,7 @@ static void tg_set_commands(struct tg *t)
     json_object_array_add(arr, c);
   }
   json_object_object_add(body, "commands", arr);
-  if (tg_call(&t->http, "setMyCommands", body, NULL, 15, &r))
+  if (tg_call(h, "setMyCommands", body, NULL, 15, &r))
     log_warn("telegram", "setMyCommands unsupported or failed (%s); no command menu", r.desc);
   tg_res_release(&r);
   json_object_put(body);
@@ -740,6 +742,7 @@ static void *tg_sender_main(void *arg)
     return NULL;
   }
   srand((unsigned)ledger_now_ms());
+  tg_set_commands(&t->out);
   for (;;) {
     size_t left;
     int64_t wait = tg_send_round(t, l, &left);
@@ -991,7 +994,6 @@ int tg_run(struct tg *t, struct conv *c, struct ledger *l, volatile sig_atomic_t
   if (l->ops->kv_get(l, "telegram.offset", &v) == ERR_OK && v)
     offset = strtoll(v, NULL, 10);
   free(v);
-  tg_set_commands(t);
   if (pthread_create(&t->sender, NULL, tg_sender_main, t) != 0) {
     log_error("telegram", "cannot start the sender thread");
     return 1;

@@ -12,18 +12,26 @@
 #include "../e2e/proc.h"
 #include "../testutil.h"
 
-static long rss_kb(pid_t pid)
+/* VmRSS of pid in KB; anon and file get RssAnon and RssFile (shared
+ * libraries' touched pages). */
+static long rss_kb(pid_t pid, long *anon, long *file)
 {
   char path[64], line[256];
   long kb = -1;
   FILE *f;
 
+  *anon = *file = -1;
   snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
   if (!(f = fopen(path, "r")))
     return -1;
-  while (fgets(line, sizeof line, f))
+  while (fgets(line, sizeof line, f)) {
     if (strncmp(line, "VmRSS:", 6) == 0)
       kb = strtol(line + 6, NULL, 10);
+    else if (strncmp(line, "RssAnon:", 8) == 0)
+      *anon = strtol(line + 8, NULL, 10);
+    else if (strncmp(line, "RssFile:", 8) == 0)
+      *file = strtol(line + 8, NULL, 10);
+  }
   fclose(f);
   return kb;
 }
@@ -62,13 +70,12 @@ struct run {
   struct proc p;
 };
 
-/* Starts skynet on a fresh home against fk, allowing users user0+1 .. user0+n. */
-static int run_start(struct run *r, struct fk *fk, int user0, int n)
+/* Starts skynet on r's home (kept from a previous run). */
+static int run_restart(struct run *r, struct fk *fk, int user0, int n)
 {
   char *argv[] = {SKYNET_BIN, "run", NULL};
   size_t off;
 
-  tu_tmpdir(r->dir, sizeof r->dir);
   snprintf(r->home, sizeof r->home, "%s/home", r->dir);
   snprintf(r->env_home, sizeof r->env_home, "SKYNET_HOME=%s", r->home);
   snprintf(r->env_api, sizeof r->env_api, "SKYNET_TELEGRAM_API=http://127.0.0.1:%d", fk->port);
@@ -82,6 +89,13 @@ static int run_start(struct run *r, struct fk *fk, int user0, int n)
   return proc_start(&r->p, argv, env);
 }
 
+/* Starts skynet on a fresh home against fk, allowing users user0+1 .. user0+n. */
+static int run_start(struct run *r, struct fk *fk, int user0, int n)
+{
+  tu_tmpdir(r->dir, sizeof r->dir);
+  return run_restart(r, fk, user0, n);
+}
+
 static void run_stop(struct run *r)
 {
   kill(r->p.pid, SIGTERM);
@@ -90,13 +104,33 @@ static void run_stop(struct run *r)
   tu_rmrf(r->dir);
 }
 
+/* The floor under any startup figure: exec of `skynet --version`, which
+ * only loads the program and its ~40 shared libraries; best of 5. */
+static long long version_floor_ms(void)
+{
+  char *argv[] = {SKYNET_BIN, "--version", NULL};
+  long long best = -1;
+
+  for (int i = 0; i < 5; i++) {
+    struct proc p;
+    long long t0 = fk_ms();
+    if (proc_start(&p, argv, NULL))
+      return -1;
+    proc_finish(&p, 5000);
+    proc_release(&p);
+    if (best < 0 || fk_ms() - t0 < best)
+      best = fk_ms() - t0;
+  }
+  return best;
+}
+
 /* Startup, idle memory and reply latency. */
 static int bench_latency(void)
 {
   static struct fk fk;
   struct run r;
   long long t0;
-  long hit;
+  long hit, anon, file;
 
   if (fk_start(&fk))
     return 1;
@@ -107,11 +141,28 @@ static int bench_latency(void)
     return 1;
   printf("exec → first getUpdates: %lld ms (includes creating and migrating a new database)\n",
          fk.recs[hit].at - t0);
+  printf("  floor: exec → exit of skynet --version (loading the libraries): %lld ms\n",
+         version_floor_ms());
   sleep(3);
-  printf("idle RSS while long-polling: %ld KB\n", rss_kb(r.p.pid));
+  long rss = rss_kb(r.p.pid, &anon, &file);
+  printf("idle RSS while long-polling: %ld KB (anonymous %ld KB, file-backed %ld KB: "
+         "shared libraries)\n", rss, anon, file);
   latency(&fk, "/help", 1001, 100);
   latency(&fk, "/status", 1101, 100);
-  run_stop(&r);
+  kill(r.p.pid, SIGTERM);
+  proc_finish(&r.p, 20000);
+  proc_release(&r.p);
+  for (int i = 0; i < 3; i++) {
+    size_t m = fk_mark(&fk);
+    t0 = fk_ms();
+    if (run_restart(&r, &fk, 1000, 200) || (hit = fk_wait(&fk, m, "getUpdates", NULL, NULL, 10000)) < 0)
+      return 1;
+    printf("restart (database exists) → first getUpdates: %lld ms\n", fk.recs[hit].at - t0);
+    kill(r.p.pid, SIGTERM);
+    proc_finish(&r.p, 20000);
+    proc_release(&r.p);
+  }
+  tu_rmrf(r.dir);
   return 0;
 }
 

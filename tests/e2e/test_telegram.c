@@ -148,7 +148,7 @@ TEST(commands_tasks_and_buttons)
   long i;
 
   ASSERT(start(&p) == 0);
-  ASSERT(fk_find(&g_fk, 0, "setMyCommands", "task", NULL) >= 0);
+  ASSERT(fk_wait(&g_fk, 0, "setMyCommands", "task", NULL, 10000) >= 0);
 
   m = fk_mark(&g_fk);
   fk_msg(&g_fk, 10, 10, "\\/help");
