@@ -110,8 +110,9 @@ static int confirmed(size_t from, long long id)
   return fk_wait(&g_fk, from, "getUpdates", off, NULL, 10000) >= 0;
 }
 
-/* Queues a notification the way the engine does: straight into the outbox. */
-static int outbox_put(long long chat, const char *text)
+/* Queues a notification the way the engine does: straight into the outbox;
+ * messages with one edit_key (may be NULL) edit one Telegram message. */
+static int outbox_put_keyed(long long chat, const char *text, const char *edit_key)
 {
   char url[800];
   struct ledger *l;
@@ -124,9 +125,15 @@ static int outbox_put(long long chat, const char *text)
   m.channel = "telegram";
   m.chat_id = chat;
   m.text = (char *)text;
+  m.edit_key = (char *)edit_key;
   e = ledger_outbox_put(l, &m, NULL);
   ledger_close(l);
   return e == ERR_OK ? 0 : -1;
+}
+
+static int outbox_put(long long chat, const char *text)
+{
+  return outbox_put_keyed(chat, text, NULL);
 }
 
 TEST(bad_token_is_fatal)
@@ -546,6 +553,33 @@ TEST(unsupported_methods_degrade)
   buf_release(&b);
 }
 
+/* Progress edits of one message: at most one per second, and a burst of
+ * them collapses so that the last one wins. */
+TEST(progress_edits_paced_and_coalesced)
+{
+  struct proc p;
+  size_t m;
+  long a, b;
+  char text[64];
+
+  ASSERT(start(&p) == 0);
+  m = fk_mark(&g_fk);
+  ASSERT(outbox_put_keyed(85, "progress 0/5", "job:9999:progress") == 0);
+  ASSERT((a = fk_wait(&g_fk, m, "sendMessage", "\"chat_id\":85,", "progress 0\\/5", 10000)) >= 0);
+  for (int i = 1; i <= 5; i++) {
+    snprintf(text, sizeof text, "progress %d/5", i);
+    ASSERT(outbox_put_keyed(85, text, "job:9999:progress") == 0);
+  }
+  ASSERT((b = fk_wait(&g_fk, m, "editMessageText", "\"chat_id\":85,", "progress 5\\/5", 10000)) >= 0);
+  ASSERT(g_fk.recs[b].at - g_fk.recs[a].at >= 1000);
+  tu_sleep_ms(2500);
+  ASSERT(fk_count(&g_fk, m, "editMessageText", "\"chat_id\":85,", NULL) <= 2);
+  ASSERT_EQ(fk_count(&g_fk, m, "sendMessage", "\"chat_id\":85,", NULL), 1);
+  /* the last edit is the last word */
+  ASSERT_EQ(fk_find(&g_fk, (size_t)b + 1, "editMessageText", "\"chat_id\":85,", NULL), -1);
+  ASSERT_EQ(stop(&p), 0);
+}
+
 int main(void)
 {
   signal(SIGPIPE, SIG_IGN);
@@ -579,6 +613,8 @@ int main(void)
   RUN(instant_getupdates_is_no_busy_loop);
   reap();
   RUN(long_output_as_document);
+  reap();
+  RUN(progress_edits_paced_and_coalesced);
   reap();
   fk_supported_all(&g_fk);
   RUN(unsupported_methods_degrade);
