@@ -154,6 +154,8 @@ static enum err tg_call(struct tg_http *c, const char *method, json_object *body
   curl_easy_setopt(c->h, CURLOPT_URL, buf_str(&url));
   curl_easy_setopt(c->h, CURLOPT_TIMEOUT, timeout_s);
   if (mime) {
+    /* a previous call's POSTFIELDS points at a freed body: curl would read it */
+    curl_easy_setopt(c->h, CURLOPT_POSTFIELDS, NULL);
     curl_easy_setopt(c->h, CURLOPT_MIMEPOST, mime);
   } else {
     hdr = curl_slist_append(hdr, "Content-Type: application/json");
