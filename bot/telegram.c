@@ -688,7 +688,7 @@ static int64_t tg_send_round(struct tg *t, struct ledger *l, size_t *left)
   struct outbox_msg *v = NULL;
   size_t n = 0;
   int64_t blocked[TG_BATCH], wait = TG_IDLE_POLL_MS;
-  size_t nb = 0;
+  size_t nb = 0, moved = 0;
 
   *left = 0;
   if (l->ops->outbox_pending(l, "telegram", ledger_now_ms(), TG_BATCH, &v, &n))
@@ -700,6 +700,7 @@ static int64_t tg_send_round(struct tg *t, struct ledger *l, size_t *left)
       skip |= blocked[b] == v[i].chat_id;
     if (!skip && tg_superseded(v, n, i)) {
       l->ops->outbox_done(l, v[i].id);
+      moved++;
       continue;
     }
     if (skip || (w = tg_pace_wait(t->pace, v[i].chat_id, v[i].edit_key, ledger_now_ms())) > 0) {
@@ -711,9 +712,10 @@ static int64_t tg_send_round(struct tg *t, struct ledger *l, size_t *left)
       continue;
     }
     tg_deliver(t, l, &v[i]);
+    moved++;
   }
-  if (n == TG_BATCH)
-    wait = 0;                           /* more may be due behind these */
+  if (n == TG_BATCH && moved > 0)
+    wait = 0;     /* more may be due behind these; if all were held, wait */
   outbox_list_free(v, n);
   return wait;
 }
