@@ -270,7 +270,7 @@ int main(int argc, char **argv)
   if (!only || strcmp(only, "latency") == 0)
     rc |= bench_latency();
   if (!only || strcmp(only, "throughput") == 0)
-    rc |= bench_throughput(20000);
+    rc |= bench_throughput(argc > 2 ? atoll(argv[2]) : 20000);
   if (!only || strcmp(only, "pacing") == 0)
     rc |= bench_pacing();
   return rc;
