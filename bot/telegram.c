@@ -1,4 +1,23 @@
-/* bot/telegram.c — see telegram.h. */
+/* bot/telegram.c — see telegram.h.
+ *
+ * DESIGN: two threads, each with its own CURL handle (one kept-alive
+ * connection) and its own ledger connection.
+ * - The poller (tg_run's caller) long-polls getUpdates and handles each
+ *   batch in one ledger transaction: every update's effects (through the
+ *   conversation manager, which only writes to the ledger and the outbox)
+ *   and the offset past the batch commit together, so a crash anywhere
+ *   neither loses nor repeats an update, at one disk sync per batch.  A batch
+ *   that fails is replayed one update per transaction.  Then it rings the
+ *   outbox bell (ledger_outbox_ring) and asks for the next batch.
+ * - The sender drains the "telegram" outbox oldest first: a message goes when
+ *   tg_pace allows its chat (and, for an edit, its message); a chat held back
+ *   holds its later messages too, so each chat keeps its order.  It sleeps on
+ *   the bell until the next message can go (TG_IDLE_POLL_MS at most, for
+ *   messages queued by other processes), and through a full global window
+ *   without waking.  A long text goes one piece per turn, its progress kept
+ *   in the ledger, so pacing applies between pieces and a restart resumes.
+ * Nothing else is shared between the two but the read-only cfg and the
+ * stop flags. */
 #include "telegram.h"
 
 #include <inttypes.h>
