@@ -1,4 +1,23 @@
-/* bot/telegram.c — see telegram.h. */
+/* bot/telegram.c — see telegram.h.
+ *
+ * DESIGN: two threads, each with its own CURL handle (one kept-alive
+ * connection) and its own ledger connection.
+ * - The poller (tg_run's caller) long-polls getUpdates and handles each
+ *   batch in one ledger transaction: every update's effects (through the
+ *   conversation manager, which only writes to the ledger and the outbox)
+ *   and the offset past the batch commit together, so a crash anywhere
+ *   neither loses nor repeats an update, at one disk sync per batch.  A batch
+ *   that fails is replayed one update per transaction.  Then it rings the
+ *   outbox bell (ledger_outbox_ring) and asks for the next batch.
+ * - The sender drains the "telegram" outbox oldest first: a message goes when
+ *   tg_pace allows its chat (and, for an edit, its message); a chat held back
+ *   holds its later messages too, so each chat keeps its order.  It sleeps on
+ *   the bell until the next message can go (TG_IDLE_POLL_MS at most, for
+ *   messages queued by other processes), and through a full global window
+ *   without waking.  A long text goes one piece per turn, its progress kept
+ *   in the ledger, so pacing applies between pieces and a restart resumes.
+ * Nothing else is shared between the two but the read-only cfg and the
+ * stop flags. */
 #include "telegram.h"
 
 #include <inttypes.h>
@@ -11,19 +30,16 @@
 
 #include <curl/curl.h>
 
+#include "bot/tg_pace.h"
 #include "engine/buf.h"
 #include "engine/log.h"
 
-#define TG_POLL_TIMEOUT_S 50
 #define TG_MIN_POLL_MS 200          /* an empty getUpdates never loops faster */
 #define TG_RESP_MAX (8 * 1024 * 1024)
 #define TG_CHUNK 3500               /* bytes of plain text per message (< 4096 chars) */
 #define TG_DOC_PARTS 3              /* more parts than this go as a file */
-#define TG_PRIVATE_GAP_MS 1000      /* 1 message/s per private chat */
-#define TG_GROUP_GAP_MS 3000        /* 20 messages/min per group */
-#define TG_GLOBAL_GAP_MS 34         /* about 30 messages/s overall */
-#define TG_CHATS 256
 #define TG_BATCH 50
+#define TG_IDLE_POLL_MS 250         /* the sender's look at the outbox without a bell */
 
 struct tg_http {
   CURL *h;
@@ -42,11 +58,6 @@ struct tg_res {
   json_object *result;              /* borrowed from root */
 };
 
-struct tg_pace {
-  int64_t chat;
-  int64_t next_ms;
-};
-
 struct tg {
   const struct cfg *cfg;
   struct tg_http http;              /* the poller's connection */
@@ -58,8 +69,7 @@ struct tg {
   volatile sig_atomic_t sender_stop;
   int64_t flush_deadline;
   /* sender-only state */
-  struct tg_pace pace[TG_CHATS];
-  int64_t global_next;
+  struct tg_pace *pace;
   int no_document;
   int no_typing;                    /* poller-only */
 };
@@ -163,6 +173,8 @@ static enum err tg_call(struct tg_http *c, const char *method, json_object *body
   curl_easy_setopt(c->h, CURLOPT_URL, buf_str(&url));
   curl_easy_setopt(c->h, CURLOPT_TIMEOUT, timeout_s);
   if (mime) {
+    /* a previous call's POSTFIELDS points at a freed body: curl would read it */
+    curl_easy_setopt(c->h, CURLOPT_POSTFIELDS, NULL);
     curl_easy_setopt(c->h, CURLOPT_MIMEPOST, mime);
   } else {
     hdr = curl_slist_append(hdr, "Content-Type: application/json");
@@ -330,7 +342,9 @@ enum err tg_update_parse(json_object *o, struct tg_update *u)
 
 /* ---- open --------------------------------------------------------------- */
 
-static void tg_set_commands(struct tg *t)
+/* The command menu; called from the sender thread on its own connection,
+ * so that the first getUpdates need not wait for it. */
+static void tg_set_commands(struct tg_http *h)
 {
   static const char *const cmds[][2] = {
     {"help", "What SKYNET can do"}, {"task", "Give a task"},
@@ -348,7 +362,7 @@ static void tg_set_commands(struct tg *t)
     json_object_array_add(arr, c);
   }
   json_object_object_add(body, "commands", arr);
-  if (tg_call(&t->http, "setMyCommands", body, NULL, 15, &r))
+  if (tg_call(h, "setMyCommands", body, NULL, 15, &r))
     log_warn("telegram", "setMyCommands unsupported or failed (%s); no command menu", r.desc);
   tg_res_release(&r);
   json_object_put(body);
@@ -409,28 +423,6 @@ static void tg_sleep_ms(int64_t ms)
     nanosleep(&ts, NULL);
 }
 
-static struct tg_pace *tg_pace_of(struct tg *t, int64_t chat)
-{
-  size_t slot = (size_t)((uint64_t)chat % TG_CHATS);
-
-  if (t->pace[slot].chat != chat) {
-    t->pace[slot].chat = chat;
-    t->pace[slot].next_ms = 0;
-  }
-  return &t->pace[slot];
-}
-
-static int tg_may_send(struct tg *t, int64_t chat, int64_t now)
-{
-  return now >= t->global_next && now >= tg_pace_of(t, chat)->next_ms;
-}
-
-static void tg_sent(struct tg *t, int64_t chat, int64_t now)
-{
-  t->global_next = now + TG_GLOBAL_GAP_MS;
-  tg_pace_of(t, chat)->next_ms = now + (chat < 0 ? TG_GROUP_GAP_MS : TG_PRIVATE_GAP_MS);
-}
-
 /* inline_keyboard from [[{"text":..,"data":..}]]; NULL when none. */
 static json_object *tg_markup(const char *buttons_json, int for_edit)
 {
@@ -476,8 +468,7 @@ static enum tg_outcome tg_classify(struct tg *t, const struct outbox_msg *m, enu
     return TG_DONE;
   if (r->error_code == 429 || r->status == 429) {
     *wait_ms = (int64_t)(r->retry_after > 0 ? r->retry_after : 1) * 1000;
-    t->global_next = now + *wait_ms;
-    tg_pace_of(t, m->chat_id)->next_ms = now + *wait_ms;
+    tg_pace_hold(t->pace, m->chat_id, now, now + *wait_ms);
     return TG_RETRY;
   }
   if (r->error_code == 400 && strstr(r->desc, "can't parse entities"))
@@ -491,7 +482,7 @@ static enum tg_outcome tg_classify(struct tg *t, const struct outbox_msg *m, enu
   {
     int shift = m->attempts < 6 ? m->attempts : 6;
     *wait_ms = (1000LL << shift) + rand() % 1000;
-    tg_pace_of(t, m->chat_id)->next_ms = now + *wait_ms;
+    tg_pace_hold_chat(t->pace, m->chat_id, now, now + *wait_ms);
   }
   return TG_RETRY;
 }
@@ -540,6 +531,8 @@ static enum err tg_send_piece(struct tg *t, struct ledger *l, const struct outbo
     json_object_object_add(body, "reply_markup", mk);
   e = tg_call(&t->out, edit ? "editMessageText" : "sendMessage", body, NULL, 30, r);
   json_object_put(body);
+  if (!e)
+    tg_pace_sent(t->pace, m->chat_id, m->edit_key, ledger_now_ms());
   if (!e && !edit && m->edit_key && r->result) {
     json_object *v;
     if (json_object_object_get_ex(r->result, "message_id", &v)) {
@@ -572,37 +565,40 @@ static enum err tg_send_document(struct tg *t, const struct outbox_msg *m, struc
   curl_mime_type(p, "text/plain");
   curl_mime_data(p, m->text, strlen(m->text));
   e = tg_call(&t->out, "sendDocument", NULL, mime, 60, r);
+  if (!e)
+    tg_pace_sent(t->pace, m->chat_id, NULL, ledger_now_ms());
   curl_easy_setopt(t->out.h, CURLOPT_MIMEPOST, NULL);
   curl_mime_free(mime);
   return e;
 }
 
-/* Sends the message from piece *part on; *part moves past what was sent. */
+/* Sends piece *part of the message (pieces of at most TG_CHUNK bytes, one
+ * per call so that the chat's pacing applies between them); on success
+ * *part moves on and *more says whether pieces remain. */
 static enum err tg_send_text(struct tg *t, struct ledger *l, const struct outbox_msg *m,
-                             int plain, size_t *part, struct tg_res *r)
+                             int plain, size_t *part, int *more, struct tg_res *r)
 {
   const char *s = m->text ? m->text : "";
-  size_t n = strlen(s), off = 0, idx = 0;
-  enum err e = ERR_OK;
+  size_t n = strlen(s), off = 0, k;
+  enum err e;
 
+  *more = 0;
+  tg_res_release(r);
   if (m->edit_key)     /* an edited message is one message */
     n = tg_split_len(s, n, TG_CHUNK);
   if (n == 0)
     return tg_send_piece(t, l, m, "(empty)", 7, 1, plain, r);
-  while (off < n) {
-    size_t k = tg_split_len(s + off, n - off, TG_CHUNK);
-    if (idx >= *part) {
-      if (idx > *part)
-        tg_sleep_ms(TG_PRIVATE_GAP_MS);
-      tg_res_release(r);
-      if ((e = tg_send_piece(t, l, m, s + off, k, off + k >= n, plain, r)))
-        return e;
-      *part = idx + 1;
-    }
+  for (size_t idx = 0;; idx++) {
+    k = tg_split_len(s + off, n - off, TG_CHUNK);
+    if (idx >= *part || off + k >= n)
+      break;
     off += k;
-    idx++;
   }
-  return e;
+  if ((e = tg_send_piece(t, l, m, s + off, k, off + k >= n, plain, r)))
+    return e;
+  (*part)++;
+  *more = off + k < n;
+  return ERR_OK;
 }
 
 static int tg_parts(const char *s)
@@ -617,12 +613,55 @@ static int tg_parts(const char *s)
   return parts;
 }
 
+/* Sends a long text as a file; falls back to text for good on a server
+ * without sendDocument. */
+static enum err tg_send_long(struct tg *t, struct ledger *l, const struct outbox_msg *m,
+                             size_t *part, int *more, struct tg_res *r)
+{
+  enum err e = tg_send_document(t, m, r);
+
+  *more = 0;
+  if (e && (r->status == 404 || r->error_code == 404 ||
+            (r->error_code == 400 && strstr(r->desc, "not found")))) {
+    log_warn("telegram", "sendDocument unsupported (%s); long output goes as text", r->desc);
+    t->no_document = 1;
+    e = tg_send_text(t, l, m, 0, part, more, r);
+  }
+  return e;
+}
+
+/* Records the outcome: done, the next piece pending, a retry, or a failure. */
+static void tg_settle(struct ledger *l, const struct outbox_msg *m,
+                      enum tg_outcome o, size_t part, int more, int64_t wait,
+                      const struct tg_res *r)
+{
+  char pkey[64], num[32];
+
+  snprintf(pkey, sizeof pkey, "tg.part.%" PRId64, m->id);
+  snprintf(num, sizeof num, "%zu", part);
+  if ((o == TG_DONE || o == TG_GONE) && more) {
+    l->ops->kv_set(l, pkey, num);    /* still pending: the next piece when paced */
+  } else if (o == TG_DONE || o == TG_GONE) {
+    l->ops->outbox_done(l, m->id);
+  } else if (o == TG_RETRY) {
+    if (part)
+      l->ops->kv_set(l, pkey, num);
+    log_warn("telegram", "send to chat %" PRId64 " failed (%s); retry in %" PRId64 " ms",
+             m->chat_id, r->desc, wait);
+    l->ops->outbox_retry(l, m->id, ledger_now_ms() + wait, r->desc);
+  } else {
+    log_error("telegram", "giving up on a message to chat %" PRId64 ": %s", m->chat_id, r->desc);
+    l->ops->outbox_fail(l, m->id, r->desc);
+  }
+}
+
 static void tg_deliver(struct tg *t, struct ledger *l, const struct outbox_msg *m)
 {
   struct tg_res r;
   char pkey[64], *pv = NULL;
   size_t part = 0;
   int64_t wait = 0;
+  int more = 0;
   enum tg_outcome o;
   enum err e;
 
@@ -631,45 +670,21 @@ static void tg_deliver(struct tg *t, struct ledger *l, const struct outbox_msg *
     part = (size_t)strtoull(pv, NULL, 10);
   free(pv);
   memset(&r, 0, sizeof r);
-  if (!m->edit_key && !t->no_document && part == 0 && tg_parts(m->text ? m->text : "") > TG_DOC_PARTS) {
-    e = tg_send_document(t, m, &r);
-    if (e && (r.status == 404 || r.error_code == 404 ||
-              (r.error_code == 400 && strstr(r.desc, "not found")))) {
-      log_warn("telegram", "sendDocument unsupported (%s); long output goes as text", r.desc);
-      t->no_document = 1;
-      tg_res_release(&r);
-      e = tg_send_text(t, l, m, 0, &part, &r);
-    }
-  } else {
-    e = tg_send_text(t, l, m, 0, &part, &r);
-  }
-  tg_sent(t, m->chat_id, ledger_now_ms());
+  if (!m->edit_key && !t->no_document && part == 0 && tg_parts(m->text ? m->text : "") > TG_DOC_PARTS)
+    e = tg_send_long(t, l, m, &part, &more, &r);
+  else
+    e = tg_send_text(t, l, m, 0, &part, &more, &r);
   o = tg_classify(t, m, e, &r, &wait);
   if (o == TG_PLAIN) {
     log_warn("telegram", "formatting rejected (%s); sending as plain text", r.desc);
-    tg_res_release(&r);
-    e = tg_send_text(t, l, m, 1, &part, &r);
+    e = tg_send_text(t, l, m, 1, &part, &more, &r);
     o = tg_classify(t, m, e, &r, &wait);
   }
-  if (o == TG_GONE) {
-    tg_res_release(&r);
-    e = tg_send_text(t, l, m, 0, &part, &r);
+  if (o == TG_GONE) {     /* the message to edit is gone: send it anew */
+    e = tg_send_text(t, l, m, 0, &part, &more, &r);
     o = tg_classify(t, m, e, &r, &wait);
   }
-  if (o == TG_DONE || o == TG_GONE) {
-    l->ops->outbox_done(l, m->id);
-  } else if (o == TG_RETRY) {
-    char num[32];
-    snprintf(num, sizeof num, "%zu", part);
-    if (part)
-      l->ops->kv_set(l, pkey, num);
-    log_warn("telegram", "send to chat %" PRId64 " failed (%s); retry in %" PRId64 " ms",
-             m->chat_id, r.desc, wait);
-    l->ops->outbox_retry(l, m->id, ledger_now_ms() + wait, r.desc);
-  } else {
-    log_error("telegram", "giving up on a message to chat %" PRId64 ": %s", m->chat_id, r.desc);
-    l->ops->outbox_fail(l, m->id, r.desc);
-  }
+  tg_settle(l, m, o, part, more, wait, &r);
   tg_res_release(&r);
 }
 
@@ -685,34 +700,43 @@ static int tg_superseded(const struct outbox_msg *v, size_t n, size_t i)
   return 0;
 }
 
-/* One pass; returns how many messages are still due. */
-static size_t tg_send_round(struct tg *t, struct ledger *l)
+/* One pass; *left counts the messages still due, and the result is how long
+ * the sender may sleep before the first of them can go. */
+static int64_t tg_send_round(struct tg *t, struct ledger *l, size_t *left)
 {
   struct outbox_msg *v = NULL;
-  size_t n = 0, left = 0;
-  int64_t blocked[TG_BATCH];
-  size_t nb = 0;
+  size_t n = 0;
+  int64_t blocked[TG_BATCH], wait = TG_IDLE_POLL_MS;
+  size_t nb = 0, moved = 0;
 
+  *left = 0;
   if (l->ops->outbox_pending(l, "telegram", ledger_now_ms(), TG_BATCH, &v, &n))
-    return 0;
+    return wait;
   for (size_t i = 0; i < n; i++) {
     int skip = 0;
+    int64_t w;
     for (size_t b = 0; b < nb; b++)
       skip |= blocked[b] == v[i].chat_id;
     if (!skip && tg_superseded(v, n, i)) {
       l->ops->outbox_done(l, v[i].id);
+      moved++;
       continue;
     }
-    if (skip || !tg_may_send(t, v[i].chat_id, ledger_now_ms())) {
-      if (!skip && nb < TG_BATCH)
+    if (skip || (w = tg_pace_wait(t->pace, v[i].chat_id, v[i].edit_key, ledger_now_ms())) > 0) {
+      if (!skip && nb < TG_BATCH) {
         blocked[nb++] = v[i].chat_id;   /* keep the chat's order */
-      left++;
+        wait = w < wait ? w : wait;
+      }
+      (*left)++;
       continue;
     }
     tg_deliver(t, l, &v[i]);
+    moved++;
   }
+  if (n == TG_BATCH && moved > 0)
+    wait = 0;     /* more may be due behind these; if all were held, wait */
   outbox_list_free(v, n);
-  return left;
+  return wait;
 }
 
 static void *tg_sender_main(void *arg)
@@ -720,26 +744,44 @@ static void *tg_sender_main(void *arg)
   struct tg *t = arg;
   struct ledger *l = NULL;
   char err[256];
+  uint64_t seen = 0;
 
   if (tg_http_init(&t->out, t->cfg)) {
     log_error("telegram", "sender: out of memory");
     tg_http_release(&t->out);
     return NULL;
   }
-  if (ledger_open(t->cfg->database_url, &l, err, sizeof err)) {
-    log_error("telegram", "sender cannot open the ledger: %s", err);
+  if (tg_pace_new(t->cfg->telegram_rate_global_per_s, t->cfg->telegram_rate_chat_per_s,
+                  t->cfg->telegram_rate_group_per_min, &t->pace)) {
+    log_error("telegram", "sender: bad rate limits");
     tg_http_release(&t->out);
     return NULL;
   }
+  if (ledger_open(t->cfg->database_url, &l, err, sizeof err)) {
+    log_error("telegram", "sender cannot open the ledger: %s", err);
+    tg_http_release(&t->out);
+    tg_pace_free(t->pace);
+    t->pace = NULL;
+    return NULL;
+  }
   srand((unsigned)ledger_now_ms());
+  tg_set_commands(&t->out);
   for (;;) {
-    size_t left = tg_send_round(t, l);
+    size_t left;
+    int64_t wait = tg_send_round(t, l, &left);
     if (t->sender_stop && (left == 0 || ledger_now_ms() >= t->flush_deadline))
       break;
-    tg_sleep_ms(left ? 20 : 50);
+    if (t->sender_stop && wait > t->flush_deadline - ledger_now_ms())
+      wait = t->flush_deadline - ledger_now_ms();
+    if (wait > 0 && tg_pace_wait_any(t->pace, ledger_now_ms()) >= wait)
+      tg_sleep_ms(wait);    /* nothing can go before then: new messages need not wake us */
+    else if (wait > 0)
+      ledger_outbox_wait(&seen, (int)wait);
   }
   ledger_close(l);
   tg_http_release(&t->out);
+  tg_pace_free(t->pace);
+  t->pace = NULL;
   return NULL;
 }
 
@@ -787,16 +829,37 @@ static void tg_typing(struct tg *t, int64_t chat)
   json_object_put(b);
 }
 
-/* Handles one update: its effects and the new offset in one transaction. */
+/* Feeds one parsed update to the conversation manager (inside the caller's
+ * transaction).  ERR_OK also for an update that is skipped. */
+static enum err tg_route(struct tg *t, struct conv *c, const struct tg_update *u, enum err pe,
+                         struct conv_out *out)
+{
+  struct conv_in in = {0};
+
+  memset(out, 0, sizeof *out);
+  if (pe != ERR_OK) {
+    log_info("telegram", "skipping update %" PRId64 " (%s)", u->update_id, err_str(pe));
+    return ERR_OK;
+  }
+  in.channel = "telegram";
+  in.chat_id = u->chat_id;
+  in.user_id = u->user_id;
+  in.user_name = u->user_name;
+  in.text = u->kind == TG_UPD_MESSAGE ? u->text : NULL;
+  in.callback_data = u->kind == TG_UPD_CALLBACK ? u->data : NULL;
+  in.bot_name = t->username[0] ? t->username : NULL;
+  return conv_handle(c, &in, out);
+}
+
+/* Handles one update: its effects and the new offset in one transaction.
+ * An update whose handling fails is rolled back and skipped (logged). */
 static void tg_handle(struct tg *t, struct conv *c, struct ledger *l, json_object *o,
                       int64_t *offset)
 {
   struct tg_update u;
-  struct conv_in in = {0};
   struct conv_out out;
   enum err pe = tg_update_parse(o, &u), e;
 
-  memset(&out, 0, sizeof out);
   if (pe == ERR_PARSE && u.update_id <= 0) {
     log_warn("telegram", "skipping an update without update_id");
     return;
@@ -805,24 +868,9 @@ static void tg_handle(struct tg *t, struct conv *c, struct ledger *l, json_objec
     log_debug("telegram", "duplicate update %" PRId64 " ignored", u.update_id);
     return;
   }
-  if (pe == ERR_OK && u.kind == TG_UPD_MESSAGE && strncmp(u.text, "/task", 5) == 0 &&
-      cfg_is_allowed(t->cfg, u.user_id))
-    tg_typing(t, u.chat_id);
   if ((e = l->ops->begin(l)))
     return;
-  if (pe == ERR_OK) {
-    in.channel = "telegram";
-    in.chat_id = u.chat_id;
-    in.user_id = u.user_id;
-    in.user_name = u.user_name;
-    in.text = u.kind == TG_UPD_MESSAGE ? u.text : NULL;
-    in.callback_data = u.kind == TG_UPD_CALLBACK ? u.data : NULL;
-    in.bot_name = t->username[0] ? t->username : NULL;
-    e = conv_handle(c, &in, &out);
-  } else {
-    log_info("telegram", "skipping update %" PRId64 " (%s)", u.update_id, err_str(pe));
-  }
-  if (e) {
+  if ((e = tg_route(t, c, &u, pe, &out))) {
     log_error("telegram", "update %" PRId64 " failed (%s); skipped", u.update_id, l->errmsg);
     l->ops->rollback(l);
     if (l->ops->begin(l))
@@ -832,17 +880,93 @@ static void tg_handle(struct tg *t, struct conv *c, struct ledger *l, json_objec
     l->ops->rollback(l);
     return;
   }
+  ledger_outbox_ring();
   *offset = u.update_id + 1;
   if (pe == ERR_OK && u.kind == TG_UPD_CALLBACK)
     tg_answer_callback(t, u.callback_id, out.callback_answer);
 }
 
-static json_object *tg_poll_body(int64_t offset)
+struct tg_answer {
+  const char *id;                   /* points into the batch's json */
+  char text[200];
+};
+
+/* The batch in one transaction: every update's effects and the offset past
+ * the last one commit together (one disk sync per batch).  On success
+ * *offset moves and ans[0..*na) holds the callback queries to answer. */
+static enum err tg_batch_tx(struct tg *t, struct conv *c, struct ledger *l, json_object *arr,
+                            int64_t *offset, struct tg_answer *ans, size_t *na)
+{
+  size_t n = json_object_array_length(arr);
+  int64_t next = *offset;
+  enum err e;
+
+  *na = 0;
+  if ((e = l->ops->begin(l)))
+    return e;
+  for (size_t i = 0; i < n && !e; i++) {
+    struct tg_update u;
+    struct conv_out out;
+    enum err pe = tg_update_parse(json_object_array_get_idx(arr, i), &u);
+    if ((pe == ERR_PARSE && u.update_id <= 0) || u.update_id < next)
+      continue;        /* no id, or a duplicate: nothing to store */
+    e = tg_route(t, c, &u, pe, &out);
+    next = u.update_id + 1;
+    if (!e && pe == ERR_OK && u.kind == TG_UPD_CALLBACK) {
+      ans[*na].id = u.callback_id;
+      memcpy(ans[(*na)++].text, out.callback_answer, sizeof out.callback_answer);
+    }
+  }
+  if (e || (next > *offset && (e = tg_store_offset(l, next))) || (e = l->ops->commit(l))) {
+    l->ops->rollback(l);
+    return e;
+  }
+  *offset = next;
+  return ERR_OK;
+}
+
+/* Handles a getUpdates batch.  If any update of a batch fails, the whole
+ * batch is rolled back and replayed one update per transaction, so one bad
+ * update cannot take the others with it.  Callback queries are answered
+ * after the commit. */
+static void tg_handle_batch(struct tg *t, struct conv *c, struct ledger *l, json_object *arr,
+                            int64_t *offset)
+{
+  size_t n = json_object_array_length(arr), na = 0;
+  struct tg_answer *ans = n > 1 ? calloc(n, sizeof *ans) : NULL;
+
+  if (ans && tg_batch_tx(t, c, l, arr, offset, ans, &na) == ERR_OK) {
+    ledger_outbox_ring();
+    for (size_t i = 0; i < na; i++)
+      tg_answer_callback(t, ans[i].id, ans[i].text);
+  } else {
+    for (size_t i = 0; i < n; i++)
+      tg_handle(t, c, l, json_object_array_get_idx(arr, i), offset);
+  }
+  free(ans);
+}
+
+/* "typing…" for each /task in a batch, before the (longer) planning. */
+static void tg_batch_typing(struct tg *t, json_object *arr, int64_t offset)
+{
+  size_t n = json_object_array_length(arr);
+
+  for (size_t i = 0; i < n; i++) {
+    struct tg_update u;
+    if (tg_update_parse(json_object_array_get_idx(arr, i), &u) == ERR_OK &&
+        u.update_id >= offset && u.kind == TG_UPD_MESSAGE &&
+        strncmp(u.text, "/task", 5) == 0 && cfg_is_allowed(t->cfg, u.user_id))
+      tg_typing(t, u.chat_id);
+  }
+}
+
+static json_object *tg_poll_body(int64_t offset, int timeout_s)
 {
   json_object *b = json_object_new_object(), *a = json_object_new_array();
 
   json_object_object_add(b, "offset", json_object_new_int64(offset));
-  json_object_object_add(b, "timeout", json_object_new_int(TG_POLL_TIMEOUT_S));
+  json_object_object_add(b, "limit", json_object_new_int(100));
+  json_object_object_add(b, "timeout", json_object_new_int(timeout_s));
   json_object_array_add(a, json_object_new_string("message"));
   json_object_array_add(a, json_object_new_string("edited_message"));
   json_object_array_add(a, json_object_new_string("callback_query"));
@@ -853,11 +977,12 @@ static json_object *tg_poll_body(int64_t offset)
 static void tg_poll_once(struct tg *t, struct conv *c, struct ledger *l, int64_t *offset,
                          int *fails)
 {
-  json_object *body = tg_poll_body(*offset);
+  int timeout_s = t->cfg->telegram_poll_timeout_s;
+  json_object *body = tg_poll_body(*offset, timeout_s);
   struct tg_res r;
   int64_t t0 = ledger_now_ms();
   size_t n = 0;
-  enum err e = tg_call(&t->http, "getUpdates", body, NULL, TG_POLL_TIMEOUT_S + 15, &r);
+  enum err e = tg_call(&t->http, "getUpdates", body, NULL, timeout_s + 15L, &r);
 
   json_object_put(body);
   if (e == ERR_CANCELLED) {
@@ -876,8 +1001,8 @@ static void tg_poll_once(struct tg *t, struct conv *c, struct ledger *l, int64_t
   }
   *fails = 0;
   n = json_object_array_length(r.result);
-  for (size_t i = 0; i < n; i++)
-    tg_handle(t, c, l, json_object_array_get_idx(r.result, i), offset);
+  tg_batch_typing(t, r.result, *offset);
+  tg_handle_batch(t, c, l, r.result, offset);
   tg_res_release(&r);
   if (n == 0 && ledger_now_ms() - t0 < TG_MIN_POLL_MS)
     tg_sleep_ms(TG_MIN_POLL_MS - (ledger_now_ms() - t0));
@@ -892,7 +1017,6 @@ int tg_run(struct tg *t, struct conv *c, struct ledger *l, volatile sig_atomic_t
   if (l->ops->kv_get(l, "telegram.offset", &v) == ERR_OK && v)
     offset = strtoll(v, NULL, 10);
   free(v);
-  tg_set_commands(t);
   if (pthread_create(&t->sender, NULL, tg_sender_main, t) != 0) {
     log_error("telegram", "cannot start the sender thread");
     return 1;
@@ -904,6 +1028,7 @@ int tg_run(struct tg *t, struct conv *c, struct ledger *l, volatile sig_atomic_t
     tg_poll_once(t, c, l, &offset, &fails);
   t->flush_deadline = ledger_now_ms() + (int64_t)t->cfg->shutdown_grace_s * 1000;
   t->sender_stop = 1;
+  ledger_outbox_ring();
   pthread_join(t->sender, NULL);
   t->sender_started = 0;
   return 0;

@@ -542,6 +542,10 @@ static const struct key_spec keys[] = {
   {"telegram.api_base", K_URL, F(telegram_api_base), 0, 0, 0},
   {"telegram.allowed_users", K_IDS, F(allowed_users), F(n_allowed_users), 0, 0},
   {"telegram.admins", K_IDS, F(admins), F(n_admins), 0, 0},
+  {"telegram.poll_timeout_s", K_INT, F(telegram_poll_timeout_s), 0, 1, 600},
+  {"telegram.rate_global_per_s", K_INT, F(telegram_rate_global_per_s), 0, 1, 1000},
+  {"telegram.rate_chat_per_s", K_INT, F(telegram_rate_chat_per_s), 0, 1, 100},
+  {"telegram.rate_group_per_min", K_INT, F(telegram_rate_group_per_min), 0, 1, 6000},
   {"database", K_SECTION, 0, 0, 0, 0},
   {"database.url", K_STR, F(database_url), 0, 0, 0},
   {"llm", K_SECTION, 0, 0, 0, 0},
@@ -1151,6 +1155,10 @@ static enum err set_defaults(struct ld *ld)
   c->lease_ms = 30000;
   c->max_attempts = 3;
   c->backoff_ms = 1000;
+  c->telegram_poll_timeout_s = 50;
+  c->telegram_rate_global_per_s = 30;
+  c->telegram_rate_chat_per_s = 1;
+  c->telegram_rate_group_per_min = 20;
   if (set_str(ld, &c->telegram_api_base, "https://api.telegram.org") ||
       set_str(ld, &c->gemini_base_url,
               "https://generativelanguage.googleapis.com") ||

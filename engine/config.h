@@ -37,6 +37,10 @@ struct cfg {
   size_t n_allowed_users;
   int64_t *admins;
   size_t n_admins;
+  int telegram_poll_timeout_s;      /* getUpdates long poll, default 50 */
+  int telegram_rate_global_per_s;   /* messages per second overall, 30 */
+  int telegram_rate_chat_per_s;     /* per private chat, 1 */
+  int telegram_rate_group_per_min;  /* per group chat, 20 */
 
   char *database_url;     /* sqlite://PATH or postgresql://... (secret) */
 

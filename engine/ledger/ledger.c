@@ -3,6 +3,8 @@
 
 #include "../log.h"
 
+#include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,7 +44,40 @@ enum err ledger_outbox_put(struct ledger *l, const struct outbox_msg *m,
     return ERR_NOMEM;
   e = l->ops->outbox_put(l, &safe, id);
   free(safe.text);
+  if (!e)
+    ledger_outbox_ring();
   return e;
+}
+
+static pthread_mutex_t bell_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t bell_cv = PTHREAD_COND_INITIALIZER;
+static uint64_t bell_gen;
+
+void ledger_outbox_ring(void)
+{
+  pthread_mutex_lock(&bell_mu);
+  bell_gen++;
+  pthread_cond_broadcast(&bell_cv);
+  pthread_mutex_unlock(&bell_mu);
+}
+
+void ledger_outbox_wait(uint64_t *seen, int timeout_ms)
+{
+  struct timespec ts;
+
+  clock_gettime(CLOCK_REALTIME, &ts);
+  ts.tv_sec += timeout_ms / 1000;
+  ts.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+  if (ts.tv_nsec >= 1000000000L) {
+    ts.tv_sec++;
+    ts.tv_nsec -= 1000000000L;
+  }
+  pthread_mutex_lock(&bell_mu);
+  while (bell_gen == *seen)
+    if (pthread_cond_timedwait(&bell_cv, &bell_mu, &ts) == ETIMEDOUT)
+      break;
+  *seen = bell_gen;
+  pthread_mutex_unlock(&bell_mu);
 }
 
 int64_t ledger_now_ms(void)

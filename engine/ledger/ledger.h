@@ -321,6 +321,16 @@ void ledger_close(struct ledger *l);
 enum err ledger_outbox_put(struct ledger *l, const struct outbox_msg *m,
                            int64_t *id);
 
+/* The outbox bell: a process-wide wake-up for channel senders, so a queued
+ * message goes out at once instead of at the sender's next poll.
+ * ledger_outbox_put() rings it; a caller that queued inside its own
+ * transaction rings it again after the commit (the first ring may come before
+ * the message is visible to other connections).  Callable from any thread.
+ * ledger_outbox_wait() returns when the bell rang since *seen (and updates
+ * *seen) or after timeout_ms; wake-ups may be spurious. */
+void ledger_outbox_ring(void);
+void ledger_outbox_wait(uint64_t *seen, int timeout_ms);
+
 int64_t ledger_now_ms(void);
 
 /* The outbox_done/_retry/_fail of every backend, through its outbox_set. */

@@ -1,8 +1,10 @@
 /* bench_telegram — skynet against the fake Bot API server: time from exec to
  * the first getUpdates, idle resident memory while long-polling, and reply
- * latency of /help (update queued → sendMessage received).  Prints figures.
- * Note: the fake answers an empty getUpdates at once, so the latency includes
- * skynet's pause between empty polls. */
+ * latency of /help and /status (update pushed to the fake, which holds the
+ * long poll like Telegram → sendMessage received by the fake), throughput
+ * of updates handled end to end in batches of 100, and outbox pacing against
+ * a fake that enforces Telegram's limits.  Prints figures.
+ *   bench_telegram [latency|throughput|pacing] */
 #include <signal.h>
 #include <sys/stat.h>
 
@@ -10,18 +12,26 @@
 #include "../e2e/proc.h"
 #include "../testutil.h"
 
-static long rss_kb(pid_t pid)
+/* VmRSS of pid in KB; anon and file get RssAnon and RssFile (shared
+ * libraries' touched pages). */
+static long rss_kb(pid_t pid, long *anon, long *file)
 {
   char path[64], line[256];
   long kb = -1;
   FILE *f;
 
+  *anon = *file = -1;
   snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
   if (!(f = fopen(path, "r")))
     return -1;
-  while (fgets(line, sizeof line, f))
+  while (fgets(line, sizeof line, f)) {
     if (strncmp(line, "VmRSS:", 6) == 0)
       kb = strtol(line + 6, NULL, 10);
+    else if (strncmp(line, "RssAnon:", 8) == 0)
+      *anon = strtol(line + 8, NULL, 10);
+    else if (strncmp(line, "RssFile:", 8) == 0)
+      *file = strtol(line + 8, NULL, 10);
+  }
   fclose(f);
   return kb;
 }
@@ -32,54 +42,236 @@ static int cmp(const void *a, const void *b)
   return x < y ? -1 : x > y;
 }
 
-int main(void)
+/* Reply latency in µs of cmd over `n` users, each its own chat. */
+static void latency(struct fk *fk, const char *cmd, int user0, int n)
+{
+  long long lat[200];
+  int got = 0;
+
+  for (int i = 0; i < n && i < 200; i++) {
+    size_t mark = fk_mark(fk);
+    char chat[32];
+    long long q = fk_us();
+    snprintf(chat, sizeof chat, "\"chat_id\":%d,", user0 + i);
+    fk_msg(fk, user0 + i, user0 + i, cmd);
+    long h = fk_wait(fk, mark, "sendMessage", chat, NULL, 5000);
+    if (h >= 0)
+      lat[got++] = fk->recs[h].at_us - q;
+    usleep(40 * 1000);   /* stay under 30 messages/s: no limit holds a reply back */
+  }
+  qsort(lat, (size_t)got, sizeof lat[0], cmp);
+  if (got)
+    printf("%s reply latency over %d chats: p50 %.2f ms, p99 %.2f ms, max %.2f ms\n", cmd, got,
+           lat[got / 2] / 1000.0, lat[got * 99 / 100] / 1000.0, lat[got - 1] / 1000.0);
+}
+
+struct run {
+  char dir[512], home[600], env_home[700], env_api[128], env_users[8192];
+  struct proc p;
+};
+
+/* Starts skynet on r's home (kept from a previous run). */
+static int run_restart(struct run *r, struct fk *fk, int user0, int n)
+{
+  char *argv[] = {SKYNET_BIN, "run", NULL};
+  size_t off;
+
+  snprintf(r->home, sizeof r->home, "%s/home", r->dir);
+  snprintf(r->env_home, sizeof r->env_home, "SKYNET_HOME=%s", r->home);
+  snprintf(r->env_api, sizeof r->env_api, "SKYNET_TELEGRAM_API=http://127.0.0.1:%d", fk->port);
+  off = (size_t)snprintf(r->env_users, sizeof r->env_users, "SKYNET_ALLOWED_USERS=");
+  for (int i = 1; i <= n && off < sizeof r->env_users - 16; i++)
+    off += (size_t)snprintf(r->env_users + off, sizeof r->env_users - off, "%s%d", i > 1 ? "," : "",
+                            user0 + i);
+  char *env[] = {r->env_home, r->env_api, r->env_users, "TELEGRAM_BOT_TOKEN=" FK_TOKEN,
+                 "SKYNET_CONFIG=", "SKYNET_LOG=error", "SKYNET_LLM=offline",
+                 "SKYNET_DATABASE_URL=", NULL};
+  return proc_start(&r->p, argv, env);
+}
+
+/* Starts skynet on a fresh home against fk, allowing users user0+1 .. user0+n. */
+static int run_start(struct run *r, struct fk *fk, int user0, int n)
+{
+  tu_tmpdir(r->dir, sizeof r->dir);
+  return run_restart(r, fk, user0, n);
+}
+
+static void run_stop(struct run *r)
+{
+  kill(r->p.pid, SIGTERM);
+  proc_finish(&r->p, 20000);
+  proc_release(&r->p);
+  tu_rmrf(r->dir);
+}
+
+/* The floor under any startup figure: exec of `skynet --version`, which
+ * only loads the program and its ~40 shared libraries; best of 5. */
+static long long version_floor_ms(void)
+{
+  char *argv[] = {SKYNET_BIN, "--version", NULL};
+  long long best = -1;
+
+  for (int i = 0; i < 5; i++) {
+    struct proc p;
+    long long t0 = fk_ms();
+    if (proc_start(&p, argv, NULL))
+      return -1;
+    proc_finish(&p, 5000);
+    proc_release(&p);
+    if (best < 0 || fk_ms() - t0 < best)
+      best = fk_ms() - t0;
+  }
+  return best;
+}
+
+/* Startup, idle memory and reply latency. */
+static int bench_latency(void)
 {
   static struct fk fk;
-  char dir[512], home[600], env_home[700], env_api[128], env_users[4096];
-  char *argv[] = {SKYNET_BIN, "run", NULL};
-  struct proc p;
-  long long t0, lat[50];
-  int n = 0;
+  struct run r;
+  long long t0;
+  long hit, anon, file;
 
-  signal(SIGPIPE, SIG_IGN);
-  tu_tmpdir(dir, sizeof dir);
-  snprintf(home, sizeof home, "%s/home", dir);
-  snprintf(env_home, sizeof env_home, "SKYNET_HOME=%s", home);
   if (fk_start(&fk))
     return 1;
-  snprintf(env_api, sizeof env_api, "SKYNET_TELEGRAM_API=http://127.0.0.1:%d", fk.port);
-  size_t off = (size_t)snprintf(env_users, sizeof env_users, "SKYNET_ALLOWED_USERS=");
-  for (int i = 1; i <= 50; i++)
-    off += (size_t)snprintf(env_users + off, sizeof env_users - off, "%s%d", i > 1 ? "," : "", 1000 + i);
-  char *env[] = {env_home, env_api, env_users, "TELEGRAM_BOT_TOKEN=" FK_TOKEN, "SKYNET_CONFIG=",
-                 "SKYNET_LOG=error", "SKYNET_LLM=offline", "SKYNET_DATABASE_URL=", NULL};
   t0 = fk_ms();
-  if (proc_start(&p, argv, env))
+  if (run_start(&r, &fk, 1000, 200))
     return 1;
-  long hit = fk_wait(&fk, 0, "getUpdates", NULL, NULL, 10000);
-  if (hit < 0)
+  if ((hit = fk_wait(&fk, 0, "getUpdates", NULL, NULL, 10000)) < 0)
     return 1;
   printf("exec → first getUpdates: %lld ms (includes creating and migrating a new database)\n",
          fk.recs[hit].at - t0);
+  printf("  floor: exec → exit of skynet --version (loading the libraries): %lld ms\n",
+         version_floor_ms());
   sleep(3);
-  printf("idle RSS while long-polling: %ld KB\n", rss_kb(p.pid));
-  for (int i = 1; i <= 50; i++) {
-    size_t mark = fk_mark(&fk);
-    char chat[32];
-    long long q = fk_ms();
-    snprintf(chat, sizeof chat, "\"chat_id\":%d", 1000 + i);
-    fk_msg(&fk, 1000 + i, 1000 + i, "/help");
-    long h = fk_wait(&fk, mark, "sendMessage", chat, NULL, 5000);
-    if (h >= 0)
-      lat[n++] = fk.recs[h].at - q;
+  long rss = rss_kb(r.p.pid, &anon, &file);
+  printf("idle RSS while long-polling: %ld KB (anonymous %ld KB, file-backed %ld KB: "
+         "shared libraries)\n", rss, anon, file);
+  latency(&fk, "/help", 1001, 100);
+  latency(&fk, "/status", 1101, 100);
+  kill(r.p.pid, SIGTERM);
+  proc_finish(&r.p, 20000);
+  proc_release(&r.p);
+  for (int i = 0; i < 3; i++) {
+    size_t m = fk_mark(&fk);
+    t0 = fk_ms();
+    if (run_restart(&r, &fk, 1000, 200) || (hit = fk_wait(&fk, m, "getUpdates", NULL, NULL, 10000)) < 0)
+      return 1;
+    printf("restart (database exists) → first getUpdates: %lld ms\n", fk.recs[hit].at - t0);
+    kill(r.p.pid, SIGTERM);
+    proc_finish(&r.p, 20000);
+    proc_release(&r.p);
   }
-  qsort(lat, (size_t)n, sizeof lat[0], cmp);
-  if (n)
-    printf("/help reply latency over %d chats: p50 %lld ms, p99 %lld ms\n", n, lat[n / 2],
-           lat[n * 99 / 100]);
-  kill(p.pid, SIGTERM);
-  proc_finish(&p, 15000);
-  proc_release(&p);
-  tu_rmrf(dir);
+  tu_rmrf(r.dir);
   return 0;
+}
+
+/* Updates handled end to end (parse, route, persist, queue a reply) from a
+ * fake answering batches of 100 /help from 512 users: from the first batch
+ * served to the getUpdates whose offset confirms the last one. */
+static int bench_throughput(long long total)
+{
+  static struct fk fk;
+  struct run r;
+  long long until;
+
+  if (fk_start(&fk))
+    return 1;
+  fk.gen_total = total;
+  fk.gen_user0 = 5001;
+  fk.gen_users = 512;
+  if (run_start(&r, &fk, 5000, 512))
+    return 1;
+  for (until = fk_ms() + 120000; fk_ms() < until; usleep(20000)) {
+    pthread_mutex_lock(&fk.mu);
+    int done = fk.gen_last_us != 0;
+    pthread_mutex_unlock(&fk.mu);
+    if (done)
+      break;
+  }
+  if (!fk.gen_last_us) {
+    printf("throughput: did not finish\n");
+    run_stop(&r);
+    return 1;
+  }
+  double s = (double)(fk.gen_last_us - fk.gen_first_us) / 1e6;
+  printf("throughput: %lld updates in %.2f s = %.0f updates/s (batches of 100, each a /help "
+         "with a reply queued)\n", total, s, (double)total / s);
+  run_stop(&r);
+  return 0;
+}
+
+/* Achieved rate of sendMessage to chats lo..hi answered without a fault. */
+static void pacing_rate(struct fk *f, const char *what, long long lo, long long hi)
+{
+  long long first = -1, last = -1;
+  int n = 0;
+
+  pthread_mutex_lock(&f->mu);
+  for (size_t i = 0; i < f->n_recs; i++) {
+    const char *c = strstr(f->recs[i].body, "\"chat_id\":");
+    long long chat = c ? strtoll(c + 10, NULL, 10) : 0;
+    if (strcmp(f->recs[i].method, "sendMessage") || f->recs[i].fault != FK_NONE ||
+        chat < lo || chat > hi)
+      continue;
+    if (getenv("BENCH_DEBUG") && last >= 0 && f->recs[i].at - last > 60)
+      printf("    gap %lld ms before #%d\n", f->recs[i].at - last, n);
+    if (first < 0)
+      first = f->recs[i].at;
+    last = f->recs[i].at;
+    n++;
+  }
+  pthread_mutex_unlock(&f->mu);
+  if (n > 1)
+    printf("  %s: %d messages in %.2f s = %.2f/s\n", what, n, (last - first) / 1000.0,
+           (n - 1) * 1000.0 / (double)(last - first));
+}
+
+/* Sending at the limit against a fake that answers 429 past Telegram's
+ * limits: 300 private chats at once (global 30/s), 5 replies to one private
+ * chat (1/s), 6 to one group (20/min). */
+static int bench_pacing(void)
+{
+  static struct fk fk;
+  struct run r;
+  int want = 300 + 5 + 6;
+  long long until;
+
+  if (fk_start(&fk))
+    return 1;
+  fk.enforce = 1;
+  if (run_start(&r, &fk, 7000, 400))
+    return 1;
+  if (fk_wait(&fk, 0, "getUpdates", NULL, NULL, 10000) < 0)
+    return 1;
+  for (int i = 1; i <= 300; i++)
+    fk_msg(&fk, 7000 + i, 7000 + i, "/help");
+  for (int i = 0; i < 5; i++)
+    fk_msg(&fk, 7301, 7301, "/status");
+  for (int i = 0; i < 6; i++)
+    fk_msg(&fk, 7302, -7302, "/status");
+  for (until = fk_ms() + 120000; fk_ms() < until && fk_count_ok(&fk, 0, "sendMessage", "") < want;)
+    usleep(50000);
+  printf("outbox pacing against a limit-enforcing fake: %lld sent, %lld answered 429\n",
+         fk.n_sent, fk.n_429);
+  pacing_rate(&fk, "300 private chats (global limit 30/s)", 7001, 7300);
+  pacing_rate(&fk, "one private chat (1/s)", 7301, 7301);
+  pacing_rate(&fk, "one group (20/min)", -7302, -7302);
+  run_stop(&r);
+  return fk.n_sent >= want ? 0 : 1;
+}
+
+int main(int argc, char **argv)
+{
+  const char *only = argc > 1 ? argv[1] : NULL;
+  int rc = 0;
+
+  signal(SIGPIPE, SIG_IGN);
+  if (!only || strcmp(only, "latency") == 0)
+    rc |= bench_latency();
+  if (!only || strcmp(only, "throughput") == 0)
+    rc |= bench_throughput(argc > 2 ? atoll(argv[2]) : 20000);
+  if (!only || strcmp(only, "pacing") == 0)
+    rc |= bench_pacing();
+  return rc;
 }

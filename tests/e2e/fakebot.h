@@ -4,17 +4,31 @@
  * minimal HTTP/1.1 parser with keep-alive.  Serves getMe, getUpdates (from a
  * scripted queue), sendMessage, editMessageText, answerCallbackQuery,
  * setMyCommands, sendChatAction, sendDocument; records every request; injects
- * faults (429 with retry_after, 500, a dropped connection, malformed JSON). */
+ * faults (429 with retry_after, 500, a dropped connection mid-response,
+ * malformed JSON, 404 "Not Found" for an unsupported method).
+ *
+ * getUpdates behaves like Telegram's: with updates at or after `offset` it
+ * answers at once with up to `limit` (≤ 100) of them; otherwise it HOLDS the
+ * request until an update is pushed or `timeout` seconds pass.  Set `instant`
+ * to play a server that answers an empty list at once (the busy-loop test).
+ *
+ * Optional modes: `gen_total` synthesises that many /help updates (users
+ * gen_user0 + i % gen_users) instead of the queue, for the throughput
+ * benchmark; `enforce` answers 429 with retry_after when a send breaks
+ * Telegram's limits (1/s per private chat, 20/min per group, 30/s overall). */
 #ifndef SKYNET_TEST_FAKEBOT_H
 #define SKYNET_TEST_FAKEBOT_H
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <errno.h>
+#include <stdint.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -24,13 +38,25 @@
 #define FK_TOKEN "123:abc"
 #define FK_MAX 4096
 
-enum fk_fault { FK_NONE, FK_429, FK_500, FK_DROP, FK_GARBAGE };
+enum fk_fault {
+  FK_NONE, FK_429, FK_500, FK_DROP, FK_GARBAGE, FK_404, FK_HALF,
+  FK_400_ENTITIES,       /* 400 "can't parse entities" (only for a parse_mode request) */
+  FK_403,                /* 403 "bot was blocked by the user" */
+};
 
 struct fk_rec {
   char method[40];
   char *body;
-  long long at;
+  long long at;          /* ms, monotonic */
+  long long at_us;       /* µs, monotonic */
   enum fk_fault fault;
+};
+
+#define FK_CHATS 4096
+struct fk_chat {
+  long long id;
+  long long sent[20];    /* ring of the last send times (ms) */
+  int n;
 };
 
 struct fk {
@@ -50,7 +76,26 @@ struct fk {
   int retry_after;
   long long msg_id;
   int stop;
+  pthread_cond_t cv;     /* an update was pushed */
+  int instant;           /* getUpdates answers an empty list at once */
+  char unsupported[8][40];   /* methods answered 404 "Not Found" */
+  /* throughput mode */
+  long long gen_total, gen_user0, gen_users;
+  long long gen_first_us, gen_last_us;   /* first batch served, end offset seen */
+  /* limit-enforcing mode */
+  int enforce;
+  long long global_sent[30];
+  int n_global;
+  struct fk_chat chats[FK_CHATS];
+  long long n_429, n_sent;
 };
+
+static inline long long fk_us(void)
+{
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (long long)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
 
 static inline long long fk_ms(void)
 {
@@ -59,40 +104,142 @@ static inline long long fk_ms(void)
   return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+/* Head and body in one write: two small writes would meet Nagle's algorithm
+ * and the peer's delayed ACK (40 ms), which no real server adds. */
 static void fk_reply(int fd, int status, const char *body)
 {
-  char head[256];
-  int n = snprintf(head, sizeof head,
+  size_t bl = strlen(body), cap = bl + 256;
+  char *out = malloc(cap);
+  int n = snprintf(out, cap,
                    "HTTP/1.1 %d X\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n"
-                   "Connection: keep-alive\r\n\r\n", status, strlen(body));
-  if (send(fd, head, (size_t)n, MSG_NOSIGNAL) < 0 || send(fd, body, strlen(body), MSG_NOSIGNAL) < 0)
-    return;
+                   "Connection: keep-alive\r\n\r\n", status, bl);
+  memcpy(out + n, body, bl);
+  if (send(fd, out, (size_t)n + bl, MSG_NOSIGNAL) < 0)
+    n = -1;
+  free(out);
 }
 
-/* Builds the getUpdates answer from the queue (caller holds mu). */
-static char *fk_updates(struct fk *f, const char *body)
+static long long fk_req_int(json_object *req, const char *k, long long def)
 {
-  json_object *req = json_tokener_parse(body), *v;
-  long long offset = 0;
-  size_t cap = 64, len;
+  json_object *v;
+
+  if (req && json_object_object_get_ex(req, k, &v) && json_object_is_type(v, json_type_int))
+    return json_object_get_int64(v);
+  return def;
+}
+
+/* The queued updates at or after offset, at most limit; NULL if none
+ * (caller holds mu). */
+static char *fk_updates(struct fk *f, long long offset, long long limit)
+{
+  size_t cap = 64, len, k = 0;
   char *out;
 
-  if (req && json_object_object_get_ex(req, "offset", &v))
-    offset = json_object_get_int64(v);
-  if (req)
-    json_object_put(req);
   for (size_t i = 0; i < f->n_updates; i++)
     if (f->update_ids[i] >= offset)
       cap += strlen(f->updates[i]) + 1;
+  if (cap == 64)
+    return NULL;
   out = malloc(cap);
   len = (size_t)snprintf(out, cap, "{\"ok\":true,\"result\":[");
-  for (size_t i = 0, k = 0; i < f->n_updates && k < 100; i++) {
+  for (size_t i = 0; i < f->n_updates && (long long)k < limit; i++) {
     if (f->update_ids[i] < offset)
       continue;
     len += (size_t)snprintf(out + len, cap - len, "%s%s", k++ ? "," : "", f->updates[i]);
   }
   snprintf(out + len, cap - len, "]}");
   return out;
+}
+
+/* Throughput mode: synthetic /help updates 1000 .. 1000+gen_total-1. */
+static char *fk_gen_updates(struct fk *f, long long offset, long long limit)
+{
+  long long from = offset > 1000 ? offset : 1000, end = 1000 + f->gen_total;
+  size_t cap = (size_t)limit * 300 + 64, len;
+  char *out;
+
+  if (from >= end) {
+    if (!f->gen_last_us)
+      f->gen_last_us = fk_us();
+    return NULL;
+  }
+  if (!f->gen_first_us)
+    f->gen_first_us = fk_us();
+  out = malloc(cap);
+  len = (size_t)snprintf(out, cap, "{\"ok\":true,\"result\":[");
+  for (long long id = from; id < end && id < from + limit; id++) {
+    long long u = f->gen_user0 + id % f->gen_users;
+    len += (size_t)snprintf(out + len, cap - len,
+        "%s{\"update_id\":%lld,\"message\":{\"message_id\":%lld,\"from\":{\"id\":%lld,"
+        "\"is_bot\":false,\"first_name\":\"T\"},\"chat\":{\"id\":%lld,\"type\":\"private\"},"
+        "\"date\":0,\"text\":\"/help\"}}", id > from ? "," : "", id, id, u, u);
+  }
+  snprintf(out + len, cap - len, "]}");
+  return out;
+}
+
+/* getUpdates: answers at once when there is something, else holds the
+ * request until a push or the request's timeout (caller holds mu; returns
+ * with it released). */
+static void fk_get_updates(struct fk *f, int fd, const char *body)
+{
+  json_object *req = json_tokener_parse(body);
+  long long offset = fk_req_int(req, "offset", 0), timeout = fk_req_int(req, "timeout", 0);
+  long long limit = fk_req_int(req, "limit", 100);
+  struct timespec dl;
+  char *u;
+
+  if (req)
+    json_object_put(req);
+  if (limit < 1 || limit > 100)
+    limit = 100;
+  clock_gettime(CLOCK_MONOTONIC, &dl);
+  dl.tv_sec += timeout > 0 ? (time_t)timeout : 0;
+  for (;;) {
+    u = f->gen_total ? fk_gen_updates(f, offset, limit) : fk_updates(f, offset, limit);
+    if (u || f->instant || f->stop || timeout <= 0)
+      break;
+    if (pthread_cond_timedwait(&f->cv, &f->mu, &dl) == ETIMEDOUT) {
+      u = f->gen_total ? fk_gen_updates(f, offset, limit) : fk_updates(f, offset, limit);
+      break;
+    }
+  }
+  pthread_mutex_unlock(&f->mu);
+  fk_reply(fd, 200, u ? u : "{\"ok\":true,\"result\":[]}");
+  free(u);
+}
+
+/* Limit-enforcing mode: 1 when a send to chat now breaks a limit (caller
+ * holds mu); sets *retry to the seconds to wait. */
+static int fk_over_limit(struct fk *f, const char *body, int *retry)
+{
+  json_object *req = json_tokener_parse(body);
+  long long chat = fk_req_int(req, "chat_id", 0), now = fk_ms();
+  struct fk_chat *c = &f->chats[(unsigned long long)chat % FK_CHATS];
+
+  if (req)
+    json_object_put(req);
+  if (c->id != chat) {
+    memset(c, 0, sizeof *c);
+    c->id = chat;
+  }
+  *retry = 1;
+  /* the ring holds the last 30 sends; the oldest is at n_global % 30 */
+  if (f->n_global >= 30 && f->global_sent[f->n_global % 30] > now - 1000)
+    return 1;
+  if (chat > 0 && c->n > 0 && c->sent[(c->n - 1) % 20] > now - 1000)
+    return 1;
+  if (chat < 0 && c->n >= 20 && c->sent[c->n % 20] > now - 60000) {
+    *retry = (int)((c->sent[c->n % 20] + 60000 - now) / 1000) + 1;
+    return 1;
+  }
+  c->sent[c->n++ % 20] = now;
+  if (c->n >= 40)
+    c->n -= 20;
+  f->global_sent[f->n_global++ % 30] = now;
+  if (f->n_global >= 60)
+    f->n_global -= 30;
+  return 0;
 }
 
 /* Answers one request; returns 0 to drop the connection. */
@@ -109,24 +256,36 @@ static int fk_serve(struct fk *f, int fd, const char *path, const char *body)
     return 1;
   }
   pthread_mutex_lock(&f->mu);
-  if (f->fault_count > 0 && strcmp(method, f->fault_method) == 0) {
+  if (f->fault_count > 0 && strcmp(method, f->fault_method) == 0 &&
+      (f->fault != FK_400_ENTITIES || strstr(body, "\"parse_mode\""))) {
     fault = f->fault;
     f->fault_count--;
   }
-  if (f->n_recs < sizeof f->recs / sizeof f->recs[0]) {
+  for (size_t i = 0; i < sizeof f->unsupported / sizeof f->unsupported[0]; i++)
+    if (f->unsupported[i][0] && strcmp(method, f->unsupported[i]) == 0)
+      fault = FK_404;
+  if (fault == FK_NONE && f->enforce &&
+      (strcmp(method, "sendMessage") == 0 || strcmp(method, "editMessageText") == 0)) {
+    int retry;
+    if (fk_over_limit(f, body, &retry)) {
+      fault = FK_429;
+      f->retry_after = retry;
+      f->n_429++;
+    } else {
+      f->n_sent++;
+    }
+  }
+  if (f->n_recs < sizeof f->recs / sizeof f->recs[0] &&
+      !(f->gen_total && strcmp(method, "getUpdates") == 0)) {
     r = &f->recs[f->n_recs++];
     snprintf(r->method, sizeof r->method, "%s", method);
     r->body = strdup(body);
-    r->at = fk_ms();
+    r->at_us = fk_us();
+    r->at = r->at_us / 1000;
     r->fault = fault;
   }
   if (fault == FK_NONE && strcmp(method, "getUpdates") == 0) {
-    char *u = fk_updates(f, body);
-    pthread_mutex_unlock(&f->mu);
-    if (strlen(u) < 30)
-      usleep(100 * 1000);   /* answers at once-ish, like an emulator */
-    fk_reply(fd, 200, u);
-    free(u);
+    fk_get_updates(f, fd, body);
     return 1;
   }
   f->msg_id++;
@@ -151,6 +310,23 @@ static int fk_serve(struct fk *f, int fd, const char *path, const char *body)
     return 1;
   case FK_DROP:
     return 0;
+  case FK_HALF:    /* headers and half the body, then the connection drops */
+    snprintf(out, sizeof out, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+             "Content-Length: 200\r\n\r\n{\"ok\":true,\"result\":[");
+    if (send(fd, out, strlen(out), MSG_NOSIGNAL) < 0)
+      return 0;
+    return 0;
+  case FK_400_ENTITIES:
+    fk_reply(fd, 400, "{\"ok\":false,\"error_code\":400,\"description\":\"Bad Request: can't "
+             "parse entities: Unsupported start tag \\\"b\\\" at byte offset 0\"}");
+    return 1;
+  case FK_403:
+    fk_reply(fd, 403, "{\"ok\":false,\"error_code\":403,\"description\":\"Forbidden: bot was "
+             "blocked by the user\"}");
+    return 1;
+  case FK_404:
+    fk_reply(fd, 404, "{\"ok\":false,\"error_code\":404,\"description\":\"Not Found\"}");
+    return 1;
   case FK_GARBAGE:
     fk_reply(fd, 200, "{\"ok\":tru");
     return 1;
@@ -216,7 +392,7 @@ static void *fk_accept(void *arg)
   struct fk *f = arg;
 
   for (;;) {
-    int fd = accept4(f->lfd, NULL, NULL, SOCK_CLOEXEC);
+    int fd = accept4(f->lfd, NULL, NULL, SOCK_CLOEXEC), one = 1;
     pthread_t th;
     void **pa;
     if (fd < 0) {
@@ -224,6 +400,7 @@ static void *fk_accept(void *arg)
         return NULL;
       continue;
     }
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     pa = malloc(2 * sizeof *pa);
     pa[0] = f;
     pa[1] = (void *)(intptr_t)fd;
@@ -237,9 +414,14 @@ static inline int fk_start(struct fk *f)
   struct sockaddr_in a;
   socklen_t al = sizeof a;
   int one = 1;
+  pthread_condattr_t ca;
 
   memset(f, 0, sizeof *f);
   pthread_mutex_init(&f->mu, NULL);
+  pthread_condattr_init(&ca);
+  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+  pthread_cond_init(&f->cv, &ca);
+  pthread_condattr_destroy(&ca);
   f->next_update = 1000;
   f->lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   setsockopt(f->lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
@@ -266,6 +448,7 @@ static inline long long fk_push(struct fk *f, const char *rest)
   snprintf(s, n, "{\"update_id\":%lld%s%s}", id, *rest ? "," : "", rest);
   f->updates[f->n_updates] = s;
   f->update_ids[f->n_updates++] = id;
+  pthread_cond_broadcast(&f->cv);
   pthread_mutex_unlock(&f->mu);
   return id;
 }
@@ -287,6 +470,26 @@ static inline long long fk_button(struct fk *f, long long user, long long chat, 
            "\"chat\":{\"id\":%lld,\"type\":\"private\"}},\"chat_instance\":\"x\",\"data\":\"%s\"}",
            f->next_update, user, chat, data);
   return fk_push(f, rest);
+}
+
+/* Every method is supported again. */
+static inline void fk_supported_all(struct fk *f)
+{
+  pthread_mutex_lock(&f->mu);
+  memset(f->unsupported, 0, sizeof f->unsupported);
+  pthread_mutex_unlock(&f->mu);
+}
+
+/* Answers method with 404 "Not Found" from now on, like a server that lacks it. */
+static inline void fk_unsupported(struct fk *f, const char *method)
+{
+  pthread_mutex_lock(&f->mu);
+  for (size_t i = 0; i < sizeof f->unsupported / sizeof f->unsupported[0]; i++)
+    if (!f->unsupported[i][0]) {
+      snprintf(f->unsupported[i], sizeof f->unsupported[i], "%s", method);
+      break;
+    }
+  pthread_mutex_unlock(&f->mu);
 }
 
 static inline void fk_fault(struct fk *f, const char *method, enum fk_fault k, int count,

@@ -8,7 +8,9 @@
 #include <sys/wait.h>
 
 #include "../harness.h"
+#include "../ledgerutil.h"
 #include "../testutil.h"
+#include "engine/buf.h"
 #include "fakebot.h"
 #include "proc.h"
 
@@ -63,6 +65,77 @@ static int stop(struct proc *p)
   return -1;
 }
 
+/* Like start(), with skynet's log (stderr) in p->buf too. */
+static int start_logged(struct proc *p)
+{
+  char cmd[600];
+  char *argv[] = {"/bin/sh", "-c", cmd, NULL};
+  size_t m = fk_mark(&g_fk);
+
+  snprintf(cmd, sizeof cmd, "exec '%s' run 2>&1", SKYNET_BIN);
+  if (proc_start(p, argv, g_env))
+    return -1;
+  g_cur = p->pid;
+  return fk_wait(&g_fk, m, "getUpdates", NULL, NULL, 10000) >= 0 ? 0 : -1;
+}
+
+/* SIGTERM; the exit code, reading the output meanwhile; *ms how long it took. */
+static int stop_timed(struct proc *p, long long *ms)
+{
+  long long t0 = fk_ms();
+  int rc;
+
+  kill(p->pid, SIGTERM);
+  rc = proc_finish(p, 30000);
+  *ms = fk_ms() - t0;
+  g_cur = 0;
+  return rc;
+}
+
+static int count_in(const char *hay, const char *needle)
+{
+  int n = 0;
+
+  for (const char *h = hay; h && (h = strstr(h, needle)); h += strlen(needle))
+    n++;
+  return n;
+}
+
+/* Waits until the poller has confirmed update id (asked for offset id+1). */
+static int confirmed(size_t from, long long id)
+{
+  char off[48];
+
+  snprintf(off, sizeof off, "\"offset\":%lld,", id + 1);
+  return fk_wait(&g_fk, from, "getUpdates", off, NULL, 10000) >= 0;
+}
+
+/* Queues a notification the way the engine does: straight into the outbox;
+ * messages with one edit_key (may be NULL) edit one Telegram message. */
+static int outbox_put_keyed(long long chat, const char *text, const char *edit_key)
+{
+  char url[800];
+  struct ledger *l;
+  struct outbox_msg m = {0};
+  enum err e;
+
+  snprintf(url, sizeof url, "sqlite://%s/skynet.db", g_home);
+  if (!(l = tu_ledger_open(url)))
+    return -1;
+  m.channel = "telegram";
+  m.chat_id = chat;
+  m.text = (char *)text;
+  m.edit_key = (char *)edit_key;
+  e = ledger_outbox_put(l, &m, NULL);
+  ledger_close(l);
+  return e == ERR_OK ? 0 : -1;
+}
+
+static int outbox_put(long long chat, const char *text)
+{
+  return outbox_put_keyed(chat, text, NULL);
+}
+
 TEST(bad_token_is_fatal)
 {
   char *argv[] = {SKYNET_BIN, "run", NULL};
@@ -82,7 +155,7 @@ TEST(commands_tasks_and_buttons)
   long i;
 
   ASSERT(start(&p) == 0);
-  ASSERT(fk_find(&g_fk, 0, "setMyCommands", "task", NULL) >= 0);
+  ASSERT(fk_wait(&g_fk, 0, "setMyCommands", "task", NULL, 10000) >= 0);
 
   m = fk_mark(&g_fk);
   fk_msg(&g_fk, 10, 10, "\\/help");
@@ -237,6 +310,276 @@ TEST(kill9_then_restart_answers_each_update_once)
   ASSERT_EQ(stop(&p), 0);
 }
 
+/* 400 "can't parse entities": the same message again as plain text. */
+TEST(formatting_rejected_resends_plain)
+{
+  struct proc p;
+  size_t m;
+  long a, b;
+
+  ASSERT(start(&p) == 0);
+  m = fk_mark(&g_fk);
+  fk_fault(&g_fk, "sendMessage", FK_400_ENTITIES, 1, 0);
+  fk_msg(&g_fk, 10, 50, "\\/help");
+  ASSERT((a = fk_wait(&g_fk, m, "sendMessage", "\"chat_id\":50,", NULL, 10000)) >= 0);
+  ASSERT_EQ(g_fk.recs[a].fault, FK_400_ENTITIES);
+  ASSERT(strstr(g_fk.recs[a].body, "\"parse_mode\":\"HTML\""));
+  ASSERT((b = fk_wait(&g_fk, (size_t)a + 1, "sendMessage", "\"chat_id\":50,", "SKYNET online",
+                      10000)) >= 0);
+  ASSERT_EQ(g_fk.recs[b].fault, FK_NONE);
+  ASSERT(!strstr(g_fk.recs[b].body, "parse_mode"));
+  tu_sleep_ms(1500);
+  ASSERT_EQ(fk_count(&g_fk, m, "sendMessage", "\"chat_id\":50,", NULL), 2);
+  ASSERT_EQ(stop(&p), 0);
+}
+
+/* 403 (the user blocked the bot): marked failed and logged, never retried;
+ * other chats are not held up. */
+TEST(blocked_chat_is_failed_not_retried)
+{
+  struct proc p;
+  size_t m;
+  long a;
+  long long ms;
+
+  ASSERT(start_logged(&p) == 0);
+  m = fk_mark(&g_fk);
+  fk_fault(&g_fk, "sendMessage", FK_403, 1, 0);
+  fk_msg(&g_fk, 10, 51, "\\/help");
+  ASSERT((a = fk_wait(&g_fk, m, "sendMessage", "\"chat_id\":51,", NULL, 10000)) >= 0);
+  ASSERT_EQ(g_fk.recs[a].fault, FK_403);
+  fk_msg(&g_fk, 10, 52, "\\/help");
+  ASSERT(fk_wait(&g_fk, m, "sendMessage", "\"chat_id\":52,", "SKYNET online", 10000) >= 0);
+  tu_sleep_ms(3000);     /* a retry would come after 1-2 s */
+  ASSERT_EQ(fk_count(&g_fk, m, "sendMessage", "\"chat_id\":51,", NULL), 1);
+  ASSERT(proc_expect(&p, "blocked by the user", 2000));
+  ASSERT_EQ(stop_timed(&p, &ms), 0);
+  proc_release(&p);
+}
+
+/* SIGTERM sends what can go within the grace period (here: replies held by
+ * the 1/s chat limit), then exits. */
+TEST(sigterm_flushes_within_grace)
+{
+  struct proc p;
+  size_t m;
+  long long last = 0, ms;
+
+  ASSERT(start(&p) == 0);
+  m = fk_mark(&g_fk);
+  for (int i = 0; i < 4; i++)
+    last = fk_msg(&g_fk, 10, 60, "\\/help");
+  ASSERT(confirmed(m, last));
+  ASSERT(fk_wait(&g_fk, m, "sendMessage", "\"chat_id\":60,", NULL, 10000) >= 0);
+  ASSERT_EQ(stop_timed(&p, &ms), 0);
+  proc_release(&p);
+  ASSERT_EQ(fk_count_ok(&g_fk, m, "sendMessage", "\"chat_id\":60,"), 4);
+  ASSERT(ms >= 2500);    /* three more at 1/s were waited for ... */
+  ASSERT(ms < 9000);     /* ... and no longer than needed */
+}
+
+/* With Telegram unreachable, SIGTERM keeps the unsent replies (after the
+ * grace period); a plain restart sends each exactly once. */
+TEST(pending_replies_survive_a_restart)
+{
+  struct proc p;
+  size_t m;
+  long long last = 0, ms;
+
+  ASSERT(start(&p) == 0);
+  m = fk_mark(&g_fk);
+  fk_fault(&g_fk, "sendMessage", FK_DROP, 1000000, 0);
+  for (int i = 0; i < 3; i++)
+    last = fk_msg(&g_fk, 10, 61 + i, "\\/help");
+  ASSERT(confirmed(m, last));
+  ASSERT(fk_wait(&g_fk, m, "sendMessage", "\"chat_id\":63,", NULL, 10000) >= 0);
+  ASSERT_EQ(stop_timed(&p, &ms), 0);
+  proc_release(&p);
+  ASSERT(ms < 10000 + 3000);   /* the grace period (10 s) and not much more */
+  ASSERT_EQ(fk_count_ok(&g_fk, m, "sendMessage", "\"chat_id\":61,"), 0);
+  fk_fault(&g_fk, "sendMessage", FK_NONE, 0, 0);
+  ASSERT(start(&p) == 0);
+  for (int i = 0; i < 3; i++) {
+    char chat[32];
+    snprintf(chat, sizeof chat, "\"chat_id\":%d,", 61 + i);
+    for (long long until = fk_ms() + 20000;
+         fk_count_ok(&g_fk, m, "sendMessage", chat) < 1 && fk_ms() < until;)
+      tu_sleep_ms(50);
+  }
+  tu_sleep_ms(1500);
+  for (int i = 0; i < 3; i++) {
+    char chat[32];
+    snprintf(chat, sizeof chat, "\"chat_id\":%d,", 61 + i);
+    ASSERT_EQ(fk_count_ok(&g_fk, m, "sendMessage", chat), 1);
+  }
+  ASSERT_EQ(stop(&p), 0);
+}
+
+/* getUpdates answering 500 again and again: growing pauses (no busy loop),
+ * then polling resumes and updates are answered; a getUpdates and a
+ * sendMessage cut off mid-response are retried. */
+TEST(getupdates_storm_and_cut_responses)
+{
+  struct proc p;
+  size_t m;
+  long i1, i2, i3, i4;
+  long long id;
+
+  ASSERT(start(&p) == 0);
+  m = fk_mark(&g_fk);
+  fk_fault(&g_fk, "getUpdates", FK_500, 3, 0);
+  id = fk_msg(&g_fk, 10, 70, "\\/help");     /* ends the held poll; the storm follows */
+  ASSERT((i1 = fk_wait(&g_fk, m, "getUpdates", NULL, NULL, 10000)) >= 0);
+  ASSERT((i2 = fk_wait(&g_fk, (size_t)i1 + 1, "getUpdates", NULL, NULL, 10000)) >= 0);
+  ASSERT((i3 = fk_wait(&g_fk, (size_t)i2 + 1, "getUpdates", NULL, NULL, 10000)) >= 0);
+  ASSERT((i4 = fk_wait(&g_fk, (size_t)i3 + 1, "getUpdates", NULL, NULL, 10000)) >= 0);
+  ASSERT_EQ(g_fk.recs[i1].fault, FK_500);
+  ASSERT_EQ(g_fk.recs[i3].fault, FK_500);
+  ASSERT_EQ(g_fk.recs[i4].fault, FK_NONE);
+  ASSERT(g_fk.recs[i2].at - g_fk.recs[i1].at >= 400);
+  ASSERT(g_fk.recs[i3].at - g_fk.recs[i2].at >= 900);
+  ASSERT(g_fk.recs[i4].at - g_fk.recs[i3].at >= 1900);
+  ASSERT(fk_wait(&g_fk, m, "sendMessage", "\"chat_id\":70,", "SKYNET online", 10000) >= 0);
+  m = fk_mark(&g_fk);
+  fk_msg(&g_fk, 10, 71, "\\/help");
+  ASSERT(fk_wait(&g_fk, m, "sendMessage", "\"chat_id\":71,", "SKYNET online", 10000) >= 0);
+  (void)id;
+
+  /* cut off mid-response */
+  m = fk_mark(&g_fk);
+  fk_fault(&g_fk, "getUpdates", FK_HALF, 1, 0);
+  fk_msg(&g_fk, 10, 72, "\\/help");
+  ASSERT(fk_wait(&g_fk, m, "sendMessage", "\"chat_id\":72,", "SKYNET online", 10000) >= 0);
+  fk_msg(&g_fk, 10, 73, "\\/help");   /* after the cut poll */
+  ASSERT(fk_wait(&g_fk, m, "sendMessage", "\"chat_id\":73,", "SKYNET online", 10000) >= 0);
+  ASSERT(fk_find(&g_fk, m, "getUpdates", NULL, NULL) >= 0);
+  fk_fault(&g_fk, "sendMessage", FK_HALF, 1, 0);
+  fk_msg(&g_fk, 10, 74, "\\/help");
+  for (long long until = fk_ms() + 15000;
+       fk_count_ok(&g_fk, m, "sendMessage", "\"chat_id\":74,") < 2 && fk_ms() < until;)
+    tu_sleep_ms(50);
+  /* the cut one counts as answered by the fake; the retry is the second */
+  ASSERT_EQ(fk_count(&g_fk, m, "sendMessage", "\"chat_id\":74,", NULL), 2);
+  tu_sleep_ms(1500);
+  ASSERT_EQ(fk_count(&g_fk, m, "sendMessage", "\"chat_id\":72,", NULL), 1);
+  ASSERT_EQ(fk_count(&g_fk, m, "sendMessage", "\"chat_id\":73,", NULL), 1);
+  ASSERT_EQ(stop(&p), 0);
+}
+
+/* A getUpdates that answers at once (an emulator without long polling) is
+ * not a busy loop. */
+TEST(instant_getupdates_is_no_busy_loop)
+{
+  struct proc p;
+  size_t m;
+  int n;
+
+  ASSERT(start(&p) == 0);
+  pthread_mutex_lock(&g_fk.mu);
+  g_fk.instant = 1;
+  pthread_mutex_unlock(&g_fk.mu);
+  fk_msg(&g_fk, 10, 75, "\\/help");     /* ends the held poll */
+  m = fk_mark(&g_fk);
+  tu_sleep_ms(2000);
+  n = fk_count(&g_fk, m, "getUpdates", NULL, NULL);
+  ASSERT(n >= 3);        /* still polling ... */
+  ASSERT(n <= 12);       /* ... about 5 a second, not thousands */
+  m = fk_mark(&g_fk);
+  fk_msg(&g_fk, 10, 76, "\\/help");
+  ASSERT(fk_wait(&g_fk, m, "sendMessage", "\"chat_id\":76,", "SKYNET online", 10000) >= 0);
+  pthread_mutex_lock(&g_fk.mu);
+  g_fk.instant = 0;
+  pthread_mutex_unlock(&g_fk.mu);
+  ASSERT_EQ(stop(&p), 0);
+}
+
+/* A long output goes as a file. */
+TEST(long_output_as_document)
+{
+  struct proc p;
+  struct buf b = BUF_INIT(64 * 1024);
+  size_t m;
+  long d;
+
+  for (int i = 0; i < 1200; i++)
+    buf_printf(&b, "line %04d <ok> & ü\n", i);
+  buf_appends(&b, "END-OF-OUTPUT");
+  ASSERT(start(&p) == 0);
+  m = fk_mark(&g_fk);
+  ASSERT(outbox_put(77, buf_str(&b)) == 0);
+  ASSERT((d = fk_wait(&g_fk, m, "sendDocument", "END-OF-OUTPUT", NULL, 10000)) >= 0);
+  ASSERT(strstr(g_fk.recs[d].body, "line 0000 <ok> & ü"));
+  ASSERT_EQ(fk_count(&g_fk, m, "sendMessage", "\"chat_id\":77,", NULL), 0);
+  ASSERT_EQ(stop(&p), 0);
+  buf_release(&b);
+}
+
+/* A server without sendChatAction, setMyCommands and sendDocument: each is
+ * logged once and its feature degrades (no typing, no menu, text instead of
+ * a file); the bot keeps working. */
+TEST(unsupported_methods_degrade)
+{
+  struct proc p;
+  struct buf b = BUF_INIT(64 * 1024);
+  size_t m;
+  long long ms;
+
+  for (int i = 0; i < 800; i++)
+    buf_printf(&b, "row %04d ==================\n", i);
+  buf_appends(&b, "END-OF-OUTPUT");
+  fk_unsupported(&g_fk, "sendChatAction");
+  fk_unsupported(&g_fk, "setMyCommands");
+  fk_unsupported(&g_fk, "sendDocument");
+  m = fk_mark(&g_fk);
+  ASSERT(start_logged(&p) == 0);
+  fk_msg(&g_fk, 10, 78, "\\/task check disk usage");
+  ASSERT(fk_wait(&g_fk, m, "sendMessage", "\"chat_id\":78,", "QUEUED", 10000) >= 0);
+  fk_msg(&g_fk, 10, 78, "\\/task check disk usage");
+  ASSERT(fk_wait(&g_fk, m, "sendMessage", "\"chat_id\":78,", "SUCCEEDED", 20000) >= 0);
+  ASSERT_EQ(fk_count(&g_fk, m, "sendChatAction", NULL, NULL), 1);
+  ASSERT(outbox_put(79, buf_str(&b)) == 0);
+  ASSERT(fk_wait(&g_fk, m, "sendMessage", "\"chat_id\":79,", "END-OF-OUTPUT", 15000) >= 0);
+  ASSERT(outbox_put(79, buf_str(&b)) == 0);
+  tu_sleep_ms(300);
+  ASSERT_EQ(fk_count(&g_fk, m, "sendDocument", NULL, NULL), 1);   /* tried once only */
+  ASSERT(fk_count(&g_fk, m, "sendMessage", "\"chat_id\":79,", "row 0000") >= 1);
+  fk_supported_all(&g_fk);
+  ASSERT_EQ(stop_timed(&p, &ms), 0);
+  ASSERT_EQ(count_in(p.buf, "sendChatAction unsupported"), 1);
+  ASSERT_EQ(count_in(p.buf, "setMyCommands unsupported"), 1);
+  ASSERT_EQ(count_in(p.buf, "sendDocument unsupported"), 1);
+  ASSERT(!strstr(p.buf, FK_TOKEN));
+  proc_release(&p);
+  buf_release(&b);
+}
+
+/* Progress edits of one message: at most one per second, and a burst of
+ * them collapses so that the last one wins. */
+TEST(progress_edits_paced_and_coalesced)
+{
+  struct proc p;
+  size_t m;
+  long a, b;
+  char text[64];
+
+  ASSERT(start(&p) == 0);
+  m = fk_mark(&g_fk);
+  ASSERT(outbox_put_keyed(85, "progress 0/5", "job:9999:progress") == 0);
+  ASSERT((a = fk_wait(&g_fk, m, "sendMessage", "\"chat_id\":85,", "progress 0\\/5", 10000)) >= 0);
+  for (int i = 1; i <= 5; i++) {
+    snprintf(text, sizeof text, "progress %d/5", i);
+    ASSERT(outbox_put_keyed(85, text, "job:9999:progress") == 0);
+  }
+  ASSERT((b = fk_wait(&g_fk, m, "editMessageText", "\"chat_id\":85,", "progress 5\\/5", 10000)) >= 0);
+  ASSERT(g_fk.recs[b].at - g_fk.recs[a].at >= 1000);
+  tu_sleep_ms(2500);
+  ASSERT(fk_count(&g_fk, m, "editMessageText", "\"chat_id\":85,", NULL) <= 2);
+  ASSERT_EQ(fk_count(&g_fk, m, "sendMessage", "\"chat_id\":85,", NULL), 1);
+  /* the last edit is the last word */
+  ASSERT_EQ(fk_find(&g_fk, (size_t)b + 1, "editMessageText", "\"chat_id\":85,", NULL), -1);
+  ASSERT_EQ(stop(&p), 0);
+}
+
 int main(void)
 {
   signal(SIGPIPE, SIG_IGN);
@@ -257,6 +600,26 @@ int main(void)
   reap();
   RUN(kill9_then_restart_answers_each_update_once);
   reap();
+  RUN(formatting_rejected_resends_plain);
+  reap();
+  RUN(blocked_chat_is_failed_not_retried);
+  reap();
+  RUN(sigterm_flushes_within_grace);
+  reap();
+  RUN(pending_replies_survive_a_restart);
+  reap();
+  RUN(getupdates_storm_and_cut_responses);
+  reap();
+  RUN(instant_getupdates_is_no_busy_loop);
+  reap();
+  RUN(long_output_as_document);
+  reap();
+  RUN(progress_edits_paced_and_coalesced);
+  reap();
+  fk_supported_all(&g_fk);
+  RUN(unsupported_methods_degrade);
+  reap();
+  fk_supported_all(&g_fk);
   tu_rmrf(g_dir);
   return test_summary();
 }

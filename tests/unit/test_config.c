@@ -666,6 +666,37 @@ TEST(example_file_loads)
   teardown();
 }
 
+/* Telegram's long-poll timeout and sending limits: defaults, a file, bounds. */
+TEST(telegram_limits)
+{
+  struct cfg c;
+  const char *path;
+
+  ASSERT_EQ(setup(), 0);
+  ASSERT_EQ(cfg_load(&c, NULL, errbuf, sizeof(errbuf)), ERR_OK);
+  ASSERT_EQ(c.telegram_poll_timeout_s, 50);
+  ASSERT_EQ(c.telegram_rate_global_per_s, 30);
+  ASSERT_EQ(c.telegram_rate_chat_per_s, 1);
+  ASSERT_EQ(c.telegram_rate_group_per_min, 20);
+  cfg_release(&c);
+  ASSERT((path = write_file("t.yaml", "telegram:\n  poll_timeout_s: 5\n"
+                                      "  rate_global_per_s: 10\n  rate_chat_per_s: 2\n"
+                                      "  rate_group_per_min: 12\n")));
+  ASSERT_EQ(cfg_load(&c, path, errbuf, sizeof(errbuf)), ERR_OK);
+  ASSERT_EQ(c.telegram_poll_timeout_s, 5);
+  ASSERT_EQ(c.telegram_rate_global_per_s, 10);
+  ASSERT_EQ(c.telegram_rate_chat_per_s, 2);
+  ASSERT_EQ(c.telegram_rate_group_per_min, 12);
+  cfg_release(&c);
+  ASSERT_EQ(load_text("telegram:\n  rate_global_per_s: 0\n"), ERR_CONFIG);
+  ASSERT_CONTAINS(errbuf, "telegram.rate_global_per_s");
+  ASSERT_EQ(load_text("telegram:\n  poll_timeout_s: 601\n"), ERR_CONFIG);
+  ASSERT_CONTAINS(errbuf, "telegram.poll_timeout_s");
+  ASSERT_EQ(load_text("telegram:\n  rate_chat_per_s: fast\n"), ERR_CONFIG);
+  ASSERT_CONTAINS(errbuf, "telegram.rate_chat_per_s");
+  teardown();
+}
+
 TEST(release_is_safe)
 {
   struct cfg c;
@@ -704,6 +735,7 @@ int main(void)
   RUN(file_too_big);
   RUN(sqlite_path);
   RUN(example_file_loads);
+  RUN(telegram_limits);
   RUN(release_is_safe);
   teardown();
   log_clear_secrets();
