@@ -4,6 +4,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -129,6 +130,20 @@ static enum err say_text(struct req *r, char *text)
   return e;
 }
 
+/* The short answer to a button press, from persona template `key`. */
+static void answer(struct conv_out *out, const char *key, ...) __attribute__((sentinel));
+static void answer(struct conv_out *out, const char *key, ...)
+{
+  va_list ap;
+  char *t;
+
+  va_start(ap, key);
+  t = persona_vrender(persona_current(), key, ap);
+  va_end(ap);
+  snprintf(out->callback_answer, sizeof out->callback_answer, "%s", t ? t : "");
+  free(t);
+}
+
 static const char *idstr(int64_t id, char out[24])
 {
   snprintf(out, 24, "%" PRId64, id);
@@ -220,7 +235,7 @@ static enum err refuse(struct req *r)
   snprintf(num, sizeof num, "%ld", n + 1);
   r->c->l->ops->kv_set(r->c->l, key, num);
   r->out->refused = 1;
-  snprintf(r->out->callback_answer, sizeof r->out->callback_answer, "Not allowed.");
+  answer(r->out, "button_not_allowed", NULL);
   log_info("conv", "refused user %" PRId64 " on %s", r->in->user_id, r->in->channel);
   m.channel = (char *)r->in->channel;
   m.chat_id = r->in->chat_id;
@@ -488,18 +503,18 @@ static enum err decide(struct req *r, int64_t id, int approve)
 
   if ((e = r->c->l->ops->job_get(r->c->l, id, &j)) == ERR_NOTFOUND || (!e && !job_visible(r, &j))) {
     job_release(&j);
-    snprintf(r->out->callback_answer, sizeof r->out->callback_answer, "No such job.");
+    answer(r->out, "button_no_job", "id", idstr(id, ids), NULL);
     return SAY(r, "no_job", "id", idstr(id, ids));
   }
   if (e)
     return e;
   if (j.state != JOB_AWAITING_APPROVAL) {
-    snprintf(r->out->callback_answer, sizeof r->out->callback_answer,
-             "#%" PRId64 " is %s; nothing changed.", id, job_state_name(j.state));
+    answer(r->out, "button_not_awaiting", "id", idstr(id, ids), "state",
+           job_state_name(j.state), NULL);
     e = SAY(r, "not_awaiting", "id", idstr(id, ids), "state", job_state_name(j.state));
   } else if (approve && !may_approve(r, j.risk)) {
-    snprintf(r->out->callback_answer, sizeof r->out->callback_answer,
-             "You may not approve %s work.", risk_name(j.risk));
+    answer(r->out, "button_may_not_approve", "id", idstr(id, ids), "risk", risk_name(j.risk),
+           NULL);
     e = SAY(r, "may_not_approve", "id", idstr(id, ids), "risk", risk_name(j.risk), "who",
             j.risk == RISK_ADMIN ? "an admin" : "an admin or an allowed user");
   } else if (!approve && !is_allowed(r)) {
@@ -523,8 +538,7 @@ static enum err decide_and_reply(struct req *r, int64_t id, int approve)
   if ((e = tx_join(l, &own)))
     return e;
   if (!(e = orch_decide(r->c->orch, l, id, approve, r->actor))) {
-    snprintf(r->out->callback_answer, sizeof r->out->callback_answer, "#%" PRId64 " %s.",
-             id, approve ? "approved" : "denied");
+    answer(r->out, approve ? "button_approved" : "button_denied", "id", idstr(id, ids), NULL);
     snprintf(key, sizeof key, "job:%" PRId64 ":plan", id);
     text = persona_render(persona_current(), approve ? "approved" : "denied_by",
                           "id", idstr(id, ids), "actor", r->actor, NULL);
@@ -720,8 +734,7 @@ static enum err handle_callback(struct req *r)
     return decide(r, id, 1);
   if (strncmp(d, "deny:", 5) == 0 && parse_id(d + 5, &id))
     return decide(r, id, 0);
-  snprintf(r->out->callback_answer, sizeof r->out->callback_answer,
-           "Unknown button; nothing changed.");
+  answer(r->out, "button_unknown", NULL);
   log_warn("conv", "unknown callback data from user %" PRId64, r->in->user_id);
   return ERR_OK;
 }
@@ -737,7 +750,7 @@ enum err conv_handle(struct conv *c, const struct conv_in *in, struct conv_out *
     return refuse(&r);
   if (!rate_ok(&r)) {
     struct rate *rt = &c->rates[(uint64_t)in->user_id % RATE_SLOTS];
-    snprintf(out->callback_answer, sizeof out->callback_answer, "Slow down.");
+    answer(out, "button_slow_down", NULL);
     if (rt->warned++)
       return ERR_OK;
     return SAY(&r, "rate_limited");

@@ -555,17 +555,22 @@ static void step_limit(const struct run_ctx *c, const struct plan_step *st,
 
 static void progress(struct run_ctx *c, size_t i, int64_t started)
 {
-  char bar[11], text[512], key[64];
+  char bar[11], key[64], id[24], step[24], steps[24], secs[32], *text;
   size_t n = c->plan.n_steps, done = i * 10 / n;
 
   for (size_t k = 0; k < 10; k++)
     bar[k] = k < done ? '#' : '-';
   bar[10] = '\0';
-  snprintf(text, sizeof text, "#%lld RUNNING step %zu/%zu [%s] %.0fs · %s",
-           (long long)c->job->id, i + 1, n, bar,
-           (double)(mono_ms() - started) / 1000.0, c->plan.steps[i].action);
+  snprintf(id, sizeof id, "%lld", (long long)c->job->id);
+  snprintf(step, sizeof step, "%zu", i + 1);
+  snprintf(steps, sizeof steps, "%zu", n);
+  snprintf(secs, sizeof secs, "%.0fs", (double)(mono_ms() - started) / 1000.0);
+  text = persona_render(persona_current(), "progress", "id", id, "step", step, "steps", steps,
+                        "bar", bar, "elapsed", secs, "what", c->plan.steps[i].action, NULL);
   snprintf(key, sizeof key, "job:%lld:progress", (long long)c->job->id);
-  notify(c->l, c->job, text, key);
+  if (text)
+    notify(c->l, c->job, text, key);
+  free(text);
 }
 
 struct step_outcome {

@@ -56,6 +56,15 @@ static const struct persona_template_def defs[] = {
   {"status_header", ""},
   {"list_header", ""},
   {"no_jobs", ""},
+  {"button_not_allowed", ""},
+  {"button_no_job", "id"},
+  {"button_not_awaiting", "id,state"},
+  {"button_may_not_approve", "id,risk"},
+  {"button_approved", "id"},
+  {"button_denied", "id"},
+  {"button_unknown", ""},
+  {"button_slow_down", ""},
+  {"progress", "id,step,steps,bar,elapsed,what"},
   {"memory_unavailable", ""},
   {"initiative_unavailable", ""},
 };
@@ -349,18 +358,26 @@ void persona_set_current(struct persona *p)
 
 char *persona_render(const struct persona *p, const char *key, ...)
 {
+  va_list ap;
+  char *s;
+
+  va_start(ap, key);
+  s = persona_vrender(p, key, ap);
+  va_end(ap);
+  return s;
+}
+
+char *persona_vrender(const struct persona *p, const char *key, va_list ap)
+{
   const char *names[MAX_VARS], *vals[MAX_VARS];
   struct buf b = BUF_INIT(RENDER_MAX);
   size_t nv = 0;
-  va_list ap;
   int i;
 
-  va_start(ap, key);
   for (const char *k; nv < MAX_VARS && (k = va_arg(ap, const char *));) {
     names[nv] = k;
     vals[nv++] = va_arg(ap, const char *);
   }
-  va_end(ap);
   if (!p || (i = def_index(key)) < 0) {
     buf_appends(&b, key);
     return buf_detach(&b);

@@ -15,6 +15,7 @@
 #ifndef SKYNET_PERSONA_H
 #define SKYNET_PERSONA_H
 
+#include <stdarg.h>
 #include <stddef.h>
 
 #include "err.h"
@@ -41,6 +42,8 @@ const char *persona_system(const struct persona *p);
  * itself, so a programming error shows instead of crashing. */
 char *persona_render(const struct persona *p, const char *key, ...)
     __attribute__((sentinel));
+
+char *persona_vrender(const struct persona *p, const char *key, va_list ap);
 
 /* The process-wide persona: the one set, else the built-in SKYNET. */
 const struct persona *persona_current(void);
