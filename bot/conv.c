@@ -390,6 +390,21 @@ static int job_visible(const struct req *r, const struct job *j)
                          j->chat_id == r->in->chat_id);
 }
 
+/* What planning this job with the model cost, when it did. */
+static void job_tokens(struct req *r, int64_t id, struct buf *b)
+{
+  struct usage_filter f = {0, NULL, 0, id};
+  int64_t p = 0, c = 0;
+  char n[32], *t;
+
+  if (r->c->l->ops->usage_sum(r->c->l, &f, &p, &c) || p + c == 0)
+    return;
+  snprintf(n, sizeof n, "%" PRId64, p + c);
+  if ((t = persona_render(persona_current(), "job_tokens", "tokens", n, NULL)))
+    buf_printf(b, "\n%s", t);
+  free(t);
+}
+
 static enum err status_one(struct req *r, int64_t id)
 {
   char ids[24];
@@ -415,6 +430,7 @@ static enum err status_one(struct req *r, int64_t id)
   res = orch_format_result(&j, 1500);
   buf_printf(&b, "%s\nTask: %s · risk %s", res, j.text, risk_name(j.risk));
   orch_format_artifacts(r->c->l, id, &b);
+  job_tokens(r, id, &b);
   describe_transitions(r, id, &b);
   e = reply(r, buf_str(&b));
   free(res);

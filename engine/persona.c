@@ -43,6 +43,7 @@ static const struct persona_template_def defs[] = {
   {"model_down", "reason"},
   {"budget_spent", "used,budget"},
   {"model_status", "model,today,chat,budget"},
+  {"job_tokens", "tokens"},
   {"no_job", "id"},
   {"not_awaiting", "id,state"},
   {"may_not_approve", "id,risk,who"},

@@ -152,6 +152,8 @@ TEST(task_and_chat_through_the_model)
   /* /status: the model and today's tokens (1240 + 20 + 312 + 420 + 1130). */
   proc_send(&p, "/status");
   ASSERT(proc_expect(&p, "Model: gemini gemini-test · tokens today 3122", 5000));
+  proc_send(&p, "/status 1");
+  ASSERT(proc_expect(&p, "Model tokens: 1240", 5000));
   ASSERT_EQ(proc_finish(&p, 20000), 0);
   proc_release(&p);
 }
