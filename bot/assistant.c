@@ -122,7 +122,7 @@ static void context_of(struct assistant *a, const char *channel, int64_t chat_id
 
 /* Plans with the model; *plan_json NULL → offline, with *note saying why. */
 static enum err model_plan(struct assistant *a, const struct job *j, char **plan_json,
-                           char **note, char *why, size_t n)
+                           char **note, int64_t usage[2], char *why, size_t n)
 {
   struct planner_llm_in in = {0};
   struct planner_llm_out out;
@@ -149,7 +149,8 @@ static enum err model_plan(struct assistant *a, const struct job *j, char **plan
   in.context = ctx;
   in.providers = a->providers;
   e = planner_llm(a->llm, &in, &out, why, n);
-  record(a, j->channel, j->chat_id, j->id, out.prompt_tokens, out.completion_tokens);
+  usage[0] = out.prompt_tokens;
+  usage[1] = out.completion_tokens;
   chat_msg_list_free(hist, nh);
   if (e == ERR_OK) {
     *plan_json = out.plan_json;
@@ -169,9 +170,10 @@ static enum err plan_one(struct assistant *a, const struct job *j, int proposal)
   struct submit_res res = {0};
   struct ledger *l = a->l;
   char why[512] = "", *plan = NULL, *note = NULL;
+  int64_t usage[2] = {0, 0};
   enum err e, pe;
 
-  pe = model_plan(a, j, &plan, &note, why, sizeof why);
+  pe = model_plan(a, j, &plan, &note, usage, why, sizeof why);
   r.channel = j->channel;
   r.chat_id = j->chat_id;
   r.user_id = j->user_id;
@@ -181,6 +183,8 @@ static enum err plan_one(struct assistant *a, const struct job *j, int proposal)
   r.require_approval = proposal;
   if ((e = l->ops->begin(l)))
     goto out;
+  /* The cost is recorded with the outcome: one commit, one fsync. */
+  record(a, j->channel, j->chat_id, j->id, usage[0], usage[1]);
   if (note && (e = conv_say(l, j->channel, j->chat_id, note)))
     goto rollback;
   if (pe) {
@@ -416,7 +420,6 @@ static enum err chat_one(struct assistant *a, const struct chat_turn *t)
   req.max_tokens = CHAT_MAX_TOKENS;
   req.temperature = 0.6;
   e = llm_call(a->llm, &req, &resp, why, sizeof why);
-  record(a, t->channel, t->chat_id, 0, resp.prompt_tokens, resp.completion_tokens);
   if (e) {
     text = persona_render(persona_current(), "model_down", "reason", why, NULL);
   } else if (resp.refused) {
@@ -431,6 +434,7 @@ answer:
   e = ERR_OK;
   if ((e = a->l->ops->begin(a->l)))
     goto out;
+  record(a, t->channel, t->chat_id, 0, resp.prompt_tokens, resp.completion_tokens);
   if (text && *text)
     e = conv_say(a->l, t->channel, t->chat_id, text);
   if (!e && task)
