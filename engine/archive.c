@@ -67,8 +67,9 @@ static enum err sys_fail(char *errbuf, size_t errlen, const char *what,
                          const char *path)
 {
   int e = errno;
+  char msg[128];
 
-  snprintf(errbuf, errlen, "cannot %s '%.300s': %s", what, path, strerror(e));
+  snprintf(errbuf, errlen, "cannot %s '%.300s': %s", what, path, strerror_r(e, msg, sizeof msg));
   return e == ENOENT ? ERR_NOTFOUND : ERR_IO;
 }
 

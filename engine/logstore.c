@@ -52,7 +52,7 @@ enum err logstore_open(const char *home, int64_t job_id,
 {
   struct logstore_writer *w = calloc(1, sizeof *w);
   char *path = logstore_path(home, job_id);
-  char dir[4200];
+  char dir[4200], msg[128];
   enum err e = ERR_NOMEM;
 
   *out = NULL;
@@ -60,12 +60,14 @@ enum err logstore_open(const char *home, int64_t job_id,
     goto out;
   snprintf(dir, sizeof dir, "%s/logs", home);
   if (mkdir(dir, 0700) < 0 && errno != EEXIST) {
-    snprintf(errbuf, errlen, "cannot create '%s': %s", dir, strerror(errno));
+    snprintf(errbuf, errlen, "cannot create '%s': %s", dir,
+             strerror_r(errno, msg, sizeof msg));
     e = ERR_IO;
     goto out;
   }
   if (!(w->f = fopen(path, "ae"))) {
-    snprintf(errbuf, errlen, "cannot open '%s': %s", path, strerror(errno));
+    snprintf(errbuf, errlen, "cannot open '%s': %s", path,
+             strerror_r(errno, msg, sizeof msg));
     e = ERR_IO;
     goto out;
   }

@@ -625,7 +625,8 @@ static void judge_step(size_t i, enum err e,
 }
 
 /* Keeps the files a successful step listed in args.artifacts.  They are
- * read from this host, so only from providers that run here. */
+ * read from this host, so only from providers that run here.  A failure
+ * fails the step (the caller logs out->reason). */
 static void keep_artifacts(struct run_ctx *c, size_t i, const struct registry_entry *re,
                            struct step_outcome *out)
 {
@@ -638,7 +639,6 @@ static void keep_artifacts(struct run_ctx *c, size_t i, const struct registry_en
     out->state = JOB_FAILED;
     snprintf(out->reason, sizeof out->reason, "step %zu: artifacts are kept only from "
              "local and sandbox providers, not from '%s' (%s)", i + 1, re->name, re->type);
-    logstore_event(c->log, LOGL_ERROR, (int)i + 1, "%s", out->reason);
     return;
   }
   for (size_t k = 0; k < st->n_artifacts; k++) {
@@ -646,7 +646,6 @@ static void keep_artifacts(struct run_ctx *c, size_t i, const struct registry_en
                      st->artifacts[k], &a, why, sizeof why)) {
       out->state = JOB_FAILED;
       snprintf(out->reason, sizeof out->reason, "step %zu: %.290s", i + 1, why);
-      logstore_event(c->log, LOGL_ERROR, (int)i + 1, "%s", out->reason);
       return;
     }
     logstore_event(c->log, LOGL_INFO, (int)i + 1, "kept artifact '%s': %lld bytes, sha256 %s",

@@ -37,7 +37,9 @@
  *   default: it counts every process of the user, not only the command's.
  * - The environment is scrubbed: PATH, HOME, LANG=C.UTF-8, TERM=dumb, then
  *   the variables named in env_allow ("TZ,http_proxy"), copied from
- *   skynet's environment when set, then the request's own.  skynet's
+ *   skynet's environment when set, then the request's own, then
+ *   SKYNET_RUN_ID, unique per run: after a timeout or cancel, processes
+ *   that left the group (setsid, daemons) are found by it and killed.  skynet's
  *   secrets (SKYNET_*, TELEGRAM_BOT_TOKEN, *_API_KEY) cannot be allowed.
  *
  * Requirements on the rest of skynet: SIGCHLD must not be set to SIG_IGN (the
@@ -47,6 +49,7 @@
 #include "exec.h"
 
 #include <assert.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -103,6 +106,8 @@ static const struct {
   [RL_NPROC] = {"rlimit_nproc", RLIMIT_NPROC, 1, 0},
 };
 
+static atomic_uint local_run_seq;
+
 struct local_inst {
   struct exec_instance base;
   char *env_path;               /* "PATH=..." */
@@ -143,6 +148,7 @@ struct tail {
 struct run_state {
   const struct exec_request *req;
   pid_t pid;
+  char run_env[64];             /* "SKYNET_RUN_ID=<pid>-<n>": marks descendants */
   int pidfd;                    /* readable once the child exited; -1 if none */
   int out_fd;                   /* parent's ends, -1 once closed */
   int in_fd;
@@ -398,8 +404,8 @@ static char *env_entry_of(const char *name)
  * commands; the strings stay owned by the instance, environ and the
  * request. */
 static enum err env_build(const struct local_inst *li,
-                          const struct exec_request *req, char ***out,
-                          struct exec_result *res)
+                          const struct exec_request *req, const char *run_env,
+                          char ***out, struct exec_result *res)
 {
   static const char *const fixed[] = {"LANG=C.UTF-8", "TERM=dumb"};
   size_t n = 0, extra = 0, i;
@@ -407,7 +413,7 @@ static enum err env_build(const struct local_inst *li,
 
   while (req->env && req->env[extra])
     extra++;
-  envp = calloc(4 + LOCAL_ENV_ALLOW_MAX + extra + 1, sizeof *envp);
+  envp = calloc(5 + LOCAL_ENV_ALLOW_MAX + extra + 1, sizeof *envp);
   if (!envp)
     return ERR_NOMEM;
   env_set(envp, &n, li->env_path);
@@ -425,6 +431,7 @@ static enum err env_build(const struct local_inst *li,
       return ERR_INVAL;
     }
   }
+  env_set(envp, &n, run_env);   /* last: the request cannot hide from it */
   *out = envp;
   return ERR_OK;
 }
@@ -646,16 +653,17 @@ static enum err spawn_pipes(struct run_state *st, struct spawn *sp,
 }
 
 static enum err spawn_prepare(const struct local_inst *li,
-                              const struct exec_request *req,
+                              const struct run_state *st,
                               struct spawn *sp, struct exec_result *res)
 {
+  const struct exec_request *req = st->req;
   enum err e;
 
   sp->li = li;
   sp->argv = (char *const *)req->argv;
   sp->cwd = req->cwd ? req->cwd : li->workdir;
   sp->parent = getpid();
-  e = env_build(li, req, &sp->envp, res);
+  e = env_build(li, req, st->run_env, &sp->envp, res);
   if (e)
     return e;
   sp->path = env_path_of(sp->envp);
@@ -708,7 +716,7 @@ static enum err local_spawn(const struct local_inst *li, struct run_state *st,
   int rep_r = -1;
   enum err e;
 
-  e = spawn_prepare(li, st->req, &sp, res);
+  e = spawn_prepare(li, st, &sp, res);
   if (!e)
     e = spawn_pipes(st, &sp, &rep_r);
   if (e)
@@ -987,11 +995,62 @@ static void run_loop(struct run_state *st)
 
 /* No grandchild left in the group may outlive the command; only then is
  * the leader reaped. */
+/* Whether /proc/<pid>/environ holds the entry want (NUL-delimited). */
+static int proc_env_has(const char *pid, const char *want, char *buf, size_t size)
+{
+  char path[300];
+  size_t len = strlen(want) + 1, got = 0;
+  ssize_t n;
+  int fd, hit = 0;
+
+  snprintf(path, sizeof path, "/proc/%s/environ", pid);
+  if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
+    return 0;
+  while (got < size && (n = read(fd, buf + got, size - got)) > 0)
+    got += (size_t)n;
+  close(fd);
+  for (size_t i = 0; !hit && i + len <= got; i++)
+    hit = (i == 0 || buf[i - 1] == '\0') && memcmp(buf + i, want, len) == 0;
+  return hit;
+}
+
+/* A command that timed out or was cancelled may have left descendants
+ * outside its process group (setsid, daemonising).  They still carry the
+ * run's SKYNET_RUN_ID in their environment: find and kill them, a few
+ * rounds in case one forked meanwhile.  Best effort: a process that wiped
+ * its environment is not found. */
+static void run_kill_escaped(const struct run_state *st)
+{
+  char *buf = malloc(LOCAL_CHUNK);
+  struct dirent *d;
+  DIR *dir;
+  int found = 1;
+
+  for (int round = 0; buf && found && round < 3; round++) {
+    found = 0;
+    if (!(dir = opendir("/proc")))
+      break;
+    while ((d = readdir(dir))) {
+      long pid = strtol(d->d_name, NULL, 10);
+      if (pid <= 0 || pid == (long)getpid())
+        continue;
+      if (proc_env_has(d->d_name, st->run_env, buf, LOCAL_CHUNK)) {
+        kill((pid_t)pid, SIGKILL);
+        found = 1;
+      }
+    }
+    closedir(dir);
+  }
+  free(buf);
+}
+
 static void run_reap(struct run_state *st)
 {
   pid_t r;
 
   kill(-st->pid, SIGKILL);
+  if (st->timed_out || st->cancelled)
+    run_kill_escaped(st);
   do
     r = waitpid(st->pid, &st->status, 0);
   while (r < 0 && errno == EINTR);
@@ -1032,6 +1091,8 @@ static enum err run_init(struct run_state *st, const struct exec_request *req,
   st->req = req;
   st->pid = -1;
   st->pidfd = st->out_fd = st->in_fd = -1;
+  snprintf(st->run_env, sizeof st->run_env, "SKYNET_RUN_ID=%ld-%u", (long)getpid(),
+           atomic_fetch_add(&local_run_seq, 1));
   st->start = now_ms();
   st->grace_ms = req->grace_ms > 0 ? req->grace_ms : LOCAL_GRACE_MS;
   if (req->timeout_ms > 0)

@@ -350,6 +350,24 @@ TEST(env_allow_list)
   exec_result_release(&res);
 }
 
+TEST(daemon_that_left_the_group_is_killed_on_timeout)
+{
+  char token[32], script[256];
+  const char *argv[] = {"sh", "-c", script, NULL};
+  struct exec_request req = {.argv = argv, .timeout_ms = 400, .grace_ms = 200};
+  struct exec_result res;
+
+  snprintf(token, sizeof token, "79%ld.5", (long)getpid());
+  /* setsid: a new session and group, which the group kill does not reach */
+  snprintf(script, sizeof script, "setsid sh -c 'sleep %s' </dev/null >/dev/null 2>&1 & sleep %s",
+           token, token);
+  ASSERT_EQ(exec_local.run(local_inst, &req, &res), ERR_TIMEOUT);
+  exec_result_release(&res);
+  for (int i = 0; i < 50 && tu_count_procs(token); i++)
+    tu_sleep_ms(20);
+  ASSERT_EQ(tu_count_procs(token), 0);
+}
+
 TEST(stdin_passed)
 {
   const char *argv[] = {"cat", NULL};
@@ -830,6 +848,7 @@ int main(void)
   RUN(nofile_limit_bites);
   RUN(default_limits_apply);
   RUN(env_allow_list);
+  RUN(daemon_that_left_the_group_is_killed_on_timeout);
   RUN(stdin_passed);
   RUN(big_stdin_through_cat);
   RUN(stdin_not_read);
