@@ -144,6 +144,15 @@ static void answer(struct conv_out *out, const char *key, ...)
   free(t);
 }
 
+/* A persona heading ("Providers:") appended after prefix. */
+static void heading(struct buf *b, const char *prefix, const char *key)
+{
+  char *t = persona_render(persona_current(), key, NULL);
+
+  buf_printf(b, "%s%s", prefix, t ? t : key);
+  free(t);
+}
+
 static const char *idstr(int64_t id, char out[24])
 {
   snprintf(out, 24, "%" PRId64, id);
@@ -374,7 +383,7 @@ static void describe_transitions(struct req *r, int64_t id, struct buf *b)
 
   if (r->c->l->ops->job_transitions(r->c->l, id, &t, &n))
     return;
-  buf_appends(b, "\nHistory:");
+  heading(b, "\n", "heading_history");
   for (size_t i = 0; i < n; i++) {
     buf_printf(b, "\n  %s → %s by %s", t[i].has_from ? job_state_name(t[i].from) : "·",
                job_state_name(t[i].to), t[i].actor);
@@ -428,7 +437,11 @@ static enum err status_one(struct req *r, int64_t id)
   }
   free(tail);
   res = orch_format_result(&j, 1500);
-  buf_printf(&b, "%s\nTask: %s · risk %s", res, j.text, risk_name(j.risk));
+  buf_appends(&b, res);
+  char *task = persona_render(persona_current(), "status_task", "text", j.text, "risk",
+                              risk_name(j.risk), NULL);
+  buf_printf(&b, "\n%s", task ? task : "");
+  free(task);
   orch_format_artifacts(r->c->l, id, &b);
   job_tokens(r, id, &b);
   describe_transitions(r, id, &b);
@@ -620,7 +633,7 @@ static void append_workers(struct req *r, struct buf *b)
     worker_list_free(v, n);
     return;
   }
-  buf_appends(b, "\nWorkers:");
+  heading(b, "\n", "heading_workers");
   for (size_t i = 0; i < n && i < 10; i++)
     buf_printf(b, "\n%s %s%s%s · %d/%d busy · %s", v[i].id, v[i].state,
                v[i].reason ? " — " : "", v[i].reason ? v[i].reason : "", v[i].load,
@@ -636,7 +649,7 @@ static enum err cmd_providers(struct req *r, const char *arg)
   enum err e;
 
   (void)arg;
-  buf_appends(&b, "Providers:");
+  heading(&b, "", "heading_providers");
   for (size_t i = 0; i < r->c->reg->n; i++) {
     const struct registry_entry *re = &r->c->reg->v[i];
     struct exec_health h = {0, ""};

@@ -194,7 +194,9 @@ void orch_format_artifacts(struct ledger *l, int64_t id, struct buf *b)
     artifact_list_free(v, n);
     return;
   }
-  buf_appends(b, "\nArtifacts:");
+  char *h = persona_render(persona_current(), "heading_artifacts", NULL);
+  buf_printf(b, "\n%s", h ? h : "Artifacts:");
+  free(h);
   for (size_t i = 0; i < n; i++) {
     const char *base = strrchr(v[i].name, '/');
     buf_printf(b, "\n%s (%lld B, sha %.12s, step %d)", base && base[1] ? base + 1 : v[i].name,

@@ -66,6 +66,11 @@ static const struct persona_template_def defs[] = {
   {"button_unknown", ""},
   {"button_slow_down", ""},
   {"progress", "id,step,steps,bar,elapsed,what"},
+  {"status_task", "text,risk"},
+  {"heading_history", ""},
+  {"heading_workers", ""},
+  {"heading_providers", ""},
+  {"heading_artifacts", ""},
   {"memory_unavailable", ""},
   {"initiative_unavailable", ""},
 };
