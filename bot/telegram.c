@@ -38,7 +38,7 @@
 #define TG_RESP_MAX (8 * 1024 * 1024)
 #define TG_CHUNK 3500               /* bytes of plain text per message (< 4096 chars) */
 #define TG_DOC_PARTS 3              /* more parts than this go as a file */
-#define TG_BATCH 50
+#define TG_BATCH 200                /* due messages looked at per turn */
 #define TG_IDLE_POLL_MS 250         /* the sender's look at the outbox without a bell */
 
 struct tg_http {

@@ -580,6 +580,50 @@ TEST(progress_edits_paced_and_coalesced)
   ASSERT_EQ(stop(&p), 0);
 }
 
+/* Drops what is still queued for chat (skynet stopped), so later tests
+ * start clean. */
+static void outbox_drop(long long chat)
+{
+  char url[800];
+  struct ledger *l;
+  struct outbox_msg *v = NULL;
+  size_t n = 0;
+
+  snprintf(url, sizeof url, "sqlite://%s/skynet.db", g_home);
+  if (!(l = tu_ledger_open(url)))
+    return;
+  if (l->ops->outbox_pending(l, "telegram", INT64_MAX, 1000, &v, &n) == ERR_OK)
+    for (size_t i = 0; i < n; i++)
+      if (v[i].chat_id == chat)
+        l->ops->outbox_done(l, v[i].id);
+  outbox_list_free(v, n);
+  ledger_close(l);
+}
+
+/* A backlog for one chat (held at 1/s) does not hold up a reply to another. */
+TEST(backlog_in_one_chat_does_not_block_others)
+{
+  struct proc p;
+  char text[64];
+  size_t m;
+  long a;
+
+  for (int i = 0; i < 80; i++) {
+    snprintf(text, sizeof text, "backlog %d", i);
+    ASSERT(outbox_put(86, text) == 0);
+  }
+  ASSERT(start(&p) == 0);
+  m = fk_mark(&g_fk);
+  ASSERT(fk_wait(&g_fk, m, "sendMessage", "\"chat_id\":86,", "backlog 1", 10000) >= 0);
+  long long t0 = fk_ms();
+  fk_msg(&g_fk, 10, 87, "\\/help");
+  ASSERT((a = fk_wait(&g_fk, m, "sendMessage", "\"chat_id\":87,", "SKYNET online", 10000)) >= 0);
+  ASSERT(g_fk.recs[a].at - t0 < 1500);
+  proc_kill9(&p);
+  proc_release(&p);
+  outbox_drop(86);
+}
+
 int main(void)
 {
   signal(SIGPIPE, SIG_IGN);
@@ -620,6 +664,8 @@ int main(void)
   RUN(unsupported_methods_degrade);
   reap();
   fk_supported_all(&g_fk);
+  RUN(backlog_in_one_chat_does_not_block_others);
+  reap();
   tu_rmrf(g_dir);
   return test_summary();
 }
