@@ -376,13 +376,13 @@ enum err tg_open(const struct cfg *cfg, struct tg **out, char *errbuf, size_t er
   enum err e;
 
   *out = NULL;
+  curl_global_init(CURL_GLOBAL_DEFAULT);   /* before the first handle */
   if (!t || tg_http_init(&t->http, cfg)) {
     free(t);
     snprintf(errbuf, errlen, "out of memory");
     return ERR_NOMEM;
   }
   t->cfg = cfg;
-  curl_global_init(CURL_GLOBAL_DEFAULT);
   if ((e = tg_call(&t->http, "getMe", NULL, NULL, 20, &r)) || !r.result) {
     if (r.status == 401 || r.status == 404 || r.error_code == 401)
       snprintf(errbuf, errlen, "Telegram rejected the bot token (telegram.token): %s", r.desc);
