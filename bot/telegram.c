@@ -670,7 +670,8 @@ static void tg_deliver(struct tg *t, struct ledger *l, const struct outbox_msg *
     part = (size_t)strtoull(pv, NULL, 10);
   free(pv);
   memset(&r, 0, sizeof r);
-  if (!m->edit_key && !t->no_document && part == 0 && tg_parts(m->text ? m->text : "") > TG_DOC_PARTS)
+  if (!m->edit_key && !t->no_document && part == 0 &&
+      tg_parts(m->text ? m->text : "") > TG_DOC_PARTS)
     e = tg_send_long(t, l, m, &part, &more, &r);
   else
     e = tg_send_text(t, l, m, 0, &part, &more, &r);

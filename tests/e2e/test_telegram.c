@@ -570,7 +570,8 @@ TEST(progress_edits_paced_and_coalesced)
     snprintf(text, sizeof text, "progress %d/5", i);
     ASSERT(outbox_put_keyed(85, text, "job:9999:progress") == 0);
   }
-  ASSERT((b = fk_wait(&g_fk, m, "editMessageText", "\"chat_id\":85,", "progress 5\\/5", 10000)) >= 0);
+  ASSERT((b = fk_wait(&g_fk, m, "editMessageText", "\"chat_id\":85,", "progress 5\\/5",
+                      10000)) >= 0);
   ASSERT(g_fk.recs[b].at - g_fk.recs[a].at >= 1000);
   tu_sleep_ms(2500);
   ASSERT(fk_count(&g_fk, m, "editMessageText", "\"chat_id\":85,", NULL) <= 2);
