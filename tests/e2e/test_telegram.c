@@ -1,8 +1,14 @@
 /* End to end: the skynet binary on the Telegram channel against a fake Bot
- * API server (fakebot.h).  Covers commands, tasks with results, approval by
- * buttons (admin, non-admin, stale, forged), unknown users, 429 retry_after,
- * 5xx and dropped connections, malformed updates, a long output, and kill -9
- * then restart with each update answered exactly once. */
+ * API server (fakebot.h) that holds getUpdates like Telegram.  Covers
+ * commands, tasks with results, approval by buttons (admin, non-admin,
+ * stale, forged), unknown users, 429 retry_after, 5xx and dropped
+ * connections, malformed updates, kill -9 then restart with each update
+ * answered exactly once, 400 "can't parse entities" (plain text again), 403
+ * (failed, not retried), SIGTERM flushing within the grace period and keeping
+ * the rest for the next start, a getUpdates 5xx storm, responses cut off
+ * mid-way, a getUpdates that answers at once, long output as a document,
+ * paced and coalesced progress edits, unsupported methods (logged once,
+ * degraded), and a backlog in one chat not holding up the others. */
 #include <signal.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
