@@ -38,7 +38,7 @@
 #define TG_RESP_MAX (8 * 1024 * 1024)
 #define TG_CHUNK 3500               /* bytes of plain text per message (< 4096 chars) */
 #define TG_DOC_PARTS 3              /* more parts than this go as a file */
-#define TG_BATCH 50
+#define TG_BATCH 200                /* due messages looked at per turn */
 #define TG_IDLE_POLL_MS 250         /* the sender's look at the outbox without a bell */
 
 struct tg_http {
@@ -376,13 +376,13 @@ enum err tg_open(const struct cfg *cfg, struct tg **out, char *errbuf, size_t er
   enum err e;
 
   *out = NULL;
+  curl_global_init(CURL_GLOBAL_DEFAULT);   /* before the first handle */
   if (!t || tg_http_init(&t->http, cfg)) {
     free(t);
     snprintf(errbuf, errlen, "out of memory");
     return ERR_NOMEM;
   }
   t->cfg = cfg;
-  curl_global_init(CURL_GLOBAL_DEFAULT);
   if ((e = tg_call(&t->http, "getMe", NULL, NULL, 20, &r)) || !r.result) {
     if (r.status == 401 || r.status == 404 || r.error_code == 401)
       snprintf(errbuf, errlen, "Telegram rejected the bot token (telegram.token): %s", r.desc);
@@ -670,7 +670,8 @@ static void tg_deliver(struct tg *t, struct ledger *l, const struct outbox_msg *
     part = (size_t)strtoull(pv, NULL, 10);
   free(pv);
   memset(&r, 0, sizeof r);
-  if (!m->edit_key && !t->no_document && part == 0 && tg_parts(m->text ? m->text : "") > TG_DOC_PARTS)
+  if (!m->edit_key && !t->no_document && part == 0 &&
+      tg_parts(m->text ? m->text : "") > TG_DOC_PARTS)
     e = tg_send_long(t, l, m, &part, &more, &r);
   else
     e = tg_send_text(t, l, m, 0, &part, &more, &r);

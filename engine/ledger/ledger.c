@@ -50,11 +50,24 @@ enum err ledger_outbox_put(struct ledger *l, const struct outbox_msg *m,
 }
 
 static pthread_mutex_t bell_mu = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t bell_cv = PTHREAD_COND_INITIALIZER;
+static pthread_cond_t bell_cv;
+static pthread_once_t bell_once = PTHREAD_ONCE_INIT;
 static uint64_t bell_gen;
+
+/* The bell's clock is monotonic: a wall-clock step must not stretch a wait. */
+static void bell_init(void)
+{
+  pthread_condattr_t a;
+
+  pthread_condattr_init(&a);
+  pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
+  pthread_cond_init(&bell_cv, &a);
+  pthread_condattr_destroy(&a);
+}
 
 void ledger_outbox_ring(void)
 {
+  pthread_once(&bell_once, bell_init);
   pthread_mutex_lock(&bell_mu);
   bell_gen++;
   pthread_cond_broadcast(&bell_cv);
@@ -65,7 +78,8 @@ void ledger_outbox_wait(uint64_t *seen, int timeout_ms)
 {
   struct timespec ts;
 
-  clock_gettime(CLOCK_REALTIME, &ts);
+  pthread_once(&bell_once, bell_init);
+  clock_gettime(CLOCK_MONOTONIC, &ts);
   ts.tv_sec += timeout_ms / 1000;
   ts.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
   if (ts.tv_nsec >= 1000000000L) {

@@ -155,7 +155,8 @@ static int bench_latency(void)
   for (int i = 0; i < 3; i++) {
     size_t m = fk_mark(&fk);
     t0 = fk_ms();
-    if (run_restart(&r, &fk, 1000, 200) || (hit = fk_wait(&fk, m, "getUpdates", NULL, NULL, 10000)) < 0)
+    if (run_restart(&r, &fk, 1000, 200) ||
+        (hit = fk_wait(&fk, m, "getUpdates", NULL, NULL, 10000)) < 0)
       return 1;
     printf("restart (database exists) → first getUpdates: %lld ms\n", fk.recs[hit].at - t0);
     kill(r.p.pid, SIGTERM);

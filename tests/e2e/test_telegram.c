@@ -1,8 +1,14 @@
 /* End to end: the skynet binary on the Telegram channel against a fake Bot
- * API server (fakebot.h).  Covers commands, tasks with results, approval by
- * buttons (admin, non-admin, stale, forged), unknown users, 429 retry_after,
- * 5xx and dropped connections, malformed updates, a long output, and kill -9
- * then restart with each update answered exactly once. */
+ * API server (fakebot.h) that holds getUpdates like Telegram.  Covers
+ * commands, tasks with results, approval by buttons (admin, non-admin,
+ * stale, forged), unknown users, 429 retry_after, 5xx and dropped
+ * connections, malformed updates, kill -9 then restart with each update
+ * answered exactly once, 400 "can't parse entities" (plain text again), 403
+ * (failed, not retried), SIGTERM flushing within the grace period and keeping
+ * the rest for the next start, a getUpdates 5xx storm, responses cut off
+ * mid-way, a getUpdates that answers at once, long output as a document,
+ * paced and coalesced progress edits, unsupported methods (logged once,
+ * degraded), and a backlog in one chat not holding up the others. */
 #include <signal.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -570,7 +576,8 @@ TEST(progress_edits_paced_and_coalesced)
     snprintf(text, sizeof text, "progress %d/5", i);
     ASSERT(outbox_put_keyed(85, text, "job:9999:progress") == 0);
   }
-  ASSERT((b = fk_wait(&g_fk, m, "editMessageText", "\"chat_id\":85,", "progress 5\\/5", 10000)) >= 0);
+  ASSERT((b = fk_wait(&g_fk, m, "editMessageText", "\"chat_id\":85,", "progress 5\\/5",
+                      10000)) >= 0);
   ASSERT(g_fk.recs[b].at - g_fk.recs[a].at >= 1000);
   tu_sleep_ms(2500);
   ASSERT(fk_count(&g_fk, m, "editMessageText", "\"chat_id\":85,", NULL) <= 2);
@@ -578,6 +585,50 @@ TEST(progress_edits_paced_and_coalesced)
   /* the last edit is the last word */
   ASSERT_EQ(fk_find(&g_fk, (size_t)b + 1, "editMessageText", "\"chat_id\":85,", NULL), -1);
   ASSERT_EQ(stop(&p), 0);
+}
+
+/* Drops what is still queued for chat (skynet stopped), so later tests
+ * start clean. */
+static void outbox_drop(long long chat)
+{
+  char url[800];
+  struct ledger *l;
+  struct outbox_msg *v = NULL;
+  size_t n = 0;
+
+  snprintf(url, sizeof url, "sqlite://%s/skynet.db", g_home);
+  if (!(l = tu_ledger_open(url)))
+    return;
+  if (l->ops->outbox_pending(l, "telegram", INT64_MAX, 1000, &v, &n) == ERR_OK)
+    for (size_t i = 0; i < n; i++)
+      if (v[i].chat_id == chat)
+        l->ops->outbox_done(l, v[i].id);
+  outbox_list_free(v, n);
+  ledger_close(l);
+}
+
+/* A backlog for one chat (held at 1/s) does not hold up a reply to another. */
+TEST(backlog_in_one_chat_does_not_block_others)
+{
+  struct proc p;
+  char text[64];
+  size_t m;
+  long a;
+
+  for (int i = 0; i < 80; i++) {
+    snprintf(text, sizeof text, "backlog %d", i);
+    ASSERT(outbox_put(86, text) == 0);
+  }
+  ASSERT(start(&p) == 0);
+  m = fk_mark(&g_fk);
+  ASSERT(fk_wait(&g_fk, m, "sendMessage", "\"chat_id\":86,", "backlog 1", 10000) >= 0);
+  long long t0 = fk_ms();
+  fk_msg(&g_fk, 10, 87, "\\/help");
+  ASSERT((a = fk_wait(&g_fk, m, "sendMessage", "\"chat_id\":87,", "SKYNET online", 10000)) >= 0);
+  ASSERT(g_fk.recs[a].at - t0 < 1500);
+  proc_kill9(&p);
+  proc_release(&p);
+  outbox_drop(86);
 }
 
 int main(void)
@@ -620,6 +671,8 @@ int main(void)
   RUN(unsupported_methods_degrade);
   reap();
   fk_supported_all(&g_fk);
+  RUN(backlog_in_one_chat_does_not_block_others);
+  reap();
   tu_rmrf(g_dir);
   return test_summary();
 }
