@@ -24,6 +24,8 @@
 
 #include <json-c/json.h>
 
+#include "fakehttp.h"
+
 #define FL_MAX 256
 
 struct fl_answer {
@@ -35,23 +37,21 @@ struct fl_answer {
 };
 
 struct fl_req {
-  char path[256];
+  char path[512];
   char auth[256];              /* x-goog-api-key or Authorization value */
   char *body;
   long long at_us;
 };
 
 struct fl {
-  int lfd;
+  struct fh_server http;
   int port;
-  pthread_t th;
   pthread_mutex_t mu;
   struct fl_answer script[FL_MAX];
   size_t n_script, next;
   struct fl_answer dflt;
   struct fl_req reqs[FL_MAX];
   size_t n_reqs;
-  int stop;
 };
 
 static inline long long fl_us(void)
@@ -209,101 +209,23 @@ static int fl_serve(struct fl *f, int fd, const char *path, const char *auth, co
   return 1;
 }
 
-static void *fl_conn(void *arg)
+static int fl_serve_http(void *ud, int fd, const struct fh_request *rq)
 {
-  void **pa = arg;
-  struct fl *f = pa[0];
-  int fd = (int)(intptr_t)pa[1];
-  size_t cap = 4 << 20, len = 0;
-  char *b = malloc(cap + 1);
+  char auth[256];
 
-  free(arg);
-  for (;;) {
-    char *end, *h, path[256], auth[256] = "";
-    size_t hl, bl = 0;
-    ssize_t r;
-    b[len] = '\0';
-    if (!(end = strstr(b, "\r\n\r\n"))) {
-      if (len >= cap || (r = read(fd, b + len, cap - len)) <= 0)
-        break;
-      len += (size_t)r;
-      continue;
-    }
-    hl = (size_t)(end - b) + 4;
-    for (h = b; h < end; h++) {
-      if (strncasecmp(h, "\r\nContent-Length:", 17) == 0)
-        bl = strtoul(h + 17, NULL, 10);
-      else if (strncasecmp(h, "\r\nx-goog-api-key:", 17) == 0)
-        sscanf(h + 17, " %255[^\r]", auth);
-      else if (strncasecmp(h, "\r\nAuthorization:", 16) == 0)
-        sscanf(h + 16, " %255[^\r]", auth);
-    }
-    if (hl + bl > cap)
-      break;
-    while (len < hl + bl) {
-      if ((r = read(fd, b + len, cap - len)) <= 0)
-        goto done;
-      len += (size_t)r;
-    }
-    if (sscanf(b, "%*s %255s", path) != 1)
-      break;
-    {
-      char save = b[hl + bl];
-      b[hl + bl] = '\0';
-      if (!fl_serve(f, fd, path, auth, b + hl))
-        break;
-      b[hl + bl] = save;
-    }
-    memmove(b, b + hl + bl, len - hl - bl);
-    len -= hl + bl;
-  }
-done:
-  close(fd);
-  free(b);
-  return NULL;
-}
-
-static void *fl_accept(void *arg)
-{
-  struct fl *f = arg;
-
-  for (;;) {
-    int fd = accept(f->lfd, NULL, NULL);
-    pthread_t th;
-    void **pa;
-    if (fd < 0) {
-      if (f->stop)
-        return NULL;
-      continue;
-    }
-    int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);   /* as real servers */
-    pa = malloc(2 * sizeof *pa);
-    pa[0] = f;
-    pa[1] = (void *)(intptr_t)fd;
-    if (pthread_create(&th, NULL, fl_conn, pa) == 0)
-      pthread_detach(th);
-  }
+  if (!fh_header(rq, "x-goog-api-key", auth, sizeof auth))
+    fh_header(rq, "Authorization", auth, sizeof auth);
+  return fl_serve(ud, fd, rq->path, auth, rq->body);
 }
 
 static inline int fl_start(struct fl *f)
 {
-  struct sockaddr_in a;
-  socklen_t al = sizeof a;
-  int one = 1;
-
   memset(f, 0, sizeof *f);
   pthread_mutex_init(&f->mu, NULL);
-  f->lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  setsockopt(f->lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-  memset(&a, 0, sizeof a);
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (bind(f->lfd, (struct sockaddr *)&a, sizeof a) || listen(f->lfd, 16) ||
-      getsockname(f->lfd, (struct sockaddr *)&a, &al))
+  if (fh_start(&f->http, fl_serve_http, f, 4 << 20))
     return -1;
-  f->port = ntohs(a.sin_port);
-  return pthread_create(&f->th, NULL, fl_accept, f);
+  f->port = f->http.port;
+  return 0;
 }
 
 /* Forgets script and records (between tests). */

@@ -35,6 +35,8 @@
 
 #include <json-c/json.h>
 
+#include "../fakehttp.h"
+
 #define FK_TOKEN "123:abc"
 #define FK_MAX 4096
 
@@ -60,7 +62,7 @@ struct fk_chat {
 };
 
 struct fk {
-  int lfd;
+  struct fh_server http;
   int port;
   pthread_t th;
   pthread_mutex_t mu;
@@ -336,84 +338,13 @@ static int fk_serve(struct fk *f, int fd, const char *path, const char *body)
   }
 }
 
-static void *fk_conn(void *arg)
+static int fk_serve_http(void *ud, int fd, const struct fh_request *rq)
 {
-  struct fk **pa = arg;
-  struct fk *f = pa[0];
-  int fd = (int)(intptr_t)pa[1];
-  size_t cap = 1 << 20, len = 0;
-  char *b = malloc(cap + 1);
-
-  free(arg);
-  for (;;) {
-    char *end, *cl, path[512];
-    size_t hl, bl = 0;
-    ssize_t r;
-    b[len] = '\0';
-    if (!(end = strstr(b, "\r\n\r\n"))) {
-      if (len >= cap || (r = read(fd, b + len, cap - len)) <= 0)
-        break;
-      len += (size_t)r;
-      continue;
-    }
-    hl = (size_t)(end - b) + 4;
-    for (cl = b; cl < end; cl++)
-      if (strncasecmp(cl, "\r\nContent-Length:", 17) == 0) {
-        bl = strtoul(cl + 17, NULL, 10);
-        break;
-      }
-    if (hl + bl > cap)
-      break;
-    while (len < hl + bl) {
-      if ((r = read(fd, b + len, cap - len)) <= 0)
-        goto done;
-      len += (size_t)r;
-    }
-    if (sscanf(b, "%*s %511s", path) != 1)
-      break;
-    {
-      char save = b[hl + bl];
-      b[hl + bl] = '\0';
-      if (!fk_serve(f, fd, path, b + hl))
-        break;
-      b[hl + bl] = save;
-    }
-    memmove(b, b + hl + bl, len - hl - bl);
-    len -= hl + bl;
-  }
-done:
-  close(fd);
-  free(b);
-  return NULL;
-}
-
-static void *fk_accept(void *arg)
-{
-  struct fk *f = arg;
-
-  for (;;) {
-    int fd = accept4(f->lfd, NULL, NULL, SOCK_CLOEXEC), one = 1;
-    pthread_t th;
-    void **pa;
-    if (fd < 0) {
-      if (f->stop)
-        return NULL;
-      continue;
-    }
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    pa = malloc(2 * sizeof *pa);
-    pa[0] = f;
-    pa[1] = (void *)(intptr_t)fd;
-    if (pthread_create(&th, NULL, fk_conn, pa) == 0)
-      pthread_detach(th);
-  }
+  return fk_serve(ud, fd, rq->path, rq->body);
 }
 
 static inline int fk_start(struct fk *f)
 {
-  struct sockaddr_in a;
-  socklen_t al = sizeof a;
-  int one = 1;
   pthread_condattr_t ca;
 
   memset(f, 0, sizeof *f);
@@ -423,16 +354,10 @@ static inline int fk_start(struct fk *f)
   pthread_cond_init(&f->cv, &ca);
   pthread_condattr_destroy(&ca);
   f->next_update = 1000;
-  f->lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  setsockopt(f->lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-  memset(&a, 0, sizeof a);
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (bind(f->lfd, (struct sockaddr *)&a, sizeof a) || listen(f->lfd, 16) ||
-      getsockname(f->lfd, (struct sockaddr *)&a, &al))
+  if (fh_start(&f->http, fk_serve_http, f, 1 << 20))
     return -1;
-  f->port = ntohs(a.sin_port);
-  return pthread_create(&f->th, NULL, fk_accept, f);
+  f->port = f->http.port;
+  return 0;
 }
 
 /* Queues an update: rest is the JSON after "update_id":N, ; returns N. */
