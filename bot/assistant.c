@@ -134,6 +134,8 @@ static enum err model_plan(struct assistant *a, const struct job *j, char **plan
 
   *plan_json = NULL;
   *note = NULL;
+  if (!a->llm)
+    return ERR_OK;   /* offline now: the offline planner, nothing to say */
   if (over_budget(a, &used)) {
     *note = say_budget(used, a->cfg->llm_daily_token_budget);
     return ERR_OK;
@@ -371,6 +373,10 @@ static enum err chat_one(struct assistant *a, const struct chat_turn *t)
   int64_t used, budget = a->cfg->llm_history_tokens;
   enum err e;
 
+  if (!a->llm) {
+    text = persona_render(persona_current(), "chat_offline", NULL);
+    goto answer;
+  }
   if (over_budget(a, &used)) {
     text = say_budget(used, a->cfg->llm_daily_token_budget);
     goto answer;
@@ -535,12 +541,13 @@ static void destroy(struct assistant *a)
   free(a);
 }
 
-enum err assistant_start(const struct cfg *cfg, const struct registry *reg, struct orch *o,
-                         struct assistant **out, char *why, size_t n)
+/* Everything but the thread; with_model 0: no model client (offline). */
+static enum err setup(const struct cfg *cfg, const struct registry *reg, struct orch *o,
+                      int with_model, struct assistant **out, char *why, size_t n)
 {
   struct assistant *a;
   struct llm_opts opts;
-  enum err e;
+  enum err e = ERR_OK;
   size_t k = 0;
 
   *out = NULL;
@@ -555,12 +562,15 @@ enum err assistant_start(const struct cfg *cfg, const struct registry *reg, stru
   opts.timeout_ms = cfg->llm_timeout_s * 1000;
   opts.deadline_ms = opts.timeout_ms * 2;
   opts.max_attempts = cfg->llm_max_retries + 1;
-  if ((e = llm_new(cfg, &opts, &a->llm, why, n)) ||
+  if ((with_model && (e = llm_new(cfg, &opts, &a->llm, why, n))) ||
       (e = ledger_open(cfg->database_url, &a->l, why, n))) {
     destroy(a);
     return e;
   }
-  snprintf(a->model, sizeof a->model, "%s %s", llm_name(a->llm), llm_model(a->llm));
+  if (a->llm)
+    snprintf(a->model, sizeof a->model, "%s %s", llm_name(a->llm), llm_model(a->llm));
+  else
+    snprintf(a->model, sizeof a->model, "offline");
   if (!(a->providers = calloc(reg->n + 2, sizeof *a->providers))) {
     destroy(a);
     return ERR_NOMEM;
@@ -569,6 +579,41 @@ enum err assistant_start(const struct cfg *cfg, const struct registry *reg, stru
   for (size_t i = 0; i < reg->n; i++)
     if (strcmp(reg->v[i].name, reg->default_name) != 0)
       a->providers[k++] = reg->v[i].name;
+  *out = a;
+  return ERR_OK;
+}
+
+enum err assistant_drain_offline(const struct cfg *cfg, const struct registry *reg,
+                                 struct orch *o)
+{
+  struct assistant *a;
+  char why[256];
+  enum err e;
+  int rounds = 0;
+
+  if ((e = setup(cfg, reg, o, 0, &a, why, sizeof why))) {
+    log_warn("assistant", "cannot look for work left by a model-backed run: %s", why);
+    return e;
+  }
+  while (rounds++ < 1000 && plan_created(a) + answer_turns(a) > 0)
+    ;
+  destroy(a);
+  return ERR_OK;
+}
+
+enum err assistant_start(const struct cfg *cfg, const struct registry *reg, struct orch *o,
+                         struct assistant **out, char *why, size_t n)
+{
+  struct assistant *a;
+  enum err e;
+
+  *out = NULL;
+  if (!cfg->llm_provider || strcmp(cfg->llm_provider, "offline") == 0) {
+    snprintf(why, n, "llm.provider is offline");
+    return ERR_UNSUPPORTED;
+  }
+  if ((e = setup(cfg, reg, o, 1, &a, why, n)))
+    return e;
   if (pthread_create(&a->th, NULL, run, a)) {
     snprintf(why, n, "cannot start the assistant thread");
     destroy(a);

@@ -34,6 +34,11 @@ struct assistant;
 /* ERR_UNSUPPORTED when llm.provider is offline (then run without one). */
 enum err assistant_start(const struct cfg *cfg, const struct registry *reg, struct orch *o,
                          struct assistant **out, char *why, size_t n);
+/* Offline, at startup: plans the jobs and answers the chat turns a
+ * model-backed run left behind (offline planner, canned chat), so nothing
+ * waits forever after the model is switched off. */
+enum err assistant_drain_offline(const struct cfg *cfg, const struct registry *reg,
+                                 struct orch *o);
 /* New work may be waiting. */
 void assistant_kick(struct assistant *a);
 /* Finishes the request in flight, then stops; frees a.  NULL-safe. */

@@ -344,6 +344,8 @@ static int cmd_run(const struct cfg *c)
     tg_free(tg);
     return e == ERR_CONFIG ? 2 : 1;
   }
+  if (!rt.assistant)
+    assistant_drain_offline(c, &rt.reg, rt.orch);
   conv_set_assistant(rt.conv, rt.assistant);
   rc = tg ? tg_run(tg, rt.conv, rt.l, &g_stop) : console_run(rt.conv, rt.l, &g_stop);
   stop_runtime(c, &rt);

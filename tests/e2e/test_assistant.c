@@ -265,6 +265,39 @@ TEST(openai_compatible_server_without_a_key)
   proc_release(&p);
 }
 
+TEST(work_left_by_a_model_run_is_finished_offline)
+{
+  char *argv[] = {SKYNET_BIN, "run", NULL};
+  char *offline[] = {g_env_home, g_env_cfg, g_env_user_home, "TELEGRAM_BOT_TOKEN=",
+                     "GEMINI_API_KEY=", "OPENAI_API_KEY=", "OPENAI_BASE_URL=", "SKYNET_LLM=offline",
+                     "SKYNET_LOG=warn", "SKYNET_DATABASE_URL=", NULL};
+  struct proc p;
+  size_t m;
+
+  write_config(0);
+  fl_reset(&g_fl);
+  ASSERT(start(&p) == 0);
+  /* The model is slow; skynet dies with a job and a chat turn waiting. */
+  fl_push(&g_fl, 200, fl_gemini_text("{}", 1, 1, NULL), NULL, 4000, 0);
+  m = fl_count(&g_fl);
+  proc_send(&p, "/task check disk usage");
+  ASSERT(proc_expect(&p, "planning", 5000));
+  ASSERT(fl_wait(&g_fl, m + 1, 10000));
+  proc_send(&p, "are you still there?");
+  proc_pump(&p, 300);
+  proc_kill9(&p);
+  proc_release(&p);
+
+  /* Restarted without a model: both are finished, offline. */
+  ASSERT(proc_start(&p, argv, offline) == 0);
+  ASSERT(proc_expect(&p, "QUEUED · risk READ_ONLY", 10000));
+  ASSERT(proc_expect(&p, "df -h", 1000));
+  ASSERT(proc_expect(&p, "I run operations work on request", 10000));
+  ASSERT(proc_expect(&p, "SUCCEEDED", 15000));
+  ASSERT_EQ(proc_finish(&p, 20000), 0);
+  proc_release(&p);
+}
+
 static void write_persona_config(const char *persona)
 {
   char path[700];
@@ -329,6 +362,7 @@ int main(void)
   RUN(daily_budget_stops_model_use);
   RUN(older_turns_are_summarised_and_kept);
   RUN(openai_compatible_server_without_a_key);
+  RUN(work_left_by_a_model_run_is_finished_offline);
   RUN(persona_is_data);
   tu_rmrf(g_dir);
   return test_summary();
