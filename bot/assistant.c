@@ -476,13 +476,23 @@ static int answer_turns(struct assistant *a)
     chat_turn_list_free(v, n);
     return 0;
   }
-  for (size_t i = 0; i < n && !a->stop; i++)
-    if (chat_one(a, &v[i])) {
-      log_warn("assistant", "cannot answer chat turn %" PRId64 ": %s", v[i].id, a->l->errmsg);
-      a->l->ops->turn_done(a->l, v[i].id);   /* one failure does not block the queue */
+  int done = 0;
+  for (size_t i = 0; i < n && !a->stop; i++) {
+    enum err e = chat_one(a, &v[i]);
+    if (e == ERR_OK) {
+      done++;
+    } else if (e != ERR_DB) {
+      /* One turn that cannot be answered does not block the queue. */
+      log_warn("assistant", "cannot answer chat turn %" PRId64 ": %s", v[i].id, err_str(e));
+      if (a->l->ops->turn_done(a->l, v[i].id) == ERR_OK)
+        done++;
+    } else {
+      log_warn("assistant", "chat turn %" PRId64 " waits: %s", v[i].id, a->l->errmsg);
+      break;   /* the database is away: keep the turn, try again later */
     }
+  }
   chat_turn_list_free(v, n);
-  return (int)n;
+  return done;
 }
 
 /* ---- thread ---------------------------------------------------------------- */
