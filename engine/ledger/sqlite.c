@@ -368,6 +368,20 @@ static enum err collect_rows(struct sqlite_ledger *s, sqlite3_stmt *st,
   return ERR_OK;
 }
 
+/* Every row a statement with one id parameter selects. */
+static enum err rows_by_id(struct sqlite_ledger *s, const char *sql, int64_t id, size_t size,
+                           void (*fill)(sqlite3_stmt *, void *), void **out, size_t *n)
+{
+  sqlite3_stmt *st = sl_prep(s, sql);
+
+  *out = NULL;
+  *n = 0;
+  if (!st)
+    return ERR_DB;
+  sqlite3_bind_int64(st, 1, id);
+  return collect_rows(s, st, size, fill, out, n);
+}
+
 static void fill_job(sqlite3_stmt *st, void *p)
 {
   row_to_job(st, p);
@@ -606,18 +620,10 @@ static void fill_transition(sqlite3_stmt *st, void *p)
 static enum err sl_job_transitions(struct ledger *l, int64_t id,
                                    struct transition **out, size_t *n)
 {
-  struct sqlite_ledger *s = sl_of(l);
-  sqlite3_stmt *st = sl_prep(s, "SELECT job_id, from_state, to_state, actor,"
-                                " reason, at FROM transitions WHERE job_id = ?"
-                                " ORDER BY id");
-
-  *out = NULL;
-  *n = 0;
-  if (!st)
-    return ERR_DB;
-  sqlite3_bind_int64(st, 1, id);
-  return collect_rows(s, st, sizeof(struct transition), fill_transition,
-                      (void **)out, n);
+  return rows_by_id(sl_of(l), "SELECT job_id, from_state, to_state, actor,"
+                              " reason, at FROM transitions WHERE job_id = ?"
+                              " ORDER BY id",
+                    id, sizeof(struct transition), fill_transition, (void **)out, n);
 }
 
 static enum err sl_step_record(struct ledger *l, int64_t job_id,
@@ -663,18 +669,10 @@ static void fill_step(sqlite3_stmt *st, void *p)
 static enum err sl_step_list(struct ledger *l, int64_t job_id,
                              struct job_step_rec **out, size_t *n)
 {
-  struct sqlite_ledger *s = sl_of(l);
-  sqlite3_stmt *st = sl_prep(s, "SELECT idx, state, exit_code, output_tail,"
-                                " started_at, finished_at FROM steps WHERE"
-                                " job_id = ? ORDER BY idx");
-
-  *out = NULL;
-  *n = 0;
-  if (!st)
-    return ERR_DB;
-  sqlite3_bind_int64(st, 1, job_id);
-  return collect_rows(s, st, sizeof(struct job_step_rec), fill_step,
-                      (void **)out, n);
+  return rows_by_id(sl_of(l), "SELECT idx, state, exit_code, output_tail,"
+                              " started_at, finished_at FROM steps WHERE"
+                              " job_id = ? ORDER BY idx",
+                    job_id, sizeof(struct job_step_rec), fill_step, (void **)out, n);
 }
 
 static enum err sl_msg_append(struct ledger *l, const char *channel,
@@ -1147,18 +1145,10 @@ static void fill_artifact(sqlite3_stmt *st, void *p)
 static enum err sl_artifact_list(struct ledger *l, int64_t job_id,
                                  struct artifact **out, size_t *n)
 {
-  struct sqlite_ledger *s = sl_of(l);
-  sqlite3_stmt *st = sl_prep(s, "SELECT id, job_id, step, name, size, sha256,"
-                                " created_at FROM artifacts WHERE job_id = ?"
-                                " ORDER BY id");
-
-  *out = NULL;
-  *n = 0;
-  if (!st)
-    return ERR_DB;
-  sqlite3_bind_int64(st, 1, job_id);
-  return collect_rows(s, st, sizeof(struct artifact), fill_artifact,
-                      (void **)out, n);
+  return rows_by_id(sl_of(l), "SELECT id, job_id, step, name, size, sha256,"
+                              " created_at FROM artifacts WHERE job_id = ?"
+                              " ORDER BY id",
+                    job_id, sizeof(struct artifact), fill_artifact, (void **)out, n);
 }
 
 /* ---- model conversation and token usage ---------------------------------- */
