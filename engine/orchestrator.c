@@ -205,21 +205,29 @@ void orch_format_artifacts(struct ledger *l, int64_t id, struct buf *b)
   artifact_list_free(v, n);
 }
 
-static void notify_result(struct ledger *l, int64_t id)
+static enum err notify_result(struct ledger *l, int64_t id)
 {
   struct buf b = BUF_INIT(RESULT_TAIL + 8192);
+  struct outbox_msg m = {0};
   struct job j;
   char *text;
+  enum err e;
 
-  if (l->ops->job_get(l, id, &j))
-    return;
+  if ((e = l->ops->job_get(l, id, &j)))
+    return e;
   text = orch_format_result(&j, RESULT_TAIL);
   buf_appends(&b, text);
   orch_format_artifacts(l, id, &b);
-  notify(l, &j, buf_str(&b), NULL);
+  m.channel = j.channel;
+  m.chat_id = j.chat_id;
+  m.job_id = j.id;
+  m.text = (char *)buf_str(&b);
+  if ((e = ledger_outbox_put(l, &m, NULL)))
+    log_error("orch", "cannot queue the result of job #%lld", (long long)id);
   buf_release(&b);
   free(text);
   job_release(&j);
+  return e;
 }
 
 /* ---- submission --------------------------------------------------------- */
@@ -786,15 +794,22 @@ static void finish(struct run_ctx *c, const struct step_outcome *oc)
   /* The ledger may be away for a moment (a PostgreSQL restart): the result
    * is kept trying for as long as our lease can still hold. */
   int64_t until = mono_ms() + s->o->cfg->lease_ms;
-  while ((e = c->l->ops->job_finish(c->l, c->job->id, s->owner, oc->state, oc->exit_code,
-                                    buf_str(&c->tail), reason[0] ? reason : NULL)) == ERR_DB &&
-         mono_ms() < until)
+  for (;;) {
+    /* The result and its announcement land together: one commit, and no
+     * crash in between can lose the message. */
+    int own = c->l->ops->begin(c->l) == ERR_OK;
+    e = c->l->ops->job_finish(c->l, c->job->id, s->owner, oc->state, oc->exit_code,
+                              buf_str(&c->tail), reason[0] ? reason : NULL);
+    if (!e)
+      e = notify_result(c->l, c->job->id);
+    if (own)
+      e = e ? (c->l->ops->rollback(c->l), e) : c->l->ops->commit(c->l);
+    if (e != ERR_DB || mono_ms() >= until)
+      break;
     sleep_ms(250);
-  if (e) {
-    log_error("orch", "cannot finish job #%lld: %s", (long long)c->job->id, err_str(e));
-    return;
   }
-  notify_result(c->l, c->job->id);
+  if (e)
+    log_error("orch", "cannot finish job #%lld: %s", (long long)c->job->id, err_str(e));
 }
 
 static void run_job(struct slot *s, struct ledger *l, struct job *j)
