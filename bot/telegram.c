@@ -956,7 +956,9 @@ static void tg_batch_typing(struct tg *t, json_object *arr, int64_t offset)
     struct tg_update u;
     if (tg_update_parse(json_object_array_get_idx(arr, i), &u) == ERR_OK &&
         u.update_id >= offset && u.kind == TG_UPD_MESSAGE &&
-        strncmp(u.text, "/task", 5) == 0 && cfg_is_allowed(t->cfg, u.user_id))
+        (strncmp(u.text, "/task", 5) == 0 ||
+         (u.text[0] && u.text[0] != '/' && strcmp(t->cfg->llm_provider, "offline") != 0)) &&
+        cfg_is_allowed(t->cfg, u.user_id))
       tg_typing(t, u.chat_id);
   }
 }

@@ -501,6 +501,7 @@ struct run_ctx {
   struct buf tail;              /* last step's output tail */
   struct logstore_writer *log;  /* the job's full output; NULL if unavailable */
   int cur_step;                 /* 1-based, for the log */
+  int64_t started;              /* monotonic ms: when the job started here */
 };
 
 static void on_step_output(void *ud, const char *data, size_t n)
@@ -721,7 +722,12 @@ static void run_step(struct run_ctx *c, size_t i, struct step_outcome *out)
   if (!re)
     return;
   out->step_started = 1;
+  /* The status line and the step's RUNNING record: one commit. */
+  int own = c->l->ops->begin(c->l) == ERR_OK;
+  progress(c, i, c->started);
   record_step(c, i, "RUNNING", NULL, started);
+  if (own && c->l->ops->commit(c->l))
+    c->l->ops->rollback(c->l);
   c->cur_step = (int)i + 1;
   log_step_start(c, st, re->name);
   req.on_output = on_step_output;
@@ -814,11 +820,12 @@ static void finish(struct run_ctx *c, const struct step_outcome *oc)
 
 static void run_job(struct slot *s, struct ledger *l, struct job *j)
 {
-  struct run_ctx c = {s, l, j, {0}, 0, BUF_INIT(s->o->cfg->output_max), NULL, 0};
+  struct run_ctx c = {s, l, j, {0}, 0, BUF_INIT(s->o->cfg->output_max), NULL, 0, 0};
   struct step_outcome oc = {.state = JOB_SUCCEEDED};
   int64_t started = mono_ms();
   char why[256];
 
+  c.started = started;
   c.deadline = started + (int64_t)s->o->cfg->job_timeout_s * 1000;
   if (logstore_open(s->o->cfg->home, j->id, &c.log, why, sizeof why))
     log_warn("orch", "job #%lld runs without its log: %s", (long long)j->id, why);
@@ -840,7 +847,6 @@ static void run_job(struct slot *s, struct ledger *l, struct job *j)
                s->o->cfg->job_timeout_s, i + 1);
       break;
     }
-    progress(&c, i, started);
     run_step(&c, i, &oc);
   }
   log_info("orch", "job #%lld %s", (long long)j->id, job_state_name(oc.state));

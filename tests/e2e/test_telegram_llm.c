@@ -3,7 +3,7 @@
  * only after an admin presses Approve; the chat reply, the proposal and the
  * result all go out through the Bot API; the bot keeps answering other chats
  * while the model is slow (the poller never waits for it); the typing
- * indicator is sent while a /task is planned. */
+ * indicator is sent while the model plans a /task or answers a message. */
 #include <signal.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -45,6 +45,7 @@ TEST(proposal_with_buttons_approved_by_an_admin)
   m = fk_mark(&g_fk);
   fk_msg(&g_fk, 10, 10, "how much memory is left?");
   ASSERT(fk_wait(&g_fk, m, "sendMessage", "\"chat_id\":10,", "I can look.", 15000) >= 0);
+  ASSERT(fk_find(&g_fk, m, "sendChatAction", "typing", NULL) >= 0);   /* while the model thinks */
   hit = fk_wait(&g_fk, m, "sendMessage", "\"chat_id\":10,", "approve:1", 15000);
   ASSERT(hit >= 0);
   ASSERT(fk_find(&g_fk, (size_t)hit, "sendMessage", "deny:1", NULL) == hit);
