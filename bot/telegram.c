@@ -33,6 +33,7 @@
 #include "bot/tg_pace.h"
 #include "engine/buf.h"
 #include "engine/log.h"
+#include "engine/persona.h"
 
 #define TG_MIN_POLL_MS 200          /* an empty getUpdates never loops faster */
 #define TG_RESP_MAX (8 * 1024 * 1024)
@@ -346,21 +347,25 @@ enum err tg_update_parse(json_object *o, struct tg_update *u)
  * so that the first getUpdates need not wait for it. */
 static void tg_set_commands(struct tg_http *h)
 {
-  static const char *const cmds[][2] = {
-    {"help", "What SKYNET can do"}, {"task", "Give a task"},
-    {"status", "Status of SKYNET or a job"}, {"list", "Recent jobs"},
-    {"cancel", "Cancel a job"}, {"approve", "Approve a job"}, {"deny", "Deny a job"},
-    {"providers", "Execution providers"},
-  };
   json_object *body = json_object_new_object(), *arr = json_object_new_array();
+  char *menu = persona_render(persona_current(), "menu", NULL);
   struct tg_res r;
 
-  for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
+  /* The persona's "menu": one "command: description" per line. */
+  for (char *line = menu, *next; line && *line; line = next) {
+    char *colon, *end = strchr(line, '\n');
+    next = end ? end + 1 : line + strlen(line);
+    if (end)
+      *end = '\0';
+    if (!(colon = strchr(line, ':')) || colon == line)
+      continue;
+    *colon = '\0';
     json_object *c = json_object_new_object();
-    json_object_object_add(c, "command", json_object_new_string(cmds[i][0]));
-    json_object_object_add(c, "description", json_object_new_string(cmds[i][1]));
+    json_object_object_add(c, "command", json_object_new_string(line));
+    json_object_object_add(c, "description", json_object_new_string(colon + 1 + (colon[1] == ' ')));
     json_object_array_add(arr, c);
   }
+  free(menu);
   json_object_object_add(body, "commands", arr);
   if (tg_call(h, "setMyCommands", body, NULL, 15, &r))
     log_warn("telegram", "setMyCommands unsupported or failed (%s); no command menu", r.desc);

@@ -24,6 +24,7 @@ extern const struct persona_builtin persona_builtins[];   /* personas_gen.c */
 
 static const struct persona_template_def defs[] = {
   {"help", ""},
+  {"menu", ""},
   {"refusal", ""},
   {"chat_offline", ""},
   {"unknown_command", "command"},

@@ -161,7 +161,7 @@ TEST(commands_tasks_and_buttons)
   long i;
 
   ASSERT(start(&p) == 0);
-  ASSERT(fk_wait(&g_fk, 0, "setMyCommands", "task", NULL, 10000) >= 0);
+  ASSERT(fk_wait(&g_fk, 0, "setMyCommands", "\"command\":\"task\"", "\"command\":\"initiative\"", 10000) >= 0);
 
   m = fk_mark(&g_fk);
   fk_msg(&g_fk, 10, 10, "\\/help");
