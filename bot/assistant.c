@@ -262,10 +262,9 @@ static int plan_created(struct assistant *a)
 static char *fenced(const char *text)
 {
   struct buf b = BUF_INIT(MSG_MAX + 128);
-  size_t n = strlen(text);
 
   buf_appends(&b, "<<<untrusted user message\n");
-  buf_append(&b, text, n > MSG_MAX ? MSG_MAX : n);
+  buf_append_clipped(&b, text, MSG_MAX);
   buf_appends(&b, "\n>>>");
   return buf_detach(&b);
 }
@@ -300,8 +299,11 @@ static void summarise(struct assistant *a, const struct chat_turn *t, struct cha
     buf_printf(&in, "Earlier summary:\n%s\n", *summary);
   buf_appends(&in, "<<<untrusted chat\n");
   for (size_t i = 0; i < drop; i++)
-    if (v[i].at > upto)
-      buf_printf(&in, "%s: %.600s\n", v[i].role, v[i].text);
+    if (v[i].at > upto) {
+      buf_printf(&in, "%s: ", v[i].role);
+      buf_append_clipped(&in, v[i].text, 600);
+      buf_appends(&in, "\n");
+    }
   buf_appends(&in, ">>>");
   m = (struct llm_msg){"user", buf_str(&in)};
   req.system = "You write brief factual summaries.";

@@ -82,6 +82,20 @@ enum err buf_printf(struct buf *b, const char *fmt, ...)
   return e;
 }
 
+enum err buf_append_clipped(struct buf *b, const char *s, size_t max)
+{
+  size_t n = strlen(s);
+  enum err e;
+
+  if (n <= max)
+    return buf_append(b, s, n);
+  while (max && ((unsigned char)s[max] & 0xC0) == 0x80)
+    max--;   /* not inside a UTF-8 sequence */
+  if ((e = buf_append(b, s, max)))
+    return e;
+  return buf_appends(b, "…");
+}
+
 void buf_clear(struct buf *b)
 {
   b->len = 0;

@@ -26,6 +26,9 @@ enum err buf_appends(struct buf *b, const char *s);
 enum err buf_printf(struct buf *b, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 enum err buf_vprintf(struct buf *b, const char *fmt, va_list ap);
+/* Appends at most max bytes of s, never splitting a UTF-8 sequence, and "…"
+ * when s was longer. */
+enum err buf_append_clipped(struct buf *b, const char *s, size_t max);
 /* Empties the buffer, keeps its memory. */
 void buf_clear(struct buf *b);
 /* Frees what the buffer holds (not the struct itself). */

@@ -38,7 +38,6 @@ struct planner_llm_out {
   int64_t completion_tokens;
   size_t request_bytes;           /* body of the first request */
   int rounds;                     /* 1, or 2 after a repair */
-  char *scratch;                  /* internal */
 };
 
 /* Asks the model for a plan.  ERR_OK: out->plan_json holds a valid plan

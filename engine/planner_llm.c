@@ -50,20 +50,6 @@ static void fence_nonce(char out[17], const char *a, const char *b)
   }
 }
 
-static void clip(struct buf *b, const char *s, size_t max)
-{
-  size_t n = strlen(s);
-
-  if (n <= max) {
-    buf_appends(b, s);
-    return;
-  }
-  while (max && ((unsigned char)s[max] & 0xC0) == 0x80)
-    max--;   /* not inside a UTF-8 sequence */
-  buf_append(b, s, max);
-  buf_appends(b, "…");
-}
-
 /* JSON Schema (OpenAI) and Gemini's OpenAPI subset for a plan. */
 static char *plan_schema(int gemini)
 {
@@ -234,13 +220,13 @@ static enum err build_prompt(const struct planner_llm_in *in, struct buf *sys, s
     buf_printf(user, "Recent chat, for context only <<<untrusted %s\n", nonce);
     for (size_t i = 0; i < in->n_context; i++) {
       buf_printf(user, "%s: ", in->context[i].role);
-      clip(user, in->context[i].text, CONTEXT_ITEM_MAX);
+      buf_append_clipped(user, in->context[i].text, CONTEXT_ITEM_MAX);
       buf_appends(user, "\n");
     }
     buf_printf(user, "untrusted %s>>>\n", nonce);
   }
   buf_printf(user, "The request <<<untrusted %s\n", nonce);
-  clip(user, in->text, REQUEST_MAX);
+  buf_append_clipped(user, in->text, REQUEST_MAX);
   if (buf_printf(user, "\nuntrusted %s>>>\nAnswer with the plan JSON only.", nonce))
     return ERR_TOOBIG;
   return ERR_OK;
@@ -260,6 +246,7 @@ enum err planner_llm(struct llm *c, const struct planner_llm_in *in,
   struct llm_resp resp;
   struct llm_msg msgs[3];
   char *json = NULL, *sj = plan_schema(0), *sg = plan_schema(1), err[300] = "";
+  char *prev = NULL;   /* the bad answer, shown to the model in the repair round */
   enum err e;
 
   memset(out, 0, sizeof *out);
@@ -308,16 +295,14 @@ enum err planner_llm(struct llm *c, const struct planner_llm_in *in,
     if (round == 0) {
       /* One repair round: the model sees its answer and what was wrong. */
       buf_clear(&fix);
-      clip(&fix, resp.text ? resp.text : "", ANSWER_ECHO_MAX);
-      char *prev = buf_detach(&fix);
+      buf_append_clipped(&fix, resp.text ? resp.text : "", ANSWER_ECHO_MAX);
+      prev = buf_detach(&fix);
       buf_printf(&fix, "That answer is not a valid plan: %s. Answer again with the "
                        "corrected plan JSON only.", err);
       msgs[1] = (struct llm_msg){"assistant", prev};
       msgs[2] = (struct llm_msg){"user", buf_str(&fix)};
       req.n_msgs = 3;
       llm_resp_release(&resp);
-      /* prev must live through the next call */
-      out->scratch = prev;
       continue;
     }
     llm_resp_release(&resp);
@@ -329,8 +314,7 @@ done:
     out->plan_json = json;
     json = NULL;
   }
-  free(out->scratch);
-  out->scratch = NULL;
+  free(prev);
   free(json);
   free(sj);
   free(sg);

@@ -6,6 +6,7 @@
  * request bodies carry (and never carry: the key). */
 #include "../harness.h"
 #include "../fakellm.h"
+#include "engine/buf.h"
 #include "engine/plan.h"
 #include "engine/planner.h"
 #include "providers/llm/llm.h"
@@ -428,6 +429,19 @@ TEST(json_extraction)
   free(j);
 }
 
+TEST(clipping_keeps_utf8_sequences_whole)
+{
+  struct buf b = BUF_INIT(64);
+
+  /* "é" is two bytes: clipping at 2 must not cut it in half. */
+  ASSERT_EQ(buf_append_clipped(&b, "aé b", 2), ERR_OK);
+  ASSERT_STREQ(buf_str(&b), "a…");
+  buf_clear(&b);
+  ASSERT_EQ(buf_append_clipped(&b, "short", 10), ERR_OK);
+  ASSERT_STREQ(buf_str(&b), "short");
+  buf_release(&b);
+}
+
 int main(void)
 {
   if (fl_start(&g_fl)) {
@@ -450,6 +464,7 @@ int main(void)
   RUN(servers_without_structured_output_get_json_mode_then_none);
   RUN(untrusted_text_cannot_close_its_fence);
   RUN(json_extraction);
+  RUN(clipping_keeps_utf8_sequences_whole);
   fl_reset(&g_fl);
   return test_summary();
 }
