@@ -19,7 +19,7 @@
 #include "engine/planner.h"
 #include "providers/llm/llm.h"
 
-#define POLL_MS 1000              /* a kick may precede its channel's commit */
+#define POLL_MS 5000              /* work no kick announced (another process's) */
 #define BATCH 8
 #define HISTORY_FETCH 40
 #define CONTEXT_MSGS 6            /* chat messages a plan request sees */
@@ -570,6 +570,7 @@ static enum err setup(const struct cfg *cfg, const struct registry *reg, struct 
   a->orch = o;
   pthread_mutex_init(&a->mu, NULL);
   pthread_cond_init(&a->cv, NULL);
+  a->kicked = 1;   /* look at once for what a previous run left */
   llm_opts_default(&opts);
   opts.timeout_ms = cfg->llm_timeout_s * 1000;
   opts.deadline_ms = opts.timeout_ms * 2;

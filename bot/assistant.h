@@ -47,7 +47,7 @@ void assistant_stop(struct assistant *a);
 /* "gemini gemini-2.5-flash" */
 const char *assistant_model(const struct assistant *a);
 
-/* Tokens used since the start of the UTC day (all chats). */
+/* Start of the current UTC day, unix ms: where the daily budget counts from. */
 int64_t assistant_day_start_ms(void);
 
 #endif

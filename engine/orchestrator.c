@@ -128,19 +128,21 @@ static void wait_for_work(struct orch *o, int ms)
 
 /* ---- notifications ---------------------------------------------------- */
 
-static void notify(struct ledger *l, const struct job *j, const char *text,
-                   const char *edit_key)
+static enum err notify(struct ledger *l, const struct job *j, const char *text,
+                       const char *edit_key)
 {
   struct outbox_msg m = {0};
+  enum err e;
 
   m.channel = j->channel;
   m.chat_id = j->chat_id;
   m.job_id = j->id;
   m.text = (char *)text;
   m.edit_key = (char *)edit_key;
-  if (ledger_outbox_put(l, &m, NULL))
+  if ((e = ledger_outbox_put(l, &m, NULL)))
     log_error("orch", "cannot queue a notification for job #%lld",
               (long long)j->id);
+  return e;
 }
 
 static const char *tail_of(const char *s, size_t max)
@@ -208,7 +210,6 @@ void orch_format_artifacts(struct ledger *l, int64_t id, struct buf *b)
 static enum err notify_result(struct ledger *l, int64_t id)
 {
   struct buf b = BUF_INIT(RESULT_TAIL + 8192);
-  struct outbox_msg m = {0};
   struct job j;
   char *text;
   enum err e;
@@ -218,12 +219,7 @@ static enum err notify_result(struct ledger *l, int64_t id)
   text = orch_format_result(&j, RESULT_TAIL);
   buf_appends(&b, text);
   orch_format_artifacts(l, id, &b);
-  m.channel = j.channel;
-  m.chat_id = j.chat_id;
-  m.job_id = j.id;
-  m.text = (char *)buf_str(&b);
-  if ((e = ledger_outbox_put(l, &m, NULL)))
-    log_error("orch", "cannot queue the result of job #%lld", (long long)id);
+  e = notify(l, &j, buf_str(&b), NULL);
   buf_release(&b);
   free(text);
   job_release(&j);

@@ -190,6 +190,7 @@ void artifact_list_free(struct artifact *v, size_t n)
     free(v[i].name);
   free(v);
 }
+
 void worker_rec_release(struct worker_rec *w)
 {
   if (!w)
