@@ -25,4 +25,22 @@ static inline struct ledger *tu_ledger_open(const char *url)
   return l;
 }
 
+/* Queues a job with a ready plan, as the control plane would (chat "e2e" 5);
+ * its id, or 0. */
+static inline int64_t tu_enqueue(struct ledger *l, const char *plan)
+{
+  struct job j = {0};
+
+  j.channel = "e2e";
+  j.chat_id = 5;
+  j.user_id = 5;
+  j.text = "e2e";
+  if (l->ops->job_create(l, &j, "test") ||
+      l->ops->job_set_plan(l, j.id, plan, "e2e", RISK_WRITE) ||
+      l->ops->job_transition(l, j.id, JOB_CREATED, JOB_PLANNED, "t", NULL) ||
+      l->ops->job_transition(l, j.id, JOB_PLANNED, JOB_QUEUED, "t", NULL))
+    return 0;
+  return j.id;
+}
+
 #endif

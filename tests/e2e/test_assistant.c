@@ -45,14 +45,7 @@ static void write_config_history(int budget, int history)
 
 static void write_config(int budget)
 {
-  char path[700];
-  FILE *f;
-
-  snprintf(path, sizeof path, "%s/skynet.yaml", g_dir);
-  f = fopen(path, "w");
-  fprintf(f, "llm:\n  max_retries: 1\n  timeout_s: 5\n  daily_token_budget: %d\n"
-             "  history_tokens: 100000\n", budget);
-  fclose(f);
+  write_config_history(budget, 100000);
 }
 
 static int start(struct proc *p)

@@ -154,21 +154,6 @@ static int netns_up(char *why, size_t n)
 
 /* ---- the test ------------------------------------------------------------ */
 
-static int64_t enqueue(struct ledger *l, const char *plan)
-{
-  struct job j = {0};
-
-  j.channel = "e2e";
-  j.chat_id = 5;
-  j.user_id = 5;
-  j.text = "netns";
-  if (l->ops->job_create(l, &j, "test") ||
-      l->ops->job_set_plan(l, j.id, plan, "e2e", RISK_WRITE) ||
-      l->ops->job_transition(l, j.id, JOB_CREATED, JOB_PLANNED, "t", NULL) ||
-      l->ops->job_transition(l, j.id, JOB_PLANNED, JOB_QUEUED, "t", NULL))
-    return 0;
-  return j.id;
-}
 
 static struct proc g_w[2];
 
@@ -249,7 +234,7 @@ TEST(worker_cut_off_from_the_network)
   gethostname(host, sizeof host);
   host[sizeof host - 1] = '\0';
   snprintf(wid, sizeof wid, "%.60s:%ld", host, (long)g_w[0].pid);
-  id = enqueue(l, "{\"steps\":[{\"action\":\"shell\",\"provider\":\"mock\",\"idempotent\":true,"
+  id = tu_enqueue(l, "{\"steps\":[{\"action\":\"shell\",\"provider\":\"mock\",\"idempotent\":true,"
                   "\"args\":{\"argv\":[\"mock\",\"sleep\",\"4000\"]}}],\"risk\":\"WRITE\"}");
   ASSERT(id > 0);
   if (wait_state(l, id, JOB_RUNNING, 15000, &j)) {

@@ -99,22 +99,6 @@ static void nap(int ms)
   }
 }
 
-/* Queues a job with a ready plan, as the control plane would. */
-static int64_t enqueue(struct ledger *l, const char *plan)
-{
-  struct job j = {0};
-
-  j.channel = "e2e";
-  j.chat_id = 5;
-  j.user_id = 5;
-  j.text = "e2e";
-  if (l->ops->job_create(l, &j, "test") ||
-      l->ops->job_set_plan(l, j.id, plan, "e2e", RISK_WRITE) ||
-      l->ops->job_transition(l, j.id, JOB_CREATED, JOB_PLANNED, "t", NULL) ||
-      l->ops->job_transition(l, j.id, JOB_PLANNED, JOB_QUEUED, "t", NULL))
-    return 0;
-  return j.id;
-}
 
 /* Waits for the job to reach `want` (or, with want == JOB_CREATED, any
  * final state); fills *out when it did. */
@@ -236,9 +220,9 @@ TEST(kill9_of_a_worker_mid_step)
   g_nw = 1;
   worker_id(&g_w[0], wid, sizeof wid);
   mock_plan(plan, sizeof plan, 5000, 1);
-  ia = enqueue(l, plan);
+  ia = tu_enqueue(l, plan);
   side_plan(plan, sizeof plan, "kill9", 5);
-  ib = enqueue(l, plan);
+  ib = tu_enqueue(l, plan);
   ASSERT(ia && ib);
   ok = wait_job(l, ia, JOB_RUNNING, 10000, &a) && wait_job(l, ib, JOB_RUNNING, 10000, &b);
   if (ok) {
@@ -289,7 +273,7 @@ TEST(frozen_worker_loses_its_lease_and_comes_back)
   worker_id(&g_w[0], wid, sizeof wid);
   nap(300);
   mock_plan(plan, sizeof plan, 3000, 1);
-  ASSERT((id = enqueue(l, plan)) > 0);
+  ASSERT((id = tu_enqueue(l, plan)) > 0);
   ok = wait_job(l, id, JOB_RUNNING, 10000, &j);
   if (ok) {
     ok = strncmp(j.lease_owner, wid, strlen(wid)) == 0;
@@ -346,7 +330,7 @@ TEST(postgresql_restart_during_a_run)
       side_plan(plan, sizeof plan, tag, 0.3);
     else
       mock_plan(plan, sizeof plan, 300, 1);
-    ASSERT((ids[i] = enqueue(l, plan)) > 0);
+    ASSERT((ids[i] = tu_enqueue(l, plan)) > 0);
   }
   nap(400);
   snprintf(cmd, sizeof cmd, "%s stop -m fast >/dev/null 2>&1", ctl);
@@ -376,7 +360,7 @@ TEST(postgresql_restart_during_a_run)
   for (int i = 0; i < 2; i++)
     ASSERT_EQ(waitpid(g_w[i].pid, &st, WNOHANG), 0);
   side_plan(plan, sizeof plan, "after", 0.1);
-  ASSERT((ids[RESTART_JOBS] = enqueue(l, plan)) > 0);
+  ASSERT((ids[RESTART_JOBS] = tu_enqueue(l, plan)) > 0);
   ASSERT(wait_job(l, ids[RESTART_JOBS], JOB_SUCCEEDED, 15000, &j));
   job_release(&j);
   ASSERT_EQ(count_in_file(side, "after"), 1);
