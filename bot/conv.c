@@ -656,7 +656,8 @@ static enum err cmd_providers(struct req *r, const char *arg)
     if (re->inst && re->inst->backend->health)
       re->inst->backend->health(re->inst, &h);
     buf_printf(&b, "\n%s (%s)%s: %s — %s", re->name, re->type,
-               strcmp(re->name, r->c->reg->default_name) == 0 ? " default" : "",
+               strcmp(re->name, r->c->reg->default_name) == 0 ? " default"
+               : re->automatic ? " automatic, for WRITE steps" : "",
                re->inst ? (h.ok ? "up" : "down") : "unavailable",
                re->inst ? h.detail : re->error);
     struct sentinel_status st;

@@ -161,8 +161,12 @@ static int doctor_providers(const struct cfg *c)
     const struct registry_entry *e = &reg.v[i];
     if (e->inst)
       e->inst->backend->health(e->inst, &h);
-    snprintf(line, sizeof line, "%s (%s): %s", e->name, e->type, e->inst ? h.detail : e->error);
-    bad |= doctor_line(e->inst && h.ok, "provider", line);
+    snprintf(line, sizeof line, "%s (%s%s): %s", e->name, e->type,
+             e->automatic ? ", automatic" : "", e->inst ? h.detail : e->error);
+    if (e->automatic && !(e->inst && h.ok))   /* not configured: a warning */
+      printf("%-10s %s  %s\n", "provider", "warn", line);
+    else
+      bad |= doctor_line(e->inst && h.ok, "provider", line);
   }
   registry_release(&reg);
   return bad;

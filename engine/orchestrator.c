@@ -18,6 +18,7 @@
 #include "plan.h"
 #include "persona.h"
 #include "planner.h"
+#include "policy.h"
 #include "sentinel.h"
 
 #define HEARTBEAT_MS 1000
@@ -676,7 +677,7 @@ static const struct registry_entry *route_step(struct run_ctx *c, const struct p
 
   out->state = JOB_FAILED;
   if (re && !st->provider && st->risk == RISK_WRITE && o->cfg->isolate_write &&
-      (sb = registry_find_type(o->reg, "sandbox")) && sb != re) {
+      !strcmp(re->type, "local") && (sb = registry_find_type(o->reg, "sandbox"))) {
     if (provider_up(o, sb))
       re = sb;
     else
@@ -704,6 +705,31 @@ static const struct registry_entry *route_step(struct run_ctx *c, const struct p
   return NULL;
 }
 
+/* A sandboxed step may write where its approved command line writes, as
+ * the policy engine sees it, and reach the network if it needs to. */
+static void sandbox_scope(struct run_ctx *c, const struct plan_step *st, size_t i,
+                          struct policy_scope *sc, const char **writable,
+                          struct exec_request *req)
+{
+  struct buf b;
+  size_t k;
+
+  policy_write_scope((const char *const *)st->argv, sc);
+  buf_init(&b, 8 * POLICY_SCOPE_PATH);
+  for (k = 0; k < sc->n; k++) {
+    writable[k] = sc->dirs[k];
+    buf_printf(&b, "%s%s", k ? ", " : "", sc->dirs[k]);
+  }
+  writable[k] = NULL;
+  req->writable = writable;
+  req->network = sc->network;
+  logstore_event(c->log, LOGL_INFO, (int)i + 1, "step %zu is sandboxed; writable besides its "
+                 "workspace: %s%s; network: %s", i + 1, sc->n ? b.data : "nothing",
+                 sc->overflow ? " (and more, left read-only)" : "",
+                 sc->network ? "if the instance allows" : "no");
+  buf_release(&b);
+}
+
 static void run_step(struct run_ctx *c, size_t i, struct step_outcome *out)
 {
   const struct plan_step *st = &c->plan.steps[i];
@@ -712,6 +738,8 @@ static void run_step(struct run_ctx *c, size_t i, struct step_outcome *out)
   struct exec_result res = {0};
   int64_t started = ledger_now_ms();
   struct step_limit lim;
+  struct policy_scope scope;
+  const char *writable[POLICY_SCOPE_MAX + 1];
   enum err e;
 
   out->step = i;
@@ -736,6 +764,8 @@ static void run_step(struct run_ctx *c, size_t i, struct step_outcome *out)
   req.grace_ms = c->s->o->cfg->kill_grace_ms;
   req.capture_max = c->s->o->cfg->output_max;
   req.cancel = &c->s->cancel;
+  if (!strcmp(re->type, "sandbox"))
+    sandbox_scope(c, st, i, &scope, writable, &req);
   e = re->inst->backend->run(re->inst, &req, &res);
   judge_step(i, e, &res, &lim, out);
   logstore_flush(c->log);

@@ -59,6 +59,16 @@ struct cmd {
   int depth;
 };
 
+/* The write scope being collected by policy_write_scope() on this thread,
+ * else NULL: judging is the same either way, this only listens. */
+struct scope_collect {
+  struct policy_scope *out;
+};
+static _Thread_local struct scope_collect *tl_scope;
+
+static void scope_note_write(const char *abs);
+static void scope_note_cmd(const struct cmd *c, const char *name);
+
 typedef void (*check_fn)(const struct cmd *c, struct policy_verdict *v);
 /* A wrapper returns the argv index of the command it runs, 0 for none. */
 typedef int (*unwrap_fn)(const struct cmd *c, struct policy_verdict *v);
@@ -543,8 +553,11 @@ static void judge_write(const char *who, const char *verb, const char *w,
     v_raise(v, RISK_BLOCKED, "%s %s '%.80s' and can leave the host unbootable", who, verb, p);
   else if (streq(p, "/") || path_under_any(p, SYS_DIRS))
     v_raise(v, RISK_ADMIN, "%s %s system path '%.80s'", who, verb, p);
-  else
+  else {
     v_raise(v, RISK_WRITE, "%s %s '%.80s'", who, verb, w);
+    if (tl_scope && !dyn)
+      scope_note_write(p);
+  }
 }
 
 /* Like judge_write, and a recursive removal (or move, or chmod -R) of a
@@ -2680,6 +2693,8 @@ static void judge_cmd(const struct cmd *c0, struct policy_verdict *v)
       c = cmd_shift(&c, k);
       continue;
     }
+    if (tl_scope)
+      scope_note_cmd(&c, name);
     if (r->check)
       r->check(&c, v);
     v_raise(v, r->risk, "%s %s", name, r->why);
@@ -3543,4 +3558,77 @@ void policy_check_argv(const char *const *argv, struct policy_verdict *out)
   while (argv && argv[c.argc] && c.argc < 1 << 30)
     c.argc++;
   judge_cmd(&c, out);
+}
+
+/* ---- write scope ------------------------------------------------------- */
+
+static void scope_add(const char *dir, size_t n)
+{
+  struct policy_scope *o = tl_scope->out;
+
+  if (n == 0 || n >= sizeof o->dirs[0])
+    return;
+  for (size_t i = 0; i < o->n; i++)
+    if (strlen(o->dirs[i]) == n && strncmp(o->dirs[i], dir, n) == 0)
+      return;
+  if (o->n >= (size_t)POLICY_SCOPE_MAX) {
+    o->overflow = 1;
+    return;
+  }
+  memcpy(o->dirs[o->n], dir, n);
+  o->dirs[o->n++][n] = '\0';
+}
+
+/* A written (normalised, absolute) path: the directory that holds it is
+ * where the write happens, the only way to create, replace or remove it. */
+static void scope_note_write(const char *abs)
+{
+  const char *slash = strrchr(abs, '/');
+
+  if (slash && slash != abs)
+    scope_add(abs, (size_t)(slash - abs));
+}
+
+/* A directory a command works in: `git -C dir`, `make -C dir`. */
+static void scope_note_dir(const char *d)
+{
+  char p[POLICY_PATH];
+  bool dyn;
+
+  if (path_norm(d, p, &dyn) == P_ABS && !dyn && !streq(p, "/") && !path_under_any(p, SYS_DIRS))
+    scope_add(p, strlen(p));
+}
+
+static void scope_note_cmd(const struct cmd *c, const char *name)
+{
+  static const char NET_PROGS[] = "curl wget ssh scp sftp rsync";
+  static const char NET_GIT[] = "clone fetch pull push ls-remote submodule";
+  bool git = streq(name, "git"), make = streq(name, "make") || streq(name, "gmake");
+  bool sub = false;
+
+  if (in_words(NET_PROGS, name))
+    tl_scope->out->network = 1;
+  for (int i = 1; i < c->argc && (git || make); i++) {
+    const char *a = c->argv[i];
+    if (streq(a, "-C") && i + 1 < c->argc)
+      scope_note_dir(c->argv[++i]);
+    else if (make && starts(a, "--directory="))
+      scope_note_dir(a + 12);
+    else if (git && !sub && a[0] != '-') {
+      sub = true;          /* the first word that is not an option */
+      if (in_words(NET_GIT, a))
+        tl_scope->out->network = 1;
+    }
+  }
+}
+
+void policy_write_scope(const char *const *argv, struct policy_scope *out)
+{
+  struct scope_collect col = {out};
+  struct policy_verdict v;
+
+  memset(out, 0, sizeof *out);
+  tl_scope = &col;
+  policy_check_argv(argv, &v);
+  tl_scope = NULL;
 }

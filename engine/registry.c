@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "log.h"
 
@@ -36,10 +37,58 @@ static int registry_opts(struct registry_entry *e, const struct cfg_provider *p)
   return 0;
 }
 
+/* Whether an executable named prog is on $PATH. */
+static int registry_on_path(const char *prog)
+{
+  const char *path = getenv("PATH"), *p, *end;
+  char full[4096];
+
+  for (p = path; p && *p; p = *end ? end + 1 : end) {
+    end = strchr(p, ':');
+    if (!end)
+      end = p + strlen(p);
+    if (end > p && snprintf(full, sizeof full, "%.*s/%s", (int)(end - p), p, prog) <
+                       (int)sizeof full && access(full, X_OK) == 0)
+      return 1;
+  }
+  return 0;
+}
+
+/* With providers.isolate_write and no sandbox configured, one named
+ * "sandbox" is set up on its own: WRITE steps bound for the local machine
+ * run in it.  Without bwrap it is listed unavailable, saying why. */
+static void registry_auto_sandbox(struct registry *r, const struct cfg *cfg)
+{
+  struct cfg_provider p = {"sandbox", "sandbox", NULL, 0};
+  struct registry_entry *e;
+  enum err err;
+
+  if (!cfg->isolate_write)
+    return;
+  for (size_t i = 0; i < r->n; i++)
+    if (!strcmp(r->v[i].type, "sandbox") || !strcmp(r->v[i].name, "sandbox"))
+      return;
+  e = &r->v[r->n];
+  if (!(e->name = strdup(p.name)) || !(e->type = strdup(p.type))) {
+    free(e->name);
+    e->name = NULL;
+    return;
+  }
+  r->n++;
+  e->automatic = 1;
+  if (!registry_on_path("bwrap"))
+    snprintf(e->error, sizeof e->error, "bwrap is not installed (package bubblewrap): "
+             "WRITE steps run on the local machine without isolation");
+  else if ((err = exec_sandbox.create(cfg, &p, &e->inst)))
+    snprintf(e->error, sizeof e->error, "cannot set up the sandbox: %s", err_str(err));
+  if (!e->inst)
+    log_warn("registry", "sandbox: %s", e->error);
+}
+
 enum err registry_init(struct registry *r, const struct cfg *cfg)
 {
   memset(r, 0, sizeof *r);
-  if (!(r->v = calloc(cfg->n_providers ? cfg->n_providers : 1, sizeof *r->v)))
+  if (!(r->v = calloc(cfg->n_providers + 1, sizeof *r->v)))
     return ERR_NOMEM;
   r->default_name = strdup(cfg->default_provider ? cfg->default_provider : "local");
   for (size_t i = 0; i < cfg->n_providers; i++) {
@@ -67,6 +116,7 @@ enum err registry_init(struct registry *r, const struct cfg *cfg)
       e->inst = NULL;
     }
   }
+  registry_auto_sandbox(r, cfg);
   return ERR_OK;
 }
 

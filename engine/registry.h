@@ -3,7 +3,9 @@
  * Built once from cfg->providers at start; read-only afterwards, so any thread
  * may look instances up.  An instance whose backend is not built in is kept
  * with its reason, so that a step routed to it fails saying why.  So is an
- * instance whose routing options (timeout_s, admin) are invalid. */
+ * instance whose routing options (timeout_s, admin) are invalid.
+ * With providers.isolate_write and no sandbox configured, an instance
+ * "sandbox" is added (automatic): unavailable, saying so, without bwrap. */
 #ifndef SKYNET_REGISTRY_H
 #define SKYNET_REGISTRY_H
 
@@ -19,6 +21,8 @@ struct registry_entry {
   int timeout_s;                /* option timeout_s: provider-level limit, 0 none */
   int admin;                    /* option admin: may run ADMIN steps
                                  * (default: yes for local, no otherwise) */
+  int automatic;                /* set up without configuration: the sandbox
+                                 * that isolates WRITE steps */
 };
 
 struct registry {

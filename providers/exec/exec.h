@@ -32,6 +32,11 @@ struct exec_request {
    * called on the running thread; may be NULL. */
   void (*on_output)(void *ud, const char *data, size_t n);
   void *ud;
+  /* For isolating backends (sandbox): host directories the step may write
+   * besides its workspace (NULL-terminated, may be NULL), and whether it
+   * needs the network.  Others ignore both. */
+  const char *const *writable;
+  int network;
 };
 
 struct exec_result {

@@ -15,14 +15,23 @@
  *   searched for it.  SIGKILL to a namespace's init ends all inside.
  * - Isolation: /usr, /bin, /sbin, /lib*, /etc read-only; a private tmpfs
  *   /tmp; fresh /proc and /dev; every namespace unshared (no network) unless
- *   the instance says network: true; --die-with-parent, --new-session.
- * - The only writable directory is the workspace: the instance option
- *   "workspace" (shared by every run), else a directory made with mkdtemp()
- *   under /tmp for one run and removed after it.
+ *   the step needs the network (request.network, which the orchestrator
+ *   takes from the policy engine: curl, git pull, ...) and the instance does
+ *   not say network: false, or the instance says network: true;
+ *   --die-with-parent, --new-session.
+ * - Writable: the workspace, which is the instance option "workspace"
+ *   (shared by every run), else a directory made with mkdtemp() under /tmp
+ *   for one run and removed after it; and the directories the request lists
+ *   as writable: where the approved command line writes, as the policy
+ *   engine found it (`rm -rf /srv/old` → /srv).  Each is bound at its
+ *   nearest existing ancestor; "/" and system directories never are.
+ *   Everything else a step writes lands in the private /tmp or fails as a
+ *   read-only file system.
  *
- * Instance options (all optional): workspace, network (true/false), bwrap
- * (the program, default "bwrap"), and the local backend's options (path,
- * rlimit_*), which apply to bwrap and so to everything inside. */
+ * Instance options (all optional): workspace, network (step, the default /
+ * true / false), bwrap (the program, default "bwrap"), and the local
+ * backend's options (path, rlimit_*), which apply to bwrap and so to
+ * everything inside. */
 #include "exec.h"
 
 #include <assert.h>
@@ -34,10 +43,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
-#define SANDBOX_MAX_FIXED 64      /* isolation arguments before "--" */
+#define SANDBOX_MAX_BINDS 8       /* writable directories bound per run */
+#define SANDBOX_MAX_FIXED (64 + 3 * SANDBOX_MAX_BINDS)  /* arguments before "--" */
 #define SANDBOX_CMDLINE_MAX 8192  /* of bwrap's, read when searching */
 
 static atomic_uint sandbox_seq;
@@ -47,7 +58,7 @@ struct sandbox_inst {
   struct exec_instance *inner;  /* a local instance that runs bwrap */
   char *bwrap;
   char *workspace;              /* NULL → one mkdtemp per run */
-  int network;
+  enum { SB_NET_STEP, SB_NET_ALWAYS, SB_NET_NEVER } network;
 };
 
 static const char *sandbox_opt(const struct cfg_provider *p, const char *key)
@@ -70,6 +81,26 @@ static int sandbox_truthy(const char *s)
 {
   return s && (strcmp(s, "true") == 0 || strcmp(s, "yes") == 0 ||
                strcmp(s, "1") == 0 || strcmp(s, "on") == 0);
+}
+
+static int sandbox_falsy(const char *s)
+{
+  return s && (strcmp(s, "false") == 0 || strcmp(s, "no") == 0 ||
+               strcmp(s, "0") == 0 || strcmp(s, "off") == 0);
+}
+
+/* The option network: absent or "step", true, false; -1 for anything else. */
+static int sandbox_net_mode(const char *v, struct sandbox_inst *si)
+{
+  if (!v || !*v || strcmp(v, "step") == 0)
+    si->network = SB_NET_STEP;
+  else if (sandbox_truthy(v))
+    si->network = SB_NET_ALWAYS;
+  else if (sandbox_falsy(v))
+    si->network = SB_NET_NEVER;
+  else
+    return -1;
+  return 0;
 }
 
 static void sandbox_destroy(struct exec_instance *inst)
@@ -102,12 +133,11 @@ static enum err sandbox_create(const struct cfg *cfg,
   si->base.backend = &exec_sandbox;
   snprintf(si->base.name, sizeof si->base.name, "%s",
            p && p->name ? p->name : "sandbox");
-  si->network = sandbox_truthy(sandbox_opt(p, "network"));
   si->bwrap = strdup(bw && *bw ? bw : "bwrap");
   si->workspace = ws && *ws ? strdup(ws) : NULL;
   if (!si->bwrap || (ws && *ws && !si->workspace))
     goto out;
-  if (ws && *ws && ws[0] != '/') {
+  if ((ws && *ws && ws[0] != '/') || sandbox_net_mode(sandbox_opt(p, "network"), si)) {
     e = ERR_CONFIG;
     goto out;
   }
@@ -124,8 +154,8 @@ out:
 
 /* Fills v with bwrap and its isolation options; returns how many. */
 static size_t sandbox_fixed(const struct sandbox_inst *si, const char *ws,
-                            const char *cwd, const char *token,
-                            const char **v)
+                            const struct exec_request *req, char *const *binds,
+                            const char *token, const char **v)
 {
   static const char *const ro[] = {"/bin", "/sbin", "/lib", "/lib32",
                                    "/lib64", "/libx32", "/etc"};
@@ -133,7 +163,7 @@ static size_t sandbox_fixed(const struct sandbox_inst *si, const char *ws,
 
   v[n++] = si->bwrap;
   v[n++] = "--unshare-all";
-  if (si->network)
+  if (si->network == SB_NET_ALWAYS || (si->network == SB_NET_STEP && req->network))
     v[n++] = "--share-net";
   v[n++] = "--die-with-parent";
   v[n++] = "--setenv";
@@ -154,19 +184,90 @@ static size_t sandbox_fixed(const struct sandbox_inst *si, const char *ws,
   v[n++] = "/dev";
   v[n++] = "--tmpfs";
   v[n++] = "/tmp";
+  for (i = 0; binds && binds[i]; i++) {   /* after the tmpfs: /tmp may be one */
+    v[n++] = "--bind";
+    v[n++] = binds[i];
+    v[n++] = binds[i];
+  }
   v[n++] = "--bind";      /* after the tmpfs, so a workspace in /tmp shows */
   v[n++] = ws;
   v[n++] = ws;
   v[n++] = "--chdir";
-  v[n++] = cwd ? cwd : ws;
+  v[n++] = req->cwd ? req->cwd : ws;
   v[n++] = "--";
   assert(n <= SANDBOX_MAX_FIXED);
   return n;
 }
 
+/* ---- writable directories -------------------------------------------- */
+
+/* Never made writable: the root and what the sandbox mounts read-only or
+ * fresh.  The policy engine already judges writes there ADMIN. */
+static int sandbox_bind_refused(const char *p)
+{
+  static const char *const sys[] = {"/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64",
+                                    "/libx32", "/etc", "/boot", "/proc", "/sys", "/dev"};
+  size_t i, n;
+
+  if (strcmp(p, "/") == 0)
+    return 1;
+  for (i = 0; i < sizeof sys / sizeof sys[0]; i++) {
+    n = strlen(sys[i]);
+    if (strncmp(p, sys[i], n) == 0 && (p[n] == '\0' || p[n] == '/'))
+      return 1;
+  }
+  return 0;
+}
+
+/* The nearest existing ancestor of an absolute path, symlinks resolved,
+ * malloc'd; NULL when it is not a directory or resolves to a refused one. */
+static char *sandbox_bind_dir(const char *want)
+{
+  char *d = strdup(want), *real = NULL, *slash;
+  struct stat st;
+
+  while (d && d[0] == '/' && !(real = realpath(d, NULL))) {
+    slash = strrchr(d, '/');
+    slash[slash == d] = '\0';      /* "/a" → "/", "/a/b" → "/a" */
+  }
+  free(d);
+  if (real && (stat(real, &st) != 0 || !S_ISDIR(st.st_mode) || sandbox_bind_refused(real))) {
+    free(real);
+    real = NULL;
+  }
+  return real;
+}
+
+static void sandbox_binds_free(char **v)
+{
+  for (size_t i = 0; v && v[i]; i++)
+    free(v[i]);
+  free(v);
+}
+
+/* The request's writable directories as they will be bound: an owned
+ * NULL-terminated list, or NULL when out of memory. */
+static char **sandbox_binds(const struct exec_request *req)
+{
+  char **v = calloc(SANDBOX_MAX_BINDS + 1, sizeof *v), *d;
+  size_t n = 0, i, k;
+
+  for (i = 0; v && req->writable && req->writable[i] && n < SANDBOX_MAX_BINDS; i++) {
+    if (!(d = sandbox_bind_dir(req->writable[i])))
+      continue;
+    for (k = 0; k < n && strcmp(v[k], d) != 0; k++)
+      ;
+    if (k < n)
+      free(d);
+    else
+      v[n++] = d;
+  }
+  return v;
+}
+
 /* The full argv: an owned array of borrowed strings. */
 static const char **sandbox_argv(const struct sandbox_inst *si, const char *ws,
-                                 const char *token,
+                                 char *const *binds, const char *token,
                                  const struct exec_request *req)
 {
   size_t n = 0, k, i;
@@ -177,7 +278,7 @@ static const char **sandbox_argv(const struct sandbox_inst *si, const char *ws,
   v = calloc(SANDBOX_MAX_FIXED + n + 1, sizeof *v);
   if (!v)
     return NULL;
-  k = sandbox_fixed(si, ws, req->cwd, token, v);
+  k = sandbox_fixed(si, ws, req, binds, token, v);
   for (i = 0; i < n; i++)
     v[k + i] = req->argv[i];
   return v;
@@ -269,6 +370,7 @@ static enum err sandbox_run(struct exec_instance *inst,
   char tmp[64] = "", token[80];
   const char **argv = NULL;
   const char *ws = NULL;
+  char **binds = NULL;
   enum err e;
 
   memset(res, 0, sizeof *res);
@@ -281,7 +383,8 @@ static enum err sandbox_run(struct exec_instance *inst,
     return e;
   snprintf(token, sizeof token, "skynet-sandbox-%ld-%ld-%u", (long)getpid(),
            (long)time(NULL), atomic_fetch_add(&sandbox_seq, 1));
-  argv = sandbox_argv(si, ws, token, req);
+  binds = sandbox_binds(req);
+  argv = binds ? sandbox_argv(si, ws, binds, token, req) : NULL;
   if (!argv) {
     e = ERR_NOMEM;
     goto out;
@@ -293,6 +396,7 @@ static enum err sandbox_run(struct exec_instance *inst,
     sandbox_kill_leftovers(token);
 out:
   free(argv);
+  sandbox_binds_free(binds);
   if (tmp[0])
     nftw(tmp, sandbox_rm_one, 16, FTW_DEPTH | FTW_PHYS);
   return e;
@@ -318,7 +422,9 @@ static enum err sandbox_health(struct exec_instance *inst,
       res.output[i] = ' ';
   if (out->ok)
     snprintf(out->detail, sizeof out->detail, "sandbox: bwrap works%s",
-             si->network ? " (network allowed)" : " (no network)");
+             si->network == SB_NET_ALWAYS  ? " (network allowed)"
+             : si->network == SB_NET_NEVER ? " (no network)"
+                                           : " (network only for steps that need it)");
   else if (res.error[0])
     snprintf(out->detail, sizeof out->detail, "sandbox: bwrap missing: %.200s",
              res.error);

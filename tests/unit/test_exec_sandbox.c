@@ -136,6 +136,86 @@ TEST(network_denied_unless_allowed)
   close(fd);
 }
 
+/* The directories a request lists are writable, at their nearest existing
+ * ancestor; nothing else is, and system directories never are. */
+TEST(listed_directories_writable)
+{
+  char host[64], victim[128], other[128], deep[160], script[600];
+  const char *writable[] = {host, deep, "/etc", NULL};
+  const char *argv[] = {"sh", "-c", script, NULL};
+  struct exec_request req = {.argv = argv, .timeout_ms = 10000, .grace_ms = 300,
+                             .writable = writable};
+  struct exec_result res;
+  struct stat st;
+
+  snprintf(host, sizeof host, "/tmp/skynet-sbhost-XXXXXX");
+  ASSERT(mkdtemp(host));
+  snprintf(victim, sizeof victim, "%s/victim", host);
+  ASSERT_EQ(mkdir(victim, 0700), 0);
+  snprintf(other, sizeof other, "/tmp/skynet-sbother-%ld", (long)getpid());
+  snprintf(deep, sizeof deep, "%s/not/yet", host);   /* bound at host */
+  snprintf(script, sizeof script,
+           "rm -rf -- %s && echo new > %s/made && "
+           "{ touch /etc/skynet-sb-%ld 2>/dev/null && echo etc-written; } ; "
+           "echo private > %s && cat %s",
+           victim, host, (long)getpid(), other, other);
+  ASSERT_EQ(exec_sandbox.run(sb, &req, &res), ERR_OK);
+  ASSERT_EQ(res.exit_code, 0);
+  ASSERT(!strstr(res.output, "etc-written"));
+  ASSERT_CONTAINS(res.output, "private");   /* written in the private /tmp */
+  exec_result_release(&res);
+  ASSERT(stat(victim, &st) < 0);             /* the host saw the removal */
+  snprintf(victim, sizeof victim, "%s/made", host);
+  ASSERT_EQ(stat(victim, &st), 0);           /* and the new file */
+  ASSERT(stat(other, &st) < 0);              /* but not the unlisted write */
+  unlink(victim);
+  rmdir(host);
+
+  /* without the list the same removal stays inside */
+  ASSERT(mkdtemp(strcpy(host, "/tmp/skynet-sbhost-XXXXXX")));
+  snprintf(victim, sizeof victim, "%s/victim", host);
+  ASSERT_EQ(mkdir(victim, 0700), 0);
+  snprintf(script, sizeof script, "rm -rf -- %s", victim);
+  req.writable = NULL;
+  ASSERT_EQ(exec_sandbox.run(sb, &req, &res), ERR_OK);
+  exec_result_release(&res);
+  ASSERT_EQ(stat(victim, &st), 0);
+  rmdir(victim);
+  rmdir(host);
+}
+
+/* network: the default gives it to a step that needs it; false never. */
+TEST(network_per_step)
+{
+  struct cfg_kv opt = {"network", "false"};
+  struct exec_instance *never = make_inst("sbnever", &opt, 1), *perstep = make_inst("sbstep", NULL, 0);
+  char script[128];
+  const char *argv[] = {"bash", "-c", script, NULL};
+  struct exec_request req = {.argv = argv, .timeout_ms = 10000, .grace_ms = 300, .network = 1};
+  struct exec_result res;
+  struct cfg_kv badopt = {"network", "sometimes"};
+  int port = 0, fd = listen_local(&port);
+
+  ASSERT(fd >= 0 && never && perstep);
+  ASSERT(make_inst("sbbadnet", &badopt, 1) == NULL);
+  snprintf(script, sizeof script, "exec 3<>/dev/tcp/127.0.0.1/%d && echo connected", port);
+  ASSERT_EQ(exec_sandbox.run(perstep, &req, &res), ERR_OK);
+  ASSERT_EQ(res.exit_code, 0);
+  ASSERT_CONTAINS(res.output, "connected");
+  exec_result_release(&res);
+  ASSERT_EQ(exec_sandbox.run(never, &req, &res), ERR_OK);
+  ASSERT(res.exit_code != 0);
+  ASSERT(!strstr(res.output, "connected"));
+  exec_result_release(&res);
+  req.network = 0;
+  ASSERT_EQ(exec_sandbox.run(perstep, &req, &res), ERR_OK);
+  ASSERT(res.exit_code != 0);
+  exec_result_release(&res);
+  exec_sandbox.destroy(never);
+  exec_sandbox.destroy(perstep);
+  close(fd);
+}
+
 TEST(timeout_kills_everything)
 {
   char token[32], script[256];
@@ -248,6 +328,8 @@ int main(void)
   RUN(workspace_writable_and_default_cwd);
   RUN(write_outside_workspace_fails);
   RUN(network_denied_unless_allowed);
+  RUN(network_per_step);
+  RUN(listed_directories_writable);
   RUN(timeout_kills_everything);
   RUN(cancel_kills_everything);
   RUN(per_run_workspace_removed);

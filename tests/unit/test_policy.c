@@ -398,6 +398,59 @@ TEST(odd_input_does_not_crash)
   }
 }
 
+struct scase {
+  const char *argv[8];
+  const char *dirs;   /* the scope's directories joined by " " */
+  int network;
+};
+
+/* Where a WRITE command writes, as the sandbox will be told. */
+TEST(write_scope)
+{
+  static const struct scase t[] = {
+    {{"rm", "-rf", "--", "/tmp/skynet-demo"}, "/tmp", 0},
+    {{"tee", "--", "/srv/app/conf/a.yaml"}, "/srv/app/conf", 0},
+    {{"sh", "-c", "echo hi > /opt/app/out.log && touch /var/tmp/x/y"}, "/opt/app /var/tmp/x", 0},
+    {{"git", "-C", "/srv/repo", "pull", "--ff-only"}, "/srv/repo", 1},
+    {{"git", "-C", "/srv/repo", "status"}, "/srv/repo", 0},
+    {{"make", "--directory=/home/ci/proj", "test"}, "/home/ci/proj", 0},
+    {{"curl", "-o", "/tmp/dl/page.html", "http://example.test/"}, "/tmp/dl", 1},
+    {{"sudo", "rm", "/data/a", "/data/b", "/srv/c"}, "/data /srv", 0},
+    {{"rm", "-rf", "/tmp/a/../b"}, "/tmp", 0},
+    {{"rm", "-rf", "$DIR/x"}, "", 0},           /* a variable: unknown */
+    {{"tee", "relative.txt"}, "", 0},           /* the workspace */
+    {{"tee", "/etc/passwd"}, "", 0},            /* system: ADMIN, never bound */
+    {{"df", "-h"}, "", 0},
+    {{"wget", "http://example.test/"}, "", 1},
+  };
+  struct policy_scope sc;
+  char got[1024];
+  int failed = 0;
+
+  for (size_t i = 0; i < N_OF(t); i++) {
+    policy_write_scope(t[i].argv, &sc);
+    got[0] = 0;
+    for (size_t k = 0; k < sc.n; k++)
+      snprintf(got + strlen(got), sizeof got - strlen(got), "%s%s", k ? " " : "", sc.dirs[k]);
+    if (strcmp(got, t[i].dirs) || sc.network != t[i].network) {
+      fprintf(stderr, "   scope: got [%s] network %d, want [%s] network %d\n", got, sc.network,
+              t[i].dirs, t[i].network);
+      print_argv(t[i].argv);
+      failed++;
+    }
+  }
+  ASSERT_EQ(failed, 0);
+  /* judging is not changed by listening */
+  {
+    const char *argv[] = {"rm", "-rf", "/", NULL};
+    struct policy_verdict v;
+    policy_write_scope(argv, &sc);
+    policy_check_argv(argv, &v);
+    ASSERT_EQ(v.risk, RISK_BLOCKED);
+    ASSERT_EQ(sc.n, 0);
+  }
+}
+
 int main(void)
 {
   RUN(read_only_commands);
@@ -409,5 +462,6 @@ int main(void)
   RUN(reasons_name_the_deciding_command);
   RUN(deep_nesting_is_blocked);
   RUN(odd_input_does_not_crash);
+  RUN(write_scope);
   return test_summary();
 }

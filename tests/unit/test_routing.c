@@ -116,9 +116,25 @@ static int64_t approved_write(const char *path)
   return id;
 }
 
+static int64_t approved_shell(const char *script)
+{
+  char plan[1024];
+  enum job_state st;
+  int64_t id;
+
+  snprintf(plan, sizeof plan, "{\"steps\":[{\"action\":\"shell\",\"args\":{\"argv\":"
+           "[\"sh\",\"-c\",\"%s\"]}}]}", script);
+  id = submit_plan(plan, &st, NULL, 0);
+  if (st != JOB_AWAITING_APPROVAL || orch_decide(g_orch, g_l, id, 1, "op") != ERR_OK)
+    return 0;
+  return id;
+}
+
+/* A WRITE step on the default (local) provider runs in the sandbox: what
+ * the approved command writes reaches the host, nothing else does. */
 TEST(write_steps_run_in_the_sandbox)
 {
-  char path[128];
+  char dir[64], path[128], stray[128], script[512];
   struct exec_health h = {0};
   const struct registry_entry *jail = registry_find(&g_reg, "jail");
   struct job j;
@@ -127,24 +143,43 @@ TEST(write_steps_run_in_the_sandbox)
   ASSERT(jail && jail->inst);
   ASSERT_EQ(jail->inst->backend->health(jail->inst, &h), ERR_OK);
   ASSERT(h.ok);      /* bwrap is here (tests/run.sh installs it) */
-  snprintf(path, sizeof path, "/tmp/skynet-routing-%ld.txt", (long)getpid());
-  unlink(path);
+  ASSERT(!registry_find(&g_reg, "sandbox"));   /* one is configured: no automatic one */
+  snprintf(dir, sizeof dir, "/tmp/skynet-routing-XXXXXX");
+  ASSERT(mkdtemp(dir));
+  snprintf(path, sizeof path, "%s/approved.txt", dir);
+  snprintf(stray, sizeof stray, "/tmp/skynet-routing-stray-%ld", (long)getpid());
+  unlink(stray);
   id = approved_write(path);
   ASSERT(id > 0);
   ASSERT_EQ(wait_final(id, 20000, &j), JOB_SUCCEEDED);
   job_release(&j);
   ASSERT(started_on(id, "jail"));
-  ASSERT(access(path, F_OK) != 0);       /* the write stayed in the sandbox */
+  ASSERT_EQ(access(path, F_OK), 0);      /* the approved write is the host's */
+  unlink(path);
 
-  /* isolation off: the default provider, and the host sees the file */
+  /* the script names dir; a write through a relative path elsewhere stays
+   * in the sandbox's private /tmp */
+  snprintf(script, sizeof script, "echo a > %s/approved.txt; cd /tmp && echo b > %s",
+           dir, strrchr(stray, '/') + 1);
+  id = approved_shell(script);
+  ASSERT(id > 0);
+  ASSERT_EQ(wait_final(id, 20000, &j), JOB_SUCCEEDED);
+  job_release(&j);
+  ASSERT(started_on(id, "jail"));
+  ASSERT_EQ(access(path, F_OK), 0);
+  ASSERT(access(stray, F_OK) != 0);
+  unlink(path);
+
+  /* isolation off: the default provider, and the host sees both */
   g_cfg.isolate_write = 0;
-  id = approved_write(path);
+  id = approved_shell(script);
   ASSERT(id > 0);
   ASSERT_EQ(wait_final(id, 20000, &j), JOB_SUCCEEDED);
   g_cfg.isolate_write = 1;
   job_release(&j);
   ASSERT(started_on(id, "local"));
-  ASSERT_EQ(access(path, F_OK), 0);
+  ASSERT_EQ(access(stray, F_OK), 0);
+  unlink(stray);
   unlink(path);
 
   /* a step that names its provider keeps it */
@@ -159,6 +194,44 @@ TEST(write_steps_run_in_the_sandbox)
   ASSERT(started_on(id, "local"));
   ASSERT_EQ(access(path, F_OK), 0);
   unlink(path);
+  rmdir(dir);
+}
+
+/* Without a sandbox in the configuration one is set up when bwrap is
+ * here; without bwrap it is listed as unavailable, saying why. */
+TEST(automatic_sandbox)
+{
+  struct cfg c = g_cfg;
+  struct cfg_provider local = {"local", "local", NULL, 0};
+  struct registry r;
+  const struct registry_entry *e;
+  char *path = getenv("PATH") ? strdup(getenv("PATH")) : NULL;
+
+  c.providers = &local;
+  c.n_providers = 1;
+  c.default_provider = "local";
+  ASSERT_EQ(registry_init(&r, &c), ERR_OK);
+  e = registry_find(&r, "sandbox");
+  ASSERT(e && e->automatic && e->inst);
+  ASSERT(registry_find_type(&r, "sandbox") == e);
+  registry_release(&r);
+
+  c.isolate_write = 0;
+  ASSERT_EQ(registry_init(&r, &c), ERR_OK);
+  ASSERT(!registry_find(&r, "sandbox"));
+  registry_release(&r);
+
+  c.isolate_write = 1;
+  setenv("PATH", "/nonexistent", 1);
+  ASSERT_EQ(registry_init(&r, &c), ERR_OK);
+  if (path)
+    setenv("PATH", path, 1);
+  free(path);
+  e = registry_find(&r, "sandbox");
+  ASSERT(e && e->automatic && !e->inst);
+  ASSERT_CONTAINS(e->error, "bwrap is not installed");
+  ASSERT(!registry_find_type(&r, "sandbox"));
+  registry_release(&r);
 }
 
 TEST(read_only_steps_stay_on_the_default)
@@ -281,6 +354,7 @@ int main(void)
   RUN(down_provider_refused_at_planning);
   RUN(down_provider_refused_at_run_time);
   RUN(write_steps_run_in_the_sandbox);
+  RUN(automatic_sandbox);
   RUN(read_only_steps_stay_on_the_default);
   RUN(admin_steps_only_where_allowed);
   RUN(bad_routing_options_make_the_instance_unavailable);

@@ -26,8 +26,8 @@ static const struct exec_backend flaky = {.name = "flaky",
 static struct exec_instance flaky_inst = {&flaky, "box"};
 
 static struct registry_entry entries[] = {
-  {"box", "flaky", &flaky_inst, "", 0, 0},
-  {"gone", "docker", NULL, "backend 'docker' not built", 0, 0},
+  {"box", "flaky", &flaky_inst, "", 0, 0, 0},
+  {"gone", "docker", NULL, "backend 'docker' not built", 0, 0, 0},
 };
 static struct registry reg = {entries, 2, "box"};
 
