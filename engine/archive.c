@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <mbedtls/sha256.h>
 #include <mbedtls/version.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,6 +13,7 @@
 #include <unistd.h>
 
 #include "buf.h"
+#include "providers/exec/exec.h"
 
 #define COPY_CHUNK 65536
 
@@ -233,23 +235,119 @@ out:
   return e;
 }
 
-enum err archive_keep(const char *home, size_t max_bytes, struct ledger *l,
-                      int64_t job_id, int step, const char *path,
-                      struct artifact *out, char *errbuf, size_t errlen)
+/* archive_put_file() of file, recorded under name. */
+static enum err keep_as(const char *home, size_t max_bytes, struct ledger *l, int64_t job_id,
+                        int step, const char *file, const char *name, struct artifact *out,
+                        char *errbuf, size_t errlen)
 {
   struct artifact a = {0};
   enum err e;
 
-  if ((e = archive_put_file(home, max_bytes, path, a.sha256, &a.size, errbuf, errlen)))
+  if ((e = archive_put_file(home, max_bytes, file, a.sha256, &a.size, errbuf, errlen)))
     return e;
   a.job_id = job_id;
   a.step = step;
-  a.name = (char *)path;
+  a.name = (char *)name;
   if ((e = l->ops->artifact_add(l, &a))) {
-    snprintf(errbuf, errlen, "cannot record artifact '%.300s': %s", path, l->errmsg);
+    snprintf(errbuf, errlen, "cannot record artifact '%.300s': %s", name, l->errmsg);
     return e;
   }
   if (out)
     *out = a;
   return ERR_OK;
+}
+
+enum err archive_keep(const char *home, size_t max_bytes, struct ledger *l,
+                      int64_t job_id, int step, const char *path,
+                      struct artifact *out, char *errbuf, size_t errlen)
+{
+  return keep_as(home, max_bytes, l, job_id, step, path, path, out, errbuf, errlen);
+}
+
+/* ---- from another host ------------------------------------------------- */
+
+struct fetch {
+  int fd;
+  size_t n, max;
+  int too_big, werr;
+  atomic_int cancel;
+};
+
+static void fetch_out(void *ud, const char *data, size_t n)
+{
+  struct fetch *f = ud;
+
+  if (f->too_big || f->werr)
+    return;
+  if (f->n + n > f->max) {
+    f->too_big = 1;
+    atomic_store(&f->cancel, 1);
+    return;
+  }
+  for (size_t off = 0; off < n;) {
+    ssize_t w = write(f->fd, data + off, n - off);
+    if (w < 0 && errno == EINTR)
+      continue;
+    if (w <= 0) {
+      f->werr = 1;
+      atomic_store(&f->cancel, 1);
+      return;
+    }
+    off += (size_t)w;
+  }
+  f->n += n;
+}
+
+enum err archive_keep_from(const char *home, size_t max_bytes, struct ledger *l,
+                           int64_t job_id, int step, struct exec_instance *inst,
+                           const char *path, int timeout_ms, struct artifact *out,
+                           char *errbuf, size_t errlen)
+{
+  const char *argv[] = {"cat", "--", path, NULL};
+  struct fetch f = {.fd = -1, .max = max_bytes};
+  struct exec_request req = {.argv = argv, .timeout_ms = timeout_ms, .capture_max = 512,
+                             .on_output = fetch_out, .ud = &f, .cancel = &f.cancel};
+  struct exec_result res = {0};
+  char *dir = NULL, *tmp = NULL;
+  enum err e;
+
+  if ((e = store_dir(home, &dir, errbuf, errlen)))
+    return e;
+  e = ERR_NOMEM;
+  size_t tlen = strlen(dir) + 20;
+  if (!(tmp = malloc(tlen)))
+    goto out;
+  snprintf(tmp, tlen, "%s/.fetch-XXXXXX", dir);
+  if ((f.fd = mkostemp(tmp, O_CLOEXEC)) < 0) {
+    e = sys_fail(errbuf, errlen, "create a file in", dir);
+    free(tmp);
+    tmp = NULL;
+    goto out;
+  }
+  e = inst->backend->run(inst, &req, &res);
+  if (f.too_big) {
+    snprintf(errbuf, errlen, "artifact '%.300s' is larger than archive.max_bytes (%zu bytes)",
+             path, max_bytes);
+    e = ERR_TOOBIG;
+  } else if (f.werr) {
+    e = sys_fail(errbuf, errlen, "write the copy of", path);
+  } else if (e || res.exit_code != 0) {
+    char *nl = res.output ? strchr(res.output, '\n') : NULL;
+    if (nl)
+      *nl = '\0';
+    snprintf(errbuf, errlen, "cannot read artifact '%.300s' on '%s': %.200s", path, inst->name,
+             res.error[0] ? res.error : res.output && res.output[0] ? res.output : err_str(e));
+    e = e ? e : ERR_NOTFOUND;
+  } else {
+    e = keep_as(home, max_bytes, l, job_id, step, tmp, path, out, errbuf, errlen);
+  }
+out:
+  exec_result_release(&res);
+  if (f.fd >= 0)
+    close(f.fd);
+  if (tmp)
+    unlink(tmp);
+  free(tmp);
+  free(dir);
+  return e;
 }

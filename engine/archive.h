@@ -3,8 +3,9 @@
  *
  * A step lists the files to keep in its args: "artifacts": ["/abs/path", ...]
  * (plan.h).  After the step succeeds each file is read from skynet's own file
- * system (so from the local and sandbox providers, whose workspace is on this
- * host), hashed with SHA-256 while it is copied to
+ * system (local and sandbox providers; a sandbox may write the artifacts'
+ * directories), or through the provider that ran the step (ssh, docker,
+ * gateway), hashed with SHA-256 while it is copied to
  * $SKYNET_HOME/artifacts/<sha256>, and recorded in the ledger (struct
  * artifact: job, step, name, size, hash).  Equal content is stored once.
  * A file larger than archive.max_bytes is refused with a message naming the
@@ -33,6 +34,14 @@ enum err archive_put_file(const char *home, size_t max_bytes, const char *path,
 enum err archive_keep(const char *home, size_t max_bytes, struct ledger *l,
                       int64_t job_id, int step, const char *path,
                       struct artifact *out, char *errbuf, size_t errlen);
+/* archive_keep() of a file on the host where inst runs its steps (ssh,
+ * docker, gateway): read there with `cat -- path` through the instance,
+ * streamed into the store, refused over max_bytes. */
+struct exec_instance;
+enum err archive_keep_from(const char *home, size_t max_bytes, struct ledger *l,
+                           int64_t job_id, int step, struct exec_instance *inst,
+                           const char *path, int timeout_ms, struct artifact *out,
+                           char *errbuf, size_t errlen);
 /* Where the content of sha256 is stored; malloc'd.  NULL if sha256 is not
  * 64 hex digits. */
 char *archive_path(const char *home, const char *sha256);

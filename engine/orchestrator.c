@@ -632,9 +632,9 @@ static void judge_step(size_t i, enum err e,
   }
 }
 
-/* Keeps the files a successful step listed in args.artifacts.  They are
- * read from this host, so only from providers that run here.  A failure
- * fails the step (the caller logs out->reason). */
+/* Keeps the files a successful step listed in args.artifacts: read from
+ * this host for providers that run here, else through the provider.  A
+ * failure fails the step (the caller logs out->reason). */
 static void keep_artifacts(struct run_ctx *c, size_t i, const struct registry_entry *re,
                            struct step_outcome *out)
 {
@@ -643,15 +643,13 @@ static void keep_artifacts(struct run_ctx *c, size_t i, const struct registry_en
   struct artifact a;
   char why[400];
 
-  if (strcmp(re->type, "local") && strcmp(re->type, "sandbox")) {
-    out->state = JOB_FAILED;
-    snprintf(out->reason, sizeof out->reason, "step %zu: artifacts are kept only from "
-             "local and sandbox providers, not from '%s' (%s)", i + 1, re->name, re->type);
-    return;
-  }
+  int here = !strcmp(re->type, "local") || !strcmp(re->type, "sandbox");
+
   for (size_t k = 0; k < st->n_artifacts; k++) {
-    if (archive_keep(cfg->home, cfg->archive_max_bytes, c->l, c->job->id, (int)i + 1,
-                     st->artifacts[k], &a, why, sizeof why)) {
+    if (here ? archive_keep(cfg->home, cfg->archive_max_bytes, c->l, c->job->id, (int)i + 1,
+                            st->artifacts[k], &a, why, sizeof why)
+             : archive_keep_from(cfg->home, cfg->archive_max_bytes, c->l, c->job->id, (int)i + 1,
+                                 re->inst, st->artifacts[k], 300 * 1000, &a, why, sizeof why)) {
       out->state = JOB_FAILED;
       snprintf(out->reason, sizeof out->reason, "step %zu: %.290s", i + 1, why);
       return;
@@ -715,6 +713,13 @@ static void sandbox_scope(struct run_ctx *c, const struct plan_step *st, size_t 
   size_t k;
 
   policy_write_scope((const char *const *)st->argv, sc);
+  /* the files it is to leave behind are written where they are kept from */
+  for (k = 0; k < st->n_artifacts && sc->n < (size_t)POLICY_SCOPE_MAX; k++) {
+    const char *slash = strrchr(st->artifacts[k], '/');
+    size_t len = slash ? (size_t)(slash - st->artifacts[k]) : 0;
+    if (len && len < sizeof sc->dirs[0])
+      snprintf(sc->dirs[sc->n++], sizeof sc->dirs[0], "%.*s", (int)len, st->artifacts[k]);
+  }
   buf_init(&b, 8 * POLICY_SCOPE_PATH);
   for (k = 0; k < sc->n; k++) {
     writable[k] = sc->dirs[k];

@@ -16,7 +16,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "engine/archive.h"
 #include "providers/exec/exec.h"
+#include "tests/ledgerutil.h"
 #include "tests/harness.h"
 #include "tests/testutil.h"
 
@@ -316,6 +318,64 @@ TEST(config_errors)
   ASSERT(exec_backend_find("ssh") == &exec_ssh);
 }
 
+/* An artifact on the remote host is read through the connection, stored by
+ * content and recorded; one over the limit or missing is refused, saying so. */
+TEST(artifact_fetched_from_remote)
+{
+  char home[128], url[200], file[128], why[512], *stored;
+  unsigned char bin[3000];
+  struct artifact a, *list;
+  struct ledger *l;
+  size_t n;
+  int64_t job;
+  FILE *f;
+
+  snprintf(home, sizeof home, "%s/home", dir);
+  snprintf(url, sizeof url, "sqlite://%s/a.db", dir);
+  ASSERT_EQ(mkdir(home, 0700), 0);
+  ASSERT((l = tu_ledger_open(url)) != NULL);
+  ASSERT((job = tu_enqueue(l, "{\"steps\":[{\"action\":\"uptime\"}]}")) > 0);
+  for (size_t i = 0; i < sizeof bin; i++)
+    bin[i] = (unsigned char)(i * 7 + 1);     /* binary, NUL-free but all byte values */
+  bin[100] = 0;
+  snprintf(file, sizeof file, "%s/remote.bin", dir);
+  ASSERT((f = fopen(file, "wb")) != NULL);
+  ASSERT_EQ(fwrite(bin, 1, sizeof bin, f), sizeof bin);
+  fclose(f);
+
+  ASSERT_EQ(archive_keep_from(home, 1 << 20, l, job, 1, box, file, 10000, &a, why, sizeof why),
+            ERR_OK);
+  ASSERT_EQ(a.size, (int64_t)sizeof bin);
+  {
+    char want[65];
+    archive_sha256_hex(bin, sizeof bin, want);
+    ASSERT_STREQ(a.sha256, want);
+  }
+  ASSERT((stored = archive_path(home, a.sha256)) != NULL);
+  {
+    struct stat st;
+    ASSERT_EQ(stat(stored, &st), 0);
+    ASSERT_EQ((size_t)st.st_size, sizeof bin);
+  }
+  free(stored);
+  ASSERT_EQ(l->ops->artifact_list(l, job, &list, &n), ERR_OK);
+  ASSERT_EQ(n, 1);
+  ASSERT_STREQ(list[0].name, file);
+  artifact_list_free(list, n);
+
+  ASSERT_EQ(archive_keep_from(home, 1000, l, job, 1, box, file, 10000, &a, why, sizeof why),
+            ERR_TOOBIG);
+  ASSERT_CONTAINS(why, "larger than archive.max_bytes (1000 bytes)");
+  strcat(file, ".missing");
+  ASSERT(archive_keep_from(home, 1 << 20, l, job, 1, box, file, 10000, &a, why, sizeof why) != ERR_OK);
+  ASSERT_CONTAINS(why, "cannot read artifact");
+  ASSERT_CONTAINS(why, "No such file");
+  ASSERT_EQ(l->ops->artifact_list(l, job, &list, &n), ERR_OK);
+  ASSERT_EQ(n, 1);
+  artifact_list_free(list, n);
+  ledger_close(l);
+}
+
 int main(void)
 {
   const char *ci = getenv("CI");
@@ -345,6 +405,7 @@ int main(void)
   RUN(cancel_kills_remote);
   RUN(unreachable_port_fails_clearly);
   RUN(wrong_host_key_refused);
+  RUN(artifact_fetched_from_remote);
   exec_ssh.destroy(box);
   kill(sshd_pid, SIGTERM);
   waitpid(sshd_pid, NULL, 0);

@@ -7,6 +7,7 @@
 #include "engine/ledger/ledger.h"
 #include "engine/log.h"
 #include "engine/logstore.h"
+#include "engine/archive.h"
 #include "engine/orchestrator.h"
 #include "engine/registry.h"
 
@@ -240,6 +241,23 @@ TEST(artifacts_are_kept_and_listed)
   ASSERT_CONTAINS(j.reason, "report.txt' is 3 bytes, over the archive.max_bytes limit of 2");
   job_release(&j);
   tu_rmrf(dir);
+
+  /* a provider elsewhere: read through it (the mock answers `cat -- path`
+   * with "mock: cat -- path") */
+  snprintf(plan, sizeof plan, "{\"steps\":[{\"action\":\"shell\",\"provider\":\"mock\","
+           "\"args\":{\"argv\":[\"echo\",\"x\"],\"artifacts\":[\"/remote/out.txt\"]}}]}");
+  id = submit_plan(plan, &st);
+  ASSERT_EQ(wait_final(id, 10000, &j), JOB_SUCCEEDED);
+  job_release(&j);
+  ASSERT_EQ(g_l->ops->artifact_list(g_l, id, &a, &n), ERR_OK);
+  ASSERT_EQ(n, 1);
+  {
+    char want[65];
+    archive_sha256_hex("mock: cat -- /remote/out.txt\n", 29, want);
+    ASSERT_STREQ(a[0].sha256, want);
+    ASSERT_STREQ(a[0].name, "/remote/out.txt");
+  }
+  artifact_list_free(a, n);
 
   /* relative paths are refused at planning */
   id = submit_plan("{\"steps\":[{\"action\":\"shell\",\"args\":{\"argv\":[\"true\"],"
