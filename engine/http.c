@@ -43,7 +43,7 @@ struct http_url {
 struct http {
   int fd;                            /* -1: no connection */
   int tls_on;                        /* ssl is set up on fd */
-  char origin[HTTP_HOST_MAX + 16];   /* "s:host:port" of the open connection */
+  char origin[2 * HTTP_HOST_MAX + 32];   /* scheme, host, port, proxy of the connection */
   mbedtls_ssl_context ssl;
   mbedtls_ssl_config conf;           /* set up on the first https connection */
   int conf_ready;
@@ -540,14 +540,17 @@ static enum err conn_get(struct http *h, const struct http_url *u, long ctimeout
   struct http_url px;
   enum err e;
 
-  snprintf(origin, sizeof origin, "%c:%s:%s", u->tls ? 's' : 'p', u->host, u->port);
+  int via = proxy_for(u, &px);
+
+  snprintf(origin, sizeof origin, "%c:%s:%s:%s:%s", u->tls ? 's' : 'p', u->host, u->port,
+           via ? px.host : "", via ? px.port : "");
   *reused = 0;
   if (h->fd >= 0 && strcmp(origin, h->origin) == 0 && conn_alive(h)) {
     *reused = 1;
     return ERR_OK;
   }
   http_close(h);
-  if (proxy_for(u, &px)) {
+  if (via) {
     if ((e = tcp_connect(h, px.host, px.port, ctimeout)) || (e = proxy_tunnel(h, u, &px)))
       goto out;
   } else if ((e = tcp_connect(h, u->host, u->port, ctimeout))) {
@@ -738,7 +741,8 @@ static enum err build_head(const struct http_req *rq, const struct http_url *u, 
 
 /* One try on the current or a new connection. */
 static enum err attempt(struct http *h, const struct http_req *rq, const struct http_url *u,
-                        const struct buf *head, struct http_resp *rs, int *reused)
+                        const struct buf *head, int body_in_head, struct http_resp *rs,
+                        int *reused)
 {
   size_t max = rq->max_response ? rq->max_response : HTTP_BODY_DEFAULT;
   int keep = 0;
@@ -750,7 +754,7 @@ static enum err attempt(struct http *h, const struct http_req *rq, const struct 
     return e;
   h->rx_off = h->rx_len = 0;
   if ((e = raw_write(h, head->data, head->len)) ||
-      (rq->body && rq->body_len && (e = raw_write(h, rq->body, rq->body_len))))
+      (!body_in_head && rq->body_len && (e = raw_write(h, rq->body, rq->body_len))))
     goto out;
   do {                                        /* 1xx answers come before the real one */
     buf_clear(&rs->head);
@@ -780,13 +784,16 @@ enum err http_do(struct http *h, const struct http_req *rq, struct http_resp *rs
     return fail(h, ERR_INVAL, "not an http:// or https:// URL");
   if ((e = build_head(rq, &u, &head)))
     return fail(h, e, "request headers too large");
+  /* A small body goes in the same write as the head: one segment, not two. */
+  int body_in_head = rq->body && rq->body_len <= HTTP_READ_CHUNK &&
+                     buf_append(&head, rq->body, rq->body_len) == ERR_OK;
   h->deadline = rq->timeout_ms > 0 ? now_ms() + rq->timeout_ms : 0;
-  e = attempt(h, rq, &u, &head, rs, &reused);
+  e = attempt(h, rq, &u, &head, body_in_head, rs, &reused);
   if (e == ERR_NET && reused && !h->got) {   /* the server dropped the idle connection */
     buf_clear(&rs->head);
     buf_clear(&rs->body);
     rs->status = 0;
-    e = attempt(h, rq, &u, &head, rs, &reused);
+    e = attempt(h, rq, &u, &head, body_in_head, rs, &reused);
   }
   buf_release(&head);
   if (!e)
