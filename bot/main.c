@@ -385,7 +385,8 @@ static void tune_memory(void)
     return;
   sqlite3_config(SQLITE_CONFIG_LOOKASIDE, 128, 64);
   sqlite3_config(SQLITE_CONFIG_PAGECACHE, NULL, 0, 0);
-  mallopt(M_ARENA_MAX, 2);
+  if (!getenv("MALLOC_ARENA_MAX"))   /* the operator's choice wins */
+    mallopt(M_ARENA_MAX, 2);
 }
 
 int main(int argc, char **argv)

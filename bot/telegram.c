@@ -21,6 +21,9 @@
 #include "telegram.h"
 
 #include <inttypes.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -40,6 +43,7 @@
 #define TG_DOC_PARTS 3              /* more parts than this go as a file */
 #define TG_BATCH 200                /* due messages looked at per turn */
 #define TG_IDLE_POLL_MS 250         /* the sender's look at the outbox without a bell */
+#define TG_TRIM_IDLE_MS 1000        /* quiet this long: free heap goes back to the system */
 
 struct tg_http {
   struct http *h;
@@ -712,6 +716,29 @@ static int64_t tg_send_round(struct tg *t, struct ledger *l, size_t *left)
   return wait;
 }
 
+/* glibc keeps freed heap (start-up, a burst of messages) for reuse; a bot
+ * idles most of its life, so once the outbox has been empty for a while the
+ * sender hands free pages back (malloc_trim also releases whole free pages
+ * inside the heap, not only its top).  Once per quiet spell. */
+static void tg_trim_when_idle(size_t left, int64_t *busy_at, int *trimmed)
+{
+  int64_t now = ledger_now_ms();
+
+  if (left) {
+    *busy_at = now;
+    *trimmed = 0;
+    return;
+  }
+#ifdef __GLIBC__
+  if (!*trimmed && now - *busy_at >= TG_TRIM_IDLE_MS) {
+    malloc_trim(0);
+    *trimmed = 1;
+  }
+#else
+  (void)trimmed;
+#endif
+}
+
 static void *tg_sender_main(void *arg)
 {
   struct tg *t = arg;
@@ -739,9 +766,12 @@ static void *tg_sender_main(void *arg)
   }
   srand((unsigned)ledger_now_ms());
   tg_set_commands(&t->out);
+  int64_t busy_at = ledger_now_ms();
+  int trimmed = 0;
   for (;;) {
     size_t left;
     int64_t wait = tg_send_round(t, l, &left);
+    tg_trim_when_idle(left, &busy_at, &trimmed);
     if (t->sender_stop && (left == 0 || ledger_now_ms() >= t->flush_deadline))
       break;
     if (t->sender_stop && wait > t->flush_deadline - ledger_now_ms())

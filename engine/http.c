@@ -59,7 +59,22 @@ struct http {
   char err[256];
 };
 
-/* ---- process-wide TLS state --------------------------------------------- */
+/* ---- process-wide TLS state --------------------------------------------- *
+ *
+ * A parsed CA bundle costs about 460 KB of heap for ~150 certificates, and
+ * a handshake needs the one or two that issued the server's chain.  So the
+ * bundle is parsed once into an index: every CA's DER, one after another,
+ * and where its subject is.  The handshake runs with an empty trust list and
+ * VERIFY_OPTIONAL; before a byte is sent, tls_verify() verifies the server's
+ * chain (mbedtls_x509_crt_verify_with_profile, host name included) against
+ * just the CAs whose subject is the issuer or subject of a certificate in
+ * that chain, parsed from the index for the moment.  Every other check of
+ * the handshake (key usage, host name, dates) must have passed as well. */
+
+struct ca_ix {
+  size_t off, len;                   /* the certificate in g_tls.der */
+  size_t subj_off, subj_len;         /* its subject, likewise */
+};
 
 static struct {
   pthread_once_t once;
@@ -67,7 +82,10 @@ static struct {
   char why[200];
   mbedtls_entropy_context entropy;
   mbedtls_ctr_drbg_context drbg;
-  mbedtls_x509_crt ca;
+  unsigned char *der;                /* the CAs' DER, one after another */
+  struct ca_ix *ix;
+  size_t n;
+  mbedtls_x509_crt none;             /* the handshake's (empty) trust list */
 } g_tls = {.once = PTHREAD_ONCE_INIT};
 
 static const char *const ca_paths[] = {
@@ -78,32 +96,125 @@ static const char *const ca_paths[] = {
   NULL,
 };
 
+/* Whole file into a NUL-terminated malloc'd buffer; NULL if unreadable. */
+static char *slurp(const char *path)
+{
+  FILE *f = fopen(path, "re");
+  char *d = NULL;
+  long n;
+
+  if (f && fseek(f, 0, SEEK_END) == 0 && (n = ftell(f)) > 0 && n < (64L << 20) &&
+      fseek(f, 0, SEEK_SET) == 0 && (d = malloc((size_t)n + 1))) {
+    if (fread(d, 1, (size_t)n, f) != (size_t)n) {
+      free(d);
+      d = NULL;
+    } else {
+      d[n] = 0;
+    }
+  }
+  if (f)
+    fclose(f);
+  return d;
+}
+
+/* Adds one parsed certificate to the index. */
+static int ca_add(const mbedtls_x509_crt *c, size_t *cap, size_t *used)
+{
+  struct ca_ix *ix;
+
+  if (*used + c->raw.len > *cap) {
+    size_t ncap = (*cap ? *cap * 2 : 65536) + c->raw.len;
+    unsigned char *d = realloc(g_tls.der, ncap);
+    if (!d)
+      return -1;
+    g_tls.der = d;
+    *cap = ncap;
+  }
+  if (!(ix = realloc(g_tls.ix, (g_tls.n + 1) * sizeof *ix)))
+    return -1;
+  g_tls.ix = ix;
+  ix += g_tls.n++;
+  memcpy(g_tls.der + *used, c->raw.p, c->raw.len);
+  ix->off = *used;
+  ix->len = c->raw.len;
+  ix->subj_off = *used + (size_t)(c->subject_raw.p - c->raw.p);
+  ix->subj_len = c->subject_raw.len;
+  *used += c->raw.len;
+  return 0;
+}
+
+/* Indexes every CA certificate of a PEM bundle; the number indexed. */
+static size_t ca_index(const char *path)
+{
+  static const char BEGIN[] = "-----BEGIN CERTIFICATE-----", END[] = "-----END CERTIFICATE-----";
+  char *pem = slurp(path), *p = pem, *e;
+  size_t cap = 0, used = 0;
+
+  while (p && (p = strstr(p, BEGIN)) && (e = strstr(p, END))) {
+    mbedtls_x509_crt c;
+    char save;
+    e += sizeof END - 1;
+    save = *e;
+    *e = 0;
+    mbedtls_x509_crt_init(&c);
+    if (mbedtls_x509_crt_parse(&c, (const unsigned char *)p, (size_t)(e - p) + 1) == 0 &&
+        ca_add(&c, &cap, &used)) {
+      mbedtls_x509_crt_free(&c);
+      break;
+    }
+    mbedtls_x509_crt_free(&c);
+    *e = save;
+    p = e;
+  }
+  free(pem);
+  if (g_tls.der && used < cap) {   /* give back the slack */
+    unsigned char *d = realloc(g_tls.der, used);
+    if (d)
+      g_tls.der = d;
+  }
+  return g_tls.n;
+}
+
 static void tls_global_init(void)
 {
   const char *env = getenv("SSL_CERT_FILE");
-  int rc = -1;
 
   mbedtls_entropy_init(&g_tls.entropy);
   mbedtls_ctr_drbg_init(&g_tls.drbg);
-  mbedtls_x509_crt_init(&g_tls.ca);
+  mbedtls_x509_crt_init(&g_tls.none);
   if (mbedtls_ctr_drbg_seed(&g_tls.drbg, mbedtls_entropy_func, &g_tls.entropy,
                             (const unsigned char *)"skynet-http", 11)) {
     snprintf(g_tls.why, sizeof g_tls.why, "cannot seed the TLS random generator");
     return;
   }
   if (env && *env) {
-    rc = mbedtls_x509_crt_parse_file(&g_tls.ca, env);
-    if (rc < 0 || !g_tls.ca.version)
+    if (!ca_index(env))
       snprintf(g_tls.why, sizeof g_tls.why, "cannot read CA bundle '%.120s' (SSL_CERT_FILE)", env);
   } else {
-    for (int i = 0; ca_paths[i] && (rc < 0 || !g_tls.ca.version); i++)
+    for (int i = 0; ca_paths[i] && !g_tls.n; i++)
       if (access(ca_paths[i], R_OK) == 0)
-        rc = mbedtls_x509_crt_parse_file(&g_tls.ca, ca_paths[i]);
-    if (rc < 0 || !g_tls.ca.version)
+        ca_index(ca_paths[i]);
+    if (!g_tls.n)
       snprintf(g_tls.why, sizeof g_tls.why,
                "no CA bundle found (install ca-certificates or set SSL_CERT_FILE)");
   }
-  g_tls.ok = rc >= 0 && g_tls.ca.version;   /* a few unparsable certificates are fine */
+  g_tls.ok = g_tls.n > 0;
+}
+
+/* The indexed CAs that may anchor chain: subject equal to the issuer or the
+ * subject of one of its certificates.  Parsed into trust. */
+static void ca_collect(const mbedtls_x509_crt *chain, mbedtls_x509_crt *trust)
+{
+  for (size_t i = 0; i < g_tls.n; i++) {
+    const struct ca_ix *x = &g_tls.ix[i];
+    const unsigned char *subj = g_tls.der + x->subj_off;
+    for (const mbedtls_x509_crt *c = chain; c; c = c->next)
+      if ((c->issuer_raw.len == x->subj_len && !memcmp(c->issuer_raw.p, subj, x->subj_len)) ||
+          (c->subject_raw.len == x->subj_len && !memcmp(c->subject_raw.p, subj, x->subj_len))) {
+        mbedtls_x509_crt_parse_der(trust, g_tls.der + x->off, x->len);
+        break;
+      }
+  }
 }
 
 /* ---- small helpers ------------------------------------------------------ */
@@ -352,8 +463,13 @@ static enum err tls_conf(struct http *h)
     mbedtls_ssl_config_free(&h->conf);
     return fail(h, ERR_NOMEM, "TLS: cannot set up");
   }
-  mbedtls_ssl_conf_authmode(&h->conf, MBEDTLS_SSL_VERIFY_REQUIRED);
-  mbedtls_ssl_conf_ca_chain(&h->conf, h->own_ca_set ? &h->own_ca : &g_tls.ca, NULL);
+  if (h->own_ca_set) {
+    mbedtls_ssl_conf_authmode(&h->conf, MBEDTLS_SSL_VERIFY_REQUIRED);
+    mbedtls_ssl_conf_ca_chain(&h->conf, &h->own_ca, NULL);
+  } else {   /* the chain is verified by tls_verify() against the index */
+    mbedtls_ssl_conf_authmode(&h->conf, MBEDTLS_SSL_VERIFY_OPTIONAL);
+    mbedtls_ssl_conf_ca_chain(&h->conf, &g_tls.none, NULL);
+  }
   mbedtls_ssl_conf_rng(&h->conf, mbedtls_ctr_drbg_random, &g_tls.drbg);
   mbedtls_ssl_conf_min_version(&h->conf, MBEDTLS_SSL_MAJOR_VERSION_3, MBEDTLS_SSL_MINOR_VERSION_3);
   h->conf_ready = 1;
@@ -368,6 +484,35 @@ static enum err tls_wait(struct http *h, int rc, const char *what)
     return ERR_NET;
   e = wait_fd(h, rc == MBEDTLS_ERR_SSL_WANT_READ ? POLLIN : POLLOUT, h->deadline);
   return e == ERR_TIMEOUT ? timed_out(h, what) : e;
+}
+
+/* After a VERIFY_OPTIONAL handshake: the server's chain against the CAs of
+ * the index that can anchor it, and nothing else wrong with it. */
+static enum err tls_verify(struct http *h, const char *host)
+{
+  const mbedtls_x509_crt *peer = mbedtls_ssl_get_peer_cert(&h->ssl);
+  uint32_t flags = mbedtls_ssl_get_verify_result(&h->ssl) & ~(uint32_t)MBEDTLS_X509_BADCERT_NOT_TRUSTED;
+  mbedtls_x509_crt trust;
+  char msg[160];
+
+  if (!peer)
+    return fail(h, ERR_NET, "TLS: '%s' sent no certificate", host);
+  if (!flags) {
+    mbedtls_x509_crt_init(&trust);
+    ca_collect(peer, &trust);
+    if (mbedtls_x509_crt_verify_with_profile((mbedtls_x509_crt *)peer, &trust, NULL,
+                                             &mbedtls_x509_crt_profile_default, host, &flags,
+                                             NULL, NULL) == 0)
+      flags = 0;
+    else if (!flags)
+      flags = MBEDTLS_X509_BADCERT_NOT_TRUSTED;
+    mbedtls_x509_crt_free(&trust);
+  }
+  if (!flags)
+    return ERR_OK;
+  mbedtls_x509_crt_verify_info(msg, sizeof msg, "", flags);
+  msg[strcspn(msg, "\n")] = 0;
+  return fail(h, ERR_NET, "TLS: certificate of '%s' not trusted: %s", host, msg);
 }
 
 static enum err tls_start(struct http *h, const char *host)
@@ -397,7 +542,7 @@ static enum err tls_start(struct http *h, const char *host)
     tls_strerror(rc, msg, sizeof msg);
     return fail(h, ERR_NET, "TLS handshake with '%s' failed: %s", host, msg);
   }
-  return ERR_OK;
+  return h->own_ca_set ? ERR_OK : tls_verify(h, host);
 }
 
 /* ---- the connection ----------------------------------------------------- */

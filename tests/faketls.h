@@ -144,7 +144,7 @@ static void *ft_accept(void *arg)
  * dir's srv.crt and srv.key; 0 on success. */
 static inline int ft_start(struct ft_relay *r, const char *dir, int backend_port)
 {
-  char crt[600], key[600];
+  char crt[1200], key[1200];
   struct sockaddr_in a;
   socklen_t al = sizeof a;
   int one = 1;
