@@ -315,7 +315,8 @@ static int no_proxy_match(const char *list, const char *host)
   return 0;
 }
 
-/* The proxy for u from the environment into px; 0 when none applies. */
+/* The proxy for u from the environment into px; 0 when none applies, -1
+ * when one is set that we cannot use (not http://host:port, credentials). */
 static int proxy_for(const struct http_url *u, struct http_url *px)
 {
   const char *v = u->tls ? getenv("https_proxy") : getenv("http_proxy");
@@ -332,7 +333,7 @@ static int proxy_for(const struct http_url *u, struct http_url *px)
     snprintf(tmp, sizeof tmp, "http://%s", v);
     v = tmp;
   }
-  return url_parse(v, px) == ERR_OK && !px->tls;
+  return url_parse(v, px) == ERR_OK && !px->tls ? 1 : -1;
 }
 
 /* ---- the socket --------------------------------------------------------- */
@@ -687,6 +688,9 @@ static enum err conn_get(struct http *h, const struct http_url *u, long ctimeout
 
   int via = proxy_for(u, &px);
 
+  if (via < 0)
+    return fail(h, ERR_NET, "cannot use the proxy in %s: only http://host:port, without "
+                "credentials", u->tls ? "https_proxy" : "http_proxy");
   snprintf(origin, sizeof origin, "%c:%s:%s:%s:%s", u->tls ? 's' : 'p', u->host, u->port,
            via ? px.host : "", via ? px.port : "");
   *reused = 0;

@@ -20,7 +20,9 @@
  * Proxies: https_proxy / HTTPS_PROXY (for https://), http_proxy (for
  * http://; HTTP_PROXY is ignored as in curl, because of CGI's HTTP_PROXY
  * header) and no_proxy / NO_PROXY are honoured; both schemes go through the
- * proxy with an HTTP CONNECT tunnel (an http:// proxy URL, no proxy auth).
+ * proxy with an HTTP CONNECT tunnel (an http:// proxy URL, no proxy auth: a
+ * proxy setting we cannot use fails the request rather than going direct).
+ * Name resolution is getaddrinfo(), which the deadline cannot interrupt.
  *
  * Answers: Content-Length, chunked, or until close; the body is bounded by
  * the request's max_response.  Error messages (http_errstr) name the host and

@@ -466,6 +466,13 @@ TEST(proxy_connect_and_no_proxy)
   ASSERT_EQ(http_do(h, &rq, &rs), ERR_NET);
   http_resp_release(&rs);
   ASSERT_CONTAINS(http_errstr(h), "origin.example");
+  /* A proxy we cannot use is an error, not a silent direct connection. */
+  unsetenv("no_proxy");
+  setenv("http_proxy", "http://user:SECRET@127.0.0.1:1", 1);
+  ASSERT_EQ(http_do(h, &rq, &rs), ERR_NET);
+  http_resp_release(&rs);
+  ASSERT_CONTAINS(http_errstr(h), "cannot use the proxy in http_proxy");
+  ASSERT(!strstr(http_errstr(h), "SECRET"));
   unsetenv("http_proxy");
   unsetenv("no_proxy");
   http_free(h);
