@@ -20,6 +20,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <mbedtls/asn1.h>
+#include <mbedtls/base64.h>
 #include <mbedtls/ctr_drbg.h>
 #include <mbedtls/entropy.h>
 #include <mbedtls/error.h>
@@ -117,13 +119,14 @@ static char *slurp(const char *path)
   return d;
 }
 
-/* Adds one parsed certificate to the index. */
-static int ca_add(const mbedtls_x509_crt *c, size_t *cap, size_t *used)
+/* Adds one certificate (DER) to the index. */
+static int ca_add(const unsigned char *der, size_t len, size_t subj_off, size_t subj_len,
+                  size_t *cap, size_t *used)
 {
   struct ca_ix *ix;
 
-  if (*used + c->raw.len > *cap) {
-    size_t ncap = (*cap ? *cap * 2 : 65536) + c->raw.len;
+  if (*used + len > *cap) {
+    size_t ncap = (*cap ? *cap * 2 : 65536) + len;
     unsigned char *d = realloc(g_tls.der, ncap);
     if (!d)
       return -1;
@@ -134,12 +137,51 @@ static int ca_add(const mbedtls_x509_crt *c, size_t *cap, size_t *used)
     return -1;
   g_tls.ix = ix;
   ix += g_tls.n++;
-  memcpy(g_tls.der + *used, c->raw.p, c->raw.len);
+  memcpy(g_tls.der + *used, der, len);
   ix->off = *used;
-  ix->len = c->raw.len;
-  ix->subj_off = *used + (size_t)(c->subject_raw.p - c->raw.p);
-  ix->subj_len = c->subject_raw.len;
-  *used += c->raw.len;
+  ix->len = len;
+  ix->subj_off = *used + subj_off;
+  ix->subj_len = subj_len;
+  *used += len;
+  return 0;
+}
+
+/* Where the subject Name (tag and length included, as mbedtls' subject_raw)
+ * lies in a DER certificate, and the certificate's length: a walk over the
+ * first fields of tbsCertificate, no more (a full parse of ~150 CAs costs
+ * ~10 ms at start-up; the CAs a handshake needs are parsed then). */
+static int der_subject(const unsigned char *der, size_t n, size_t *len, size_t *subj_off,
+                       size_t *subj_len)
+{
+  const int seq = MBEDTLS_ASN1_CONSTRUCTED | MBEDTLS_ASN1_SEQUENCE;
+  unsigned char *p = (unsigned char *)der, *end = p + n, *s;
+  size_t l;
+
+  if (mbedtls_asn1_get_tag(&p, end, &l, seq))
+    return -1;
+  *len = (size_t)(p - der) + l;
+  end = p + l;
+  if (mbedtls_asn1_get_tag(&p, end, &l, seq))                       /* tbsCertificate */
+    return -1;
+  end = p + l;
+  if (p < end && *p == (MBEDTLS_ASN1_CONTEXT_SPECIFIC | MBEDTLS_ASN1_CONSTRUCTED)) {
+    if (mbedtls_asn1_get_tag(&p, end, &l, *p))                        /* [0] version */
+      return -1;
+    p += l;
+  }
+  if (mbedtls_asn1_get_tag(&p, end, &l, MBEDTLS_ASN1_INTEGER))       /* serialNumber */
+    return -1;
+  p += l;
+  for (int i = 0; i < 3; i++) {                   /* signature, issuer, validity */
+    if (mbedtls_asn1_get_tag(&p, end, &l, seq))
+      return -1;
+    p += l;
+  }
+  s = p;
+  if (mbedtls_asn1_get_tag(&p, end, &l, seq))                        /* subject */
+    return -1;
+  *subj_off = (size_t)(s - der);
+  *subj_len = (size_t)(p - s) + l;
   return 0;
 }
 
@@ -148,24 +190,26 @@ static size_t ca_index(const char *path)
 {
   static const char BEGIN[] = "-----BEGIN CERTIFICATE-----", END[] = "-----END CERTIFICATE-----";
   char *pem = slurp(path), *p = pem, *e;
-  size_t cap = 0, used = 0;
+  unsigned char *der = NULL;
+  size_t cap = 0, used = 0, dcap = 0;
 
   while (p && (p = strstr(p, BEGIN)) && (e = strstr(p, END))) {
-    mbedtls_x509_crt c;
-    char save;
-    e += sizeof END - 1;
-    save = *e;
-    *e = 0;
-    mbedtls_x509_crt_init(&c);
-    if (mbedtls_x509_crt_parse(&c, (const unsigned char *)p, (size_t)(e - p) + 1) == 0 &&
-        ca_add(&c, &cap, &used)) {
-      mbedtls_x509_crt_free(&c);
-      break;
+    size_t n, len, so, sl;
+    p += sizeof BEGIN - 1;
+    if ((size_t)(e - p) > dcap) {
+      unsigned char *d = realloc(der, (size_t)(e - p));
+      if (!d)
+        break;
+      der = d;
+      dcap = (size_t)(e - p);
     }
-    mbedtls_x509_crt_free(&c);
-    *e = save;
-    p = e;
+    if (mbedtls_base64_decode(der, dcap, &n, (const unsigned char *)p, (size_t)(e - p)) == 0 &&
+        der_subject(der, n, &len, &so, &sl) == 0 && len <= n &&
+        ca_add(der, len, so, sl, &cap, &used))
+      break;
+    p = e + sizeof END - 1;
   }
+  free(der);
   free(pem);
   if (g_tls.der && used < cap) {   /* give back the slack */
     unsigned char *d = realloc(g_tls.der, used);
@@ -451,6 +495,10 @@ static int bio_recv(void *ctx, unsigned char *b, size_t n)
   return errno == ECONNRESET ? MBEDTLS_ERR_NET_CONN_RESET : MBEDTLS_ERR_NET_RECV_FAILED;
 }
 
+static const mbedtls_ecp_group_id tls_curves[] = {
+  MBEDTLS_ECP_DP_CURVE25519, MBEDTLS_ECP_DP_SECP256R1, MBEDTLS_ECP_DP_SECP384R1, MBEDTLS_ECP_DP_NONE,
+};
+
 static enum err tls_conf(struct http *h)
 {
   pthread_once(&g_tls.once, tls_global_init);
@@ -472,6 +520,10 @@ static enum err tls_conf(struct http *h)
     mbedtls_ssl_conf_ca_chain(&h->conf, &g_tls.none, NULL);
   }
   mbedtls_ssl_conf_rng(&h->conf, mbedtls_ctr_drbg_random, &g_tls.drbg);
+  /* mbedtls 2.x offers its curves largest first (secp521r1), and a server
+   * that takes the client's order then spends ~10x longer on the key
+   * exchange: offer what browsers do. */
+  mbedtls_ssl_conf_curves(&h->conf, tls_curves);
   mbedtls_ssl_conf_min_version(&h->conf, MBEDTLS_SSL_MAJOR_VERSION_3, MBEDTLS_SSL_MINOR_VERSION_3);
   h->conf_ready = 1;
   return ERR_OK;
@@ -492,10 +544,11 @@ static enum err tls_wait(struct http *h, int rc, const char *what)
 static enum err tls_verify(struct http *h, const char *host)
 {
   const mbedtls_x509_crt *peer = mbedtls_ssl_get_peer_cert(&h->ssl);
-  uint32_t flags = mbedtls_ssl_get_verify_result(&h->ssl) & ~(uint32_t)MBEDTLS_X509_BADCERT_NOT_TRUSTED;
+  uint32_t flags = mbedtls_ssl_get_verify_result(&h->ssl);
   mbedtls_x509_crt trust;
   char msg[160];
 
+  flags &= ~(uint32_t)MBEDTLS_X509_BADCERT_NOT_TRUSTED;   /* that is decided here */
   if (!peer)
     return fail(h, ERR_NET, "TLS: '%s' sent no certificate", host);
   if (!flags) {

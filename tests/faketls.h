@@ -8,6 +8,7 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -41,7 +42,8 @@ static inline int ft_make_certs(const char *dir)
   char cmd[4096];
 
   snprintf(cmd, sizeof cmd,
-           "cd '%s' && printf 'subjectAltName=DNS:localhost\\nbasicConstraints=CA:FALSE\\n' > ext && "
+           "cd '%s' && "
+           "printf 'subjectAltName=DNS:localhost\\nbasicConstraints=CA:FALSE\\n' > ext && "
            "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes "
            "-keyout ca.key -out ca.crt -subj /CN=skynet-test-ca -days 2 "
            "-addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign "
@@ -52,6 +54,10 @@ static inline int ft_make_certs(const char *dir)
            "-out srv.crt -days 2 -extfile ext >/dev/null 2>&1", dir);
   return system(cmd) == 0 ? 0 : -1;
 }
+
+static const mbedtls_ecp_group_id ft_curves[] = {
+  MBEDTLS_ECP_DP_CURVE25519, MBEDTLS_ECP_DP_SECP256R1, MBEDTLS_ECP_DP_SECP384R1, MBEDTLS_ECP_DP_NONE,
+};
 
 struct ft_conn {
   struct ft_relay *r;
@@ -79,6 +85,8 @@ static void *ft_pump(void *arg)
       goto out;
     }
   be = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  rc = 1;
+  setsockopt(be, IPPROTO_TCP, TCP_NODELAY, &rc, sizeof rc);
   memset(&a, 0, sizeof a);
   a.sin_family = AF_INET;
   a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
@@ -122,11 +130,14 @@ static void *ft_accept(void *arg)
   struct ft_relay *r = arg;
 
   for (;;) {
-    int fd = accept4(r->lfd, NULL, NULL, SOCK_CLOEXEC);
+    int fd = accept4(r->lfd, NULL, NULL, SOCK_CLOEXEC), one = 1;
     struct ft_conn *c;
     pthread_t th;
     if (fd < 0)
       continue;
+    /* As real servers: without it, Nagle holds the handshake's second
+     * record for the client's delayed ACK (40 ms). */
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     c = malloc(sizeof *c);
     c->r = r;
     c->fd = fd;
@@ -164,6 +175,7 @@ static inline int ft_start(struct ft_relay *r, const char *dir, int backend_port
                                   MBEDTLS_SSL_PRESET_DEFAULT))
     return -1;
   mbedtls_ssl_conf_rng(&r->conf, mbedtls_ctr_drbg_random, &r->drbg);
+  mbedtls_ssl_conf_curves(&r->conf, ft_curves);   /* as real servers: x25519 first */
   if (mbedtls_ssl_conf_own_cert(&r->conf, &r->cert, &r->key))
     return -1;
   r->lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);

@@ -507,7 +507,8 @@ static int tls_skip(void)
 {
   if (g_tls_ok)
     return 0;
-  fprintf(stderr, "  no openssl CLI or TLS setup failed: %s\n", getenv("CI") ? "failing" : "skipped");
+  fprintf(stderr, "  no openssl CLI or TLS setup failed: %s\n",
+          getenv("CI") ? "failing" : "skipped");
   return 1;
 }
 
