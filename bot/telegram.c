@@ -677,18 +677,20 @@ static int tg_superseded(const struct outbox_msg *v, size_t n, size_t i)
   return 0;
 }
 
-/* One pass; *left counts the messages still due, and the result is how long
+/* One pass; *left counts the messages still due, *had those that were due at
+ * all (the outbox was not idle), and the result is how long
  * the sender may sleep before the first of them can go. */
-static int64_t tg_send_round(struct tg *t, struct ledger *l, size_t *left)
+static int64_t tg_send_round(struct tg *t, struct ledger *l, size_t *left, size_t *had)
 {
   struct outbox_msg *v = NULL;
   size_t n = 0;
   int64_t blocked[TG_BATCH], wait = TG_IDLE_POLL_MS;
   size_t nb = 0, moved = 0;
 
-  *left = 0;
+  *left = *had = 0;
   if (l->ops->outbox_pending(l, "telegram", ledger_now_ms(), TG_BATCH, &v, &n))
     return wait;
+  *had = n;
   for (size_t i = 0; i < n; i++) {
     int skip = 0;
     int64_t w;
@@ -720,11 +722,11 @@ static int64_t tg_send_round(struct tg *t, struct ledger *l, size_t *left)
  * idles most of its life, so once the outbox has been empty for a while the
  * sender hands free pages back (malloc_trim also releases whole free pages
  * inside the heap, not only its top).  Once per quiet spell. */
-static void tg_trim_when_idle(size_t left, int64_t *busy_at, int *trimmed)
+static void tg_trim_when_idle(size_t had, int64_t *busy_at, int *trimmed)
 {
   int64_t now = ledger_now_ms();
 
-  if (left) {
+  if (had) {
     *busy_at = now;
     *trimmed = 0;
     return;
@@ -769,9 +771,9 @@ static void *tg_sender_main(void *arg)
   int64_t busy_at = ledger_now_ms();
   int trimmed = 0;
   for (;;) {
-    size_t left;
-    int64_t wait = tg_send_round(t, l, &left);
-    tg_trim_when_idle(left, &busy_at, &trimmed);
+    size_t left, had;
+    int64_t wait = tg_send_round(t, l, &left, &had);
+    tg_trim_when_idle(had, &busy_at, &trimmed);
     if (t->sender_stop && (left == 0 || ledger_now_ms() >= t->flush_deadline))
       break;
     if (t->sender_stop && wait > t->flush_deadline - ledger_now_ms())

@@ -5,7 +5,9 @@
 #include <pthread.h>
 #include <stdio.h>
 
+#ifndef PQ_DL_LIB
 #define PQ_DL_LIB "libpq.so.5"
+#endif
 
 struct pq_dl_table pq_dl;
 
