@@ -737,9 +737,8 @@ static enum err conn_get(struct http *h, const struct http_url *u, long ctimeout
 {
   char origin[sizeof h->origin];
   struct http_url px;
-  enum err e;
-
   int via = proxy_for(u, &px);
+  enum err e;
 
   if (via < 0)
     return fail(h, ERR_NET, "cannot use the proxy in %s: only http://host:port, without "
@@ -984,8 +983,10 @@ enum err http_do(struct http *h, const struct http_req *rq, struct http_resp *rs
   h->err[0] = 0;
   if (!rq->url || url_parse(rq->url, &u))
     return fail(h, ERR_INVAL, "not an http:// or https:// URL");
-  if ((e = build_head(rq, &u, &head)))
+  if ((e = build_head(rq, &u, &head))) {
+    buf_release(&head);
     return fail(h, e, "request headers too large");
+  }
   /* A small body goes in the same write as the head: one segment, not two. */
   int body_in_head = rq->body && rq->body_len <= HTTP_READ_CHUNK &&
                      buf_append(&head, rq->body, rq->body_len) == ERR_OK;
