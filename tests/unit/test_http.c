@@ -443,6 +443,49 @@ TEST(localhost_by_name)
   http_free(h);
 }
 
+/* A one-shot server on [::1]: answers one request, then closes. */
+static void *v6_serve(void *arg)
+{
+  int lfd = (int)(intptr_t)arg, fd = accept(lfd, NULL, NULL);
+  char b[2048];
+
+  if (fd >= 0) {
+    if (read(fd, b, sizeof b) > 0)
+      say(fd, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nv6");
+    close(fd);
+  }
+  close(lfd);
+  return NULL;
+}
+
+TEST(ipv6_literal)
+{
+  struct sockaddr_in6 a = {.sin6_family = AF_INET6, .sin6_addr = IN6ADDR_LOOPBACK_INIT};
+  socklen_t al = sizeof a;
+  int lfd = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  pthread_t th;
+  char u[100];
+
+  if (lfd < 0 || bind(lfd, (struct sockaddr *)&a, sizeof a) || listen(lfd, 1) ||
+      getsockname(lfd, (struct sockaddr *)&a, &al)) {
+    fprintf(stderr, "  no IPv6 loopback here: skipped\n");
+    if (lfd >= 0)
+      close(lfd);
+    return;
+  }
+  ASSERT_EQ(pthread_create(&th, NULL, v6_serve, (void *)(intptr_t)lfd), 0);
+  snprintf(u, sizeof u, "http://[::1]:%d/six", ntohs(a.sin6_port));
+  struct http *h = http_new();
+  struct http_req rq = {.url = u, .timeout_ms = 5000};
+  struct http_resp rs;
+  enum err e = http_do(h, &rq, &rs);
+  pthread_join(th, NULL);
+  ASSERT_EQ(e, ERR_OK);
+  ASSERT_STREQ(buf_str(&rs.body), "v6");
+  http_resp_release(&rs);
+  http_free(h);
+}
+
 TEST(proxy_connect_and_no_proxy)
 {
   struct http *h = http_new();
@@ -630,6 +673,7 @@ int main(void)
   RUN(multipart_upload);
   RUN(errors_never_show_the_path);
   RUN(localhost_by_name);
+  RUN(ipv6_literal);
   RUN(proxy_connect_and_no_proxy);
   tls_setup();
   RUN(tls_verified_and_kept_alive);
