@@ -1,7 +1,7 @@
 /* bot/telegram.c — see telegram.h.
  *
- * DESIGN: two threads, each with its own CURL handle (one kept-alive
- * connection) and its own ledger connection.
+ * DESIGN: two threads, each with its own HTTP handle (engine/http.h: one
+ * kept-alive connection) and its own ledger connection.
  * - The poller (tg_run's caller) long-polls getUpdates and handles each
  *   batch in one ledger transaction: every update's effects (through the
  *   conversation manager, which only writes to the ledger and the outbox)
@@ -21,6 +21,9 @@
 #include "telegram.h"
 
 #include <inttypes.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,10 +31,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <curl/curl.h>
-
 #include "bot/tg_pace.h"
 #include "engine/buf.h"
+#include "engine/http.h"
 #include "engine/log.h"
 #include "engine/persona.h"
 
@@ -41,10 +43,10 @@
 #define TG_DOC_PARTS 3              /* more parts than this go as a file */
 #define TG_BATCH 200                /* due messages looked at per turn */
 #define TG_IDLE_POLL_MS 250         /* the sender's look at the outbox without a bell */
+#define TG_TRIM_IDLE_MS 1000        /* quiet this long: free heap goes back to the system */
 
 struct tg_http {
-  CURL *h;
-  struct buf resp;
+  struct http *h;
   char *base;                       /* <api_base>/bot<token>/ */
   volatile sig_atomic_t *stop;
 };
@@ -77,57 +79,31 @@ struct tg {
 
 /* ---- HTTP --------------------------------------------------------------- */
 
-static size_t tg_on_data(char *p, size_t sz, size_t n, void *ud)
-{
-  struct tg_http *c = ud;
-  return buf_append(&c->resp, p, sz * n) == ERR_OK ? sz * n : 0;
-}
-
-static int tg_on_progress(void *ud, curl_off_t a, curl_off_t b, curl_off_t c, curl_off_t d)
+static int tg_cancelled(void *ud)
 {
   struct tg_http *h = ud;
-  (void)a; (void)b; (void)c; (void)d;
   return h->stop && *h->stop ? 1 : 0;
 }
-
-static void tg_http_setopts(struct tg_http *c);
 
 static enum err tg_http_init(struct tg_http *c, const struct cfg *cfg)
 {
   struct buf b = BUF_INIT(4096);
 
   memset(c, 0, sizeof *c);
-  buf_init(&c->resp, TG_RESP_MAX);
   if (buf_printf(&b, "%s/bot%s/", cfg->telegram_api_base, cfg->telegram_token))
     return ERR_NOMEM;
   c->base = buf_detach(&b);
-  c->h = curl_easy_init();
+  c->h = http_new();
   if (!c->base || !c->h)
     return ERR_NOMEM;
-  tg_http_setopts(c);
+  http_set_cancel(c->h, tg_cancelled, c);
   return ERR_OK;
-}
-
-static void tg_http_setopts(struct tg_http *c)
-{
-  curl_easy_setopt(c->h, CURLOPT_WRITEFUNCTION, tg_on_data);
-  curl_easy_setopt(c->h, CURLOPT_WRITEDATA, c);
-  curl_easy_setopt(c->h, CURLOPT_NOSIGNAL, 1L);
-  curl_easy_setopt(c->h, CURLOPT_SSL_VERIFYPEER, 1L);
-  curl_easy_setopt(c->h, CURLOPT_SSL_VERIFYHOST, 2L);
-  curl_easy_setopt(c->h, CURLOPT_CONNECTTIMEOUT, 10L);
-  curl_easy_setopt(c->h, CURLOPT_TCP_KEEPALIVE, 1L);
-  curl_easy_setopt(c->h, CURLOPT_XFERINFOFUNCTION, tg_on_progress);
-  curl_easy_setopt(c->h, CURLOPT_XFERINFODATA, c);
-  curl_easy_setopt(c->h, CURLOPT_NOPROGRESS, 0L);
 }
 
 static void tg_http_release(struct tg_http *c)
 {
-  if (c->h)
-    curl_easy_cleanup(c->h);
+  http_free(c->h);
   free(c->base);
-  buf_release(&c->resp);
   memset(c, 0, sizeof *c);
 }
 
@@ -158,44 +134,39 @@ static void tg_res_parse(struct tg_res *r, const char *body)
   json_object_object_get_ex(r->root, "result", &r->result);
 }
 
-/* Calls a method with a JSON body (or a multipart form when mime is set). */
+/* Calls a method with a JSON body (or a multipart form when form is set). */
 static enum err tg_call(struct tg_http *c, const char *method, json_object *body,
-                        curl_mime *mime, long timeout_s, struct tg_res *r)
+                        const struct http_form *form, long timeout_s, struct tg_res *r)
 {
   struct buf url = BUF_INIT(4096);
-  struct curl_slist *hdr = NULL;
-  CURLcode cc;
+  const char *hdr[2] = {"Content-Type: application/json", NULL};
+  struct http_req rq = {.headers = hdr, .timeout_ms = timeout_s * 1000,
+                        .max_response = TG_RESP_MAX};
+  struct http_resp rs;
+  enum err e;
 
   memset(r, 0, sizeof *r);
-  buf_clear(&c->resp);
   if (buf_printf(&url, "%s%s", c->base, method))
     return ERR_NOMEM;
-  hdr = curl_slist_append(hdr, "Expect:");
-  curl_easy_setopt(c->h, CURLOPT_URL, buf_str(&url));
-  curl_easy_setopt(c->h, CURLOPT_TIMEOUT, timeout_s);
-  if (mime) {
-    /* a previous call's POSTFIELDS points at a freed body: curl would read it */
-    curl_easy_setopt(c->h, CURLOPT_POSTFIELDS, NULL);
-    curl_easy_setopt(c->h, CURLOPT_MIMEPOST, mime);
+  rq.url = buf_str(&url);
+  if (form) {
+    hdr[0] = form->content_type;
+    rq.body = form->body.data;
+    rq.body_len = form->body.len;
   } else {
-    hdr = curl_slist_append(hdr, "Content-Type: application/json");
-    curl_easy_setopt(c->h, CURLOPT_MIMEPOST, NULL);
-    curl_easy_setopt(c->h, CURLOPT_POSTFIELDS,
-                     body ? json_object_to_json_string_ext(body, JSON_C_TO_STRING_PLAIN) : "{}");
+    rq.body = body ? json_object_to_json_string_ext(body, JSON_C_TO_STRING_PLAIN) : "{}";
+    rq.body_len = strlen(rq.body);
   }
-  curl_easy_setopt(c->h, CURLOPT_HTTPHEADER, hdr);
-  cc = curl_easy_perform(c->h);
-  curl_easy_setopt(c->h, CURLOPT_HTTPHEADER, NULL);
-  curl_slist_free_all(hdr);
+  e = http_do(c->h, &rq, &rs);
   buf_release(&url);
-  if (cc != CURLE_OK) {
-    snprintf(r->desc, sizeof r->desc, "%s", curl_easy_strerror(cc));
-    curl_easy_reset(c->h);    /* a fresh start for the next call */
-    tg_http_setopts(c);
-    return cc == CURLE_ABORTED_BY_CALLBACK ? ERR_CANCELLED : ERR_NET;
+  if (e) {
+    snprintf(r->desc, sizeof r->desc, "%s", http_errstr(c->h));
+    http_resp_release(&rs);
+    return e == ERR_CANCELLED ? ERR_CANCELLED : ERR_NET;
   }
-  curl_easy_getinfo(c->h, CURLINFO_RESPONSE_CODE, &r->status);
-  tg_res_parse(r, buf_str(&c->resp));
+  r->status = rs.status;
+  tg_res_parse(r, buf_str(&rs.body));
+  http_resp_release(&rs);
   if (!r->error_code && !r->ok)
     r->error_code = r->status;
   return r->ok ? ERR_OK : ERR_UNAVAILABLE;
@@ -381,7 +352,6 @@ enum err tg_open(const struct cfg *cfg, struct tg **out, char *errbuf, size_t er
   enum err e;
 
   *out = NULL;
-  curl_global_init(CURL_GLOBAL_DEFAULT);   /* before the first handle */
   if (!t || tg_http_init(&t->http, cfg)) {
     free(t);
     snprintf(errbuf, errlen, "out of memory");
@@ -552,28 +522,27 @@ static enum err tg_send_piece(struct tg *t, struct ledger *l, const struct outbo
 
 static enum err tg_send_document(struct tg *t, const struct outbox_msg *m, struct tg_res *r)
 {
-  curl_mime *mime = curl_mime_init(t->out.h);
-  curl_mimepart *p;
+  struct http_form f;
   char chat[32];
   enum err e;
 
   snprintf(chat, sizeof chat, "%" PRId64, m->chat_id);
-  p = curl_mime_addpart(mime);
-  curl_mime_name(p, "chat_id");
-  curl_mime_data(p, chat, CURL_ZERO_TERMINATED);
-  p = curl_mime_addpart(mime);
-  curl_mime_name(p, "caption");
-  curl_mime_data(p, m->text, tg_split_len(m->text, strlen(m->text), 900));
-  p = curl_mime_addpart(mime);
-  curl_mime_name(p, "document");
-  curl_mime_filename(p, "output.txt");
-  curl_mime_type(p, "text/plain");
-  curl_mime_data(p, m->text, strlen(m->text));
-  e = tg_call(&t->out, "sendDocument", NULL, mime, 60, r);
+  http_form_init(&f, TG_RESP_MAX + 4096);
+  if ((e = http_form_add(&f, "chat_id", NULL, NULL, chat, strlen(chat))) ||
+      (e = http_form_add(&f, "caption", NULL, NULL, m->text,
+                         tg_split_len(m->text, strlen(m->text), 900))) ||
+      (e = http_form_add(&f, "document", "output.txt", "text/plain", m->text,
+                         strlen(m->text))) ||
+      (e = http_form_finish(&f))) {
+    memset(r, 0, sizeof *r);
+    snprintf(r->desc, sizeof r->desc, "cannot build the upload: %s", err_str(e));
+    http_form_release(&f);
+    return e;
+  }
+  e = tg_call(&t->out, "sendDocument", NULL, &f, 60, r);
   if (!e)
     tg_pace_sent(t->pace, m->chat_id, NULL, ledger_now_ms());
-  curl_easy_setopt(t->out.h, CURLOPT_MIMEPOST, NULL);
-  curl_mime_free(mime);
+  http_form_release(&f);
   return e;
 }
 
@@ -630,6 +599,8 @@ static enum err tg_send_long(struct tg *t, struct ledger *l, const struct outbox
             (r->error_code == 400 && strstr(r->desc, "not found")))) {
     log_warn("telegram", "sendDocument unsupported (%s); long output goes as text", r->desc);
     t->no_document = 1;
+    e = tg_send_text(t, l, m, 0, part, more, r);
+  } else if (e == ERR_TOOBIG || e == ERR_INVAL || e == ERR_NOMEM) {   /* no upload built */
     e = tg_send_text(t, l, m, 0, part, more, r);
   }
   return e;
@@ -706,18 +677,20 @@ static int tg_superseded(const struct outbox_msg *v, size_t n, size_t i)
   return 0;
 }
 
-/* One pass; *left counts the messages still due, and the result is how long
+/* One pass; *left counts the messages still due, *had those that were due at
+ * all (the outbox was not idle), and the result is how long
  * the sender may sleep before the first of them can go. */
-static int64_t tg_send_round(struct tg *t, struct ledger *l, size_t *left)
+static int64_t tg_send_round(struct tg *t, struct ledger *l, size_t *left, size_t *had)
 {
   struct outbox_msg *v = NULL;
   size_t n = 0;
   int64_t blocked[TG_BATCH], wait = TG_IDLE_POLL_MS;
   size_t nb = 0, moved = 0;
 
-  *left = 0;
+  *left = *had = 0;
   if (l->ops->outbox_pending(l, "telegram", ledger_now_ms(), TG_BATCH, &v, &n))
     return wait;
+  *had = n;
   for (size_t i = 0; i < n; i++) {
     int skip = 0;
     int64_t w;
@@ -743,6 +716,29 @@ static int64_t tg_send_round(struct tg *t, struct ledger *l, size_t *left)
     wait = 0;     /* more may be due behind these; if all were held, wait */
   outbox_list_free(v, n);
   return wait;
+}
+
+/* glibc keeps freed heap (start-up, a burst of messages) for reuse; a bot
+ * idles most of its life, so once the outbox has been empty for a while the
+ * sender hands free pages back (malloc_trim also releases whole free pages
+ * inside the heap, not only its top).  Once per quiet spell. */
+static void tg_trim_when_idle(size_t had, int64_t *busy_at, int *trimmed)
+{
+  int64_t now = ledger_now_ms();
+
+  if (had) {
+    *busy_at = now;
+    *trimmed = 0;
+    return;
+  }
+#ifdef __GLIBC__
+  if (!*trimmed && now - *busy_at >= TG_TRIM_IDLE_MS) {
+    malloc_trim(0);
+    *trimmed = 1;
+  }
+#else
+  (void)trimmed;
+#endif
 }
 
 static void *tg_sender_main(void *arg)
@@ -772,9 +768,12 @@ static void *tg_sender_main(void *arg)
   }
   srand((unsigned)ledger_now_ms());
   tg_set_commands(&t->out);
+  int64_t busy_at = ledger_now_ms();
+  int trimmed = 0;
   for (;;) {
-    size_t left;
-    int64_t wait = tg_send_round(t, l, &left);
+    size_t left, had;
+    int64_t wait = tg_send_round(t, l, &left, &had);
+    tg_trim_when_idle(had, &busy_at, &trimmed);
     if (t->sender_stop && (left == 0 || ledger_now_ms() >= t->flush_deadline))
       break;
     if (t->sender_stop && wait > t->flush_deadline - ledger_now_ms())

@@ -1,13 +1,13 @@
 /* bot/telegram.h — the Telegram channel (SPEC §3, issue 3).
  *
- * A Bot API client on libcurl + json-c, a long-polling loop that feeds the
+ * A Bot API client on engine/http.h + json-c, a long-polling loop that feeds the
  * conversation manager with exactly-once semantics (an update's effects and
  * the new offset are committed in one ledger transaction), and a sender
  * thread that drains the "telegram" outbox within Telegram's limits.
  *
  * Thread contract: tg_run() runs the poller on the calling thread with the
  * caller's conv and ledger; it starts the sender thread, which opens its own
- * ledger connection and its own CURL handle. */
+ * ledger connection and its own HTTP handle. */
 #ifndef SKYNET_TELEGRAM_H
 #define SKYNET_TELEGRAM_H
 

@@ -13,5 +13,7 @@ need_packages() {
   "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
 }
 
-BUILD_PACKAGES=(build-essential cmake pkg-config libcurl4-openssl-dev libjson-c-dev libpq-dev
+# libpq-dev for its header only: skynet loads libpq5 with dlopen() when a
+# postgresql:// database is used.  No libcurl: HTTP is engine/http.c on mbedtls.
+BUILD_PACKAGES=(build-essential cmake pkg-config libjson-c-dev libpq-dev libpq5
                 libyaml-dev libmbedtls-dev libsqlite3-dev libmicrohttpd-dev ca-certificates)

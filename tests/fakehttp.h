@@ -38,6 +38,7 @@ struct fh_server {
   void *ud;
   size_t max_request;
   volatile int stop;
+  volatile int accepts;       /* connections accepted so far */
 };
 
 /* The value of header `name` ("Authorization") into out; 1 if present. */
@@ -91,6 +92,7 @@ static void *fh_conn(void *arg)
         goto done;
       len += (size_t)r;
     }
+    b[len] = '\0';
     if (sscanf(b, "%*s %511s", rq.path) != 1)
       break;
     char save = b[hl + bl];
@@ -122,6 +124,7 @@ static void *fh_accept(void *arg)
       continue;
     }
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    __atomic_add_fetch(&s->accepts, 1, __ATOMIC_SEQ_CST);
     pa = malloc(2 * sizeof *pa);
     pa[0] = s;
     pa[1] = (void *)(intptr_t)fd;

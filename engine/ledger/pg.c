@@ -39,6 +39,7 @@
 
 #include "../log.h"
 #include "migrations.h"
+#include "pq_dl.h"
 
 #define NOW_MS "(extract(epoch from clock_timestamp()) * 1000)::bigint"
 #define MAX_PARAMS 12
@@ -1378,6 +1379,8 @@ static void quiet_notice(void *arg, const char *msg)
 enum err ledger_pg_open(const char *url, struct ledger **out, char *errbuf,
                         size_t errlen)
 {
+  if (pq_dl_load(errbuf, errlen))   /* libpq is loaded on first use */
+    return ERR_UNAVAILABLE;
   struct pg_ledger *s = calloc(1, sizeof *s);
   char *red;
 

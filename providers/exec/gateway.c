@@ -6,18 +6,18 @@
  *   <token>" and the body {"argv": [...], "cwd", "stdin", "timeout_ms"};
  *   the answer is {"exit_code": N, "output": "..."}.  The remote side runs
  *   and kills the command; here only the HTTP exchange is bounded.
- * - Each run uses its own curl handle on the calling thread (handles are
- *   never shared), so runs may go on in parallel.  The instance is
- *   read-only after create().
- * - Cancel is seen by curl's progress callback, at least every second or
- *   so; the timeout is curl's whole-transfer timeout (timeout_ms plus
- *   GATEWAY_SLACK_MS for the round trip).  The answer is bounded.
+ * - Each run uses its own HTTP handle (engine/http.h) on the calling thread
+ *   (handles are never shared), so runs may go on in parallel.  The
+ *   instance is read-only after create().
+ * - Cancel is seen by the handle's cancel hook, at least every
+ *   HTTP_CANCEL_POLL_MS; the timeout is the whole-request deadline
+ *   (timeout_ms plus GATEWAY_SLACK_MS for the round trip).  The answer is
+ *   bounded.
  *
  * Instance options: url (required, http:// or https://), token. */
 #include "exec.h"
 
 #include <assert.h>
-#include <curl/curl.h>
 #include <json-c/json.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,6 +25,7 @@
 #include <time.h>
 
 #include "../../engine/buf.h"
+#include "../../engine/http.h"
 
 #define GATEWAY_SLACK_MS 2000
 #define GATEWAY_ANSWER_MAX (8u << 20)
@@ -37,9 +38,10 @@ struct gateway_inst {
 };
 
 struct gateway_xfer {
-  struct buf body;
+  struct http_resp resp;
   atomic_int *cancel;
   int cancelled;
+  char error[200];
 };
 
 static const char *gateway_opt(const struct cfg_provider *p, const char *key)
@@ -119,22 +121,10 @@ static enum err gateway_create(const struct cfg *cfg,
 
 /* ---- the exchange ------------------------------------------------------ */
 
-static size_t gateway_write(char *p, size_t size, size_t n, void *ud)
+static int gateway_cancelled(void *ud)
 {
   struct gateway_xfer *x = ud;
 
-  return buf_append(&x->body, p, size * n) == ERR_OK ? size * n : 0;
-}
-
-static int gateway_progress(void *ud, curl_off_t dt, curl_off_t dn,
-                            curl_off_t ut, curl_off_t un)
-{
-  struct gateway_xfer *x = ud;
-
-  (void)dt;
-  (void)dn;
-  (void)ut;
-  (void)un;
   if (x->cancel && atomic_load(x->cancel)) {
     x->cancelled = 1;
     return 1;
@@ -161,41 +151,36 @@ static json_object *gateway_request_json(const struct exec_request *req)
   return o;
 }
 
-/* Sends one request; the answer body lands in x->body. */
-static CURLcode gateway_http(const struct gateway_inst *gi, const char *path,
+/* Sends one request (a POST when post is set, else a GET); the answer lands
+ * in x->resp, a failure's message in x->error. */
+static enum err gateway_http(const struct gateway_inst *gi, const char *path,
                              const char *post, long timeout_ms,
                              struct gateway_xfer *x, long *status)
 {
-  struct curl_slist *h = NULL;
+  const char *hdr[3] = {"Content-Type: application/json", gi->auth, NULL};
   char url[1200];
-  CURLcode rc = CURLE_OUT_OF_MEMORY;
-  CURL *c = curl_easy_init();
+  struct http_req rq = {.url = url, .headers = hdr, .timeout_ms = timeout_ms,
+                        .connect_timeout_ms = 10000, .max_response = GATEWAY_ANSWER_MAX};
+  struct http *h = http_new();
+  enum err e;
 
+  memset(&x->resp, 0, sizeof x->resp);
+  *status = 0;
+  if (!h) {
+    snprintf(x->error, sizeof x->error, "out of memory");
+    return ERR_NOMEM;
+  }
   snprintf(url, sizeof url, "%s%s", gi->url, path);
-  h = curl_slist_append(h, "Content-Type: application/json");
-  if (gi->auth)
-    h = curl_slist_append(h, gi->auth);
-  if (!c || !h)
-    goto out;
-  curl_easy_setopt(c, CURLOPT_URL, url);
-  curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
-  curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-  curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, 10000L);
-  if (timeout_ms > 0)
-    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, timeout_ms);
-  if (post)
-    curl_easy_setopt(c, CURLOPT_POSTFIELDS, post);
-  curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, gateway_write);
-  curl_easy_setopt(c, CURLOPT_WRITEDATA, x);
-  curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, gateway_progress);
-  curl_easy_setopt(c, CURLOPT_XFERINFODATA, x);
-  curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
-  rc = curl_easy_perform(c);
-  curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, status);
-out:
-  curl_slist_free_all(h);
-  curl_easy_cleanup(c);
-  return rc;
+  if (post) {
+    rq.body = post;
+    rq.body_len = strlen(post);
+  }
+  http_set_cancel(h, gateway_cancelled, x);
+  e = http_do(h, &rq, &x->resp);
+  *status = x->resp.status;
+  snprintf(x->error, sizeof x->error, "%s", http_errstr(h));
+  http_free(h);
+  return e;
 }
 
 /* Takes exit_code and output from the answer; output keeps its tail. */
@@ -231,7 +216,7 @@ out:
 }
 
 static enum err gateway_outcome(const struct gateway_inst *gi,
-                                const struct exec_request *req, CURLcode rc,
+                                const struct exec_request *req, enum err rc,
                                 long status, struct gateway_xfer *x,
                                 struct exec_result *res)
 {
@@ -239,23 +224,23 @@ static enum err gateway_outcome(const struct gateway_inst *gi,
     res->cancelled = 1;
     return ERR_CANCELLED;
   }
-  if (rc == CURLE_OPERATION_TIMEDOUT) {
+  if (rc == ERR_TIMEOUT) {
     res->timed_out = 1;
     snprintf(res->error, sizeof res->error, "gateway '%.100s' timed out",
              gi->url);
     return ERR_TIMEOUT;
   }
-  if (rc != CURLE_OK) {
-    snprintf(res->error, sizeof res->error, "gateway '%.100s': %s", gi->url,
-             curl_easy_strerror(rc));
-    return ERR_NET;
+  if (rc != ERR_OK) {
+    snprintf(res->error, sizeof res->error, "gateway '%.100s': %.120s", gi->url,
+             x->error);
+    return rc == ERR_TOOBIG ? ERR_TOOBIG : ERR_NET;
   }
   if (status != 200) {
     snprintf(res->error, sizeof res->error,
              "gateway '%.100s' answered HTTP %ld", gi->url, status);
     return status == 401 || status == 403 ? ERR_DENIED : ERR_NET;
   }
-  if (gateway_parse(req, buf_str(&x->body), res)) {
+  if (gateway_parse(req, buf_str(&x->resp.body), res)) {
     snprintf(res->error, sizeof res->error,
              "gateway '%.100s': malformed answer", gi->url);
     return ERR_PARSE;
@@ -271,8 +256,7 @@ static enum err gateway_run(struct exec_instance *inst,
   struct gateway_xfer x = {.cancel = req->cancel};
   long status = 0, start = gateway_now_ms();
   json_object *o;
-  CURLcode rc;
-  enum err e;
+  enum err rc, e;
 
   memset(res, 0, sizeof *res);
   if (!req->argv || !req->argv[0] || !req->argv[0][0]) {
@@ -283,7 +267,6 @@ static enum err gateway_run(struct exec_instance *inst,
     res->cancelled = 1;
     return ERR_CANCELLED;
   }
-  buf_init(&x.body, GATEWAY_ANSWER_MAX);
   o = gateway_request_json(req);
   rc = gateway_http(gi, "/v1/execute",
                     json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN),
@@ -292,7 +275,7 @@ static enum err gateway_run(struct exec_instance *inst,
                     &x, &status);
   json_object_put(o);
   e = gateway_outcome(gi, req, rc, status, &x, res);
-  buf_release(&x.body);
+  http_resp_release(&x.resp);
   res->duration_ms = gateway_now_ms() - start;
   return e;
 }
@@ -303,17 +286,16 @@ static enum err gateway_health(struct exec_instance *inst,
   struct gateway_inst *gi = gateway_from(inst);
   struct gateway_xfer x = {0};
   long status = 0;
-  CURLcode rc;
+  enum err rc;
 
-  buf_init(&x.body, 4096);
   rc = gateway_http(gi, "/v1/health", NULL, 10000, &x, &status);
-  buf_release(&x.body);
-  out->ok = rc == CURLE_OK && status == 200;
+  http_resp_release(&x.resp);
+  out->ok = rc == ERR_OK && status == 200;
   if (out->ok)
     snprintf(out->detail, sizeof out->detail, "gateway: %.200s up", gi->url);
-  else if (rc != CURLE_OK)
-    snprintf(out->detail, sizeof out->detail, "gateway: %.120s: %s", gi->url,
-             curl_easy_strerror(rc));
+  else if (rc != ERR_OK)
+    snprintf(out->detail, sizeof out->detail, "gateway: %.120s: %.100s", gi->url,
+             x.error);
   else
     snprintf(out->detail, sizeof out->detail, "gateway: %.120s: HTTP %ld",
              gi->url, status);

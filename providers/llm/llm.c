@@ -8,8 +8,7 @@
 #include <strings.h>
 #include <time.h>
 
-#include <curl/curl.h>
-
+#include "engine/http.h"
 #include "engine/log.h"
 
 #define LLM_RESP_MAX (4 * 1024 * 1024)   /* an answer larger than this is refused */
@@ -22,8 +21,8 @@ struct llm {
   char *base;
   char *key;
   char *model;
-  CURL *h;
-  struct buf resp;
+  struct http *h;
+  struct http_resp resp;       /* the last answer */
   int64_t retry_after_ms;      /* from the last answer's Retry-After header */
   int json_level;              /* what the server accepts: 2 schema, 1 JSON mode, 0 none */
   int fails;                   /* calls in a row that failed */
@@ -58,45 +57,15 @@ void llm_opts_default(struct llm_opts *o)
   o->breaker_cooldown_ms = 60000;
 }
 
-/* ---- curl plumbing ------------------------------------------------------- */
-
-static size_t on_data(char *p, size_t sz, size_t n, void *ud)
-{
-  struct llm *c = ud;
-  return buf_append(&c->resp, p, sz * n) == ERR_OK ? sz * n : 0;
-}
-
 /* Retry-After: seconds, or an HTTP date we do not bother with (→ backoff). */
-static size_t on_header(char *p, size_t sz, size_t n, void *ud)
+static void read_retry_after(struct llm *c)
 {
-  struct llm *c = ud;
-  size_t len = sz * n;
-  static const char name[] = "retry-after:";
+  char v[64];
 
-  if (len > sizeof name - 1 && strncasecmp(p, name, sizeof name - 1) == 0) {
-    const char *v = p + sizeof name - 1;
-    while (*v == ' ' || *v == '\t')
-      v++;
-    if (isdigit((unsigned char)*v)) {
-      double s = strtod(v, NULL);
-      c->retry_after_ms = s > 86400 ? 86400000 : (int64_t)(s * 1000);
-    }
+  if (http_resp_header(&c->resp, "Retry-After", v, sizeof v) && isdigit((unsigned char)v[0])) {
+    double s = strtod(v, NULL);
+    c->retry_after_ms = s > 86400 ? 86400000 : (int64_t)(s * 1000);
   }
-  return len;
-}
-
-static void set_opts(struct llm *c)
-{
-  curl_easy_setopt(c->h, CURLOPT_WRITEFUNCTION, on_data);
-  curl_easy_setopt(c->h, CURLOPT_WRITEDATA, c);
-  curl_easy_setopt(c->h, CURLOPT_HEADERFUNCTION, on_header);
-  curl_easy_setopt(c->h, CURLOPT_HEADERDATA, c);
-  curl_easy_setopt(c->h, CURLOPT_NOSIGNAL, 1L);
-  curl_easy_setopt(c->h, CURLOPT_SSL_VERIFYPEER, 1L);
-  curl_easy_setopt(c->h, CURLOPT_SSL_VERIFYHOST, 2L);
-  curl_easy_setopt(c->h, CURLOPT_CONNECTTIMEOUT_MS, 10000L);
-  curl_easy_setopt(c->h, CURLOPT_TCP_KEEPALIVE, 1L);
-  curl_easy_setopt(c->h, CURLOPT_PROTOCOLS_STR, "http,https");
 }
 
 static char *strip_slash(const char *s)
@@ -152,16 +121,14 @@ enum err llm_new(const struct cfg *cfg, const struct llm_opts *opts, struct llm 
   c->base = strip_slash(base);
   c->key = key ? strdup(key) : NULL;
   c->model = strdup(cfg->llm_model ? cfg->llm_model : be->default_model);
-  c->h = curl_easy_init();
+  c->h = http_new();
   c->json_level = 2;
   c->seed = (unsigned)mono_ms() ^ (unsigned)(uintptr_t)c;
-  buf_init(&c->resp, LLM_RESP_MAX);
   log_add_secret(c->key);   /* a server may echo it in an error */
   if (!c->base || (key && !c->key) || !c->model || !c->h) {
     llm_free(c);
     return ERR_NOMEM;
   }
-  set_opts(c);
   *out = c;
   return ERR_OK;
 }
@@ -170,12 +137,11 @@ void llm_free(struct llm *c)
 {
   if (!c)
     return;
-  if (c->h)
-    curl_easy_cleanup(c->h);
+  http_free(c->h);
   free(c->base);
   free(c->key);
   free(c->model);
-  buf_release(&c->resp);
+  http_resp_release(&c->resp);
   free(c);
 }
 
@@ -213,7 +179,6 @@ void llm_resp_release(struct llm_resp *r)
 
 struct attempt {
   long status;                 /* 0: no HTTP answer */
-  CURLcode cc;
 };
 
 static enum err perform(struct llm *c, const struct llm_req *r, struct llm_resp *resp,
@@ -221,37 +186,31 @@ static enum err perform(struct llm *c, const struct llm_req *r, struct llm_resp 
 {
   struct buf url = BUF_INIT(LLM_URL_MAX), body = BUF_INIT(LLM_BODY_MAX);
   struct buf auth = BUF_INIT(1024);
-  struct curl_slist *hdr = NULL;
+  const char *hdr[3] = {"Content-Type: application/json", NULL, NULL};
+  struct http_req rq = {.timeout_ms = timeout_ms, .max_response = LLM_RESP_MAX};
   enum err e;
 
   memset(a, 0, sizeof *a);
-  buf_clear(&c->resp);
+  http_resp_release(&c->resp);
   c->retry_after_ms = 0;
   if ((e = c->be->build(c, r, c->json_level, &url, &body)) ||
       (e = c->be->auth_header(c, &auth)))
     goto out;
   resp->request_bytes = body.len;
-  hdr = curl_slist_append(hdr, "Content-Type: application/json");
-  hdr = curl_slist_append(hdr, "Expect:");
   if (auth.len)
-    hdr = curl_slist_append(hdr, buf_str(&auth));
-  curl_easy_setopt(c->h, CURLOPT_URL, buf_str(&url));
-  curl_easy_setopt(c->h, CURLOPT_HTTPHEADER, hdr);
-  curl_easy_setopt(c->h, CURLOPT_POSTFIELDS, buf_str(&body));
-  curl_easy_setopt(c->h, CURLOPT_POSTFIELDSIZE, (long)body.len);
-  curl_easy_setopt(c->h, CURLOPT_TIMEOUT_MS, timeout_ms);
-  a->cc = curl_easy_perform(c->h);
-  curl_easy_setopt(c->h, CURLOPT_HTTPHEADER, NULL);
-  curl_easy_setopt(c->h, CURLOPT_POSTFIELDS, NULL);
-  if (a->cc != CURLE_OK) {
-    curl_easy_reset(c->h);      /* a fresh connection next time */
-    set_opts(c);
-    e = a->cc == CURLE_OPERATION_TIMEDOUT ? ERR_TIMEOUT : ERR_NET;
+    hdr[1] = buf_str(&auth);
+  rq.url = buf_str(&url);
+  rq.headers = hdr;
+  rq.body = buf_str(&body);
+  rq.body_len = body.len;
+  e = http_do(c->h, &rq, &c->resp);
+  if (e) {
+    e = e == ERR_TIMEOUT ? ERR_TIMEOUT : ERR_NET;
     goto out;
   }
-  curl_easy_getinfo(c->h, CURLINFO_RESPONSE_CODE, &a->status);
+  a->status = c->resp.status;
+  read_retry_after(c);
 out:
-  curl_slist_free_all(hdr);
   if (auth.data)   /* the key was in here */
     memset(auth.data, 0, auth.cap);
   buf_release(&auth);
@@ -303,12 +262,12 @@ enum err llm_call(struct llm *c, const struct llm_req *r, struct llm_resp *resp,
     if (e == ERR_TIMEOUT || e == ERR_NET) {
       snprintf(why, n, "the %s model %s", c->be->name,
                e == ERR_TIMEOUT ? "timed out" : "could not be reached");
-      log_warn("llm", "%s: attempt %d: %s", c->be->name, i + 1, curl_easy_strerror(a.cc));
+      log_warn("llm", "%s: attempt %d: %s", c->be->name, i + 1, http_errstr(c->h));
     } else if (e) {
       snprintf(why, n, "cannot build the model request: %s", err_str(e));
       return e;
     } else if (a.status == 200) {
-      e = c->be->parse(buf_str(&c->resp), resp, why, n);
+      e = c->be->parse(buf_str(&c->resp.body), resp, why, n);
       if (e) {
         log_warn("llm", "%s: answer not in the documented format: %s", c->be->name, why);
         failed(c);
@@ -319,11 +278,11 @@ enum err llm_call(struct llm *c, const struct llm_req *r, struct llm_resp *resp,
     } else {
       int64_t named = 0;
       msg[0] = 0;
-      c->be->parse_error(buf_str(&c->resp), msg, sizeof msg, &named);
+      c->be->parse_error(buf_str(&c->resp.body), msg, sizeof msg, &named);
       if (c->retry_after_ms)
         named = c->retry_after_ms;
       if (a.status == 400 && c->json_level > 0 && c->be->rejects_schema &&
-          c->be->rejects_schema(buf_str(&c->resp))) {
+          c->be->rejects_schema(buf_str(&c->resp.body))) {
         c->json_level--;
         log_warn("llm", "%s: server refuses structured output (%s); asking with %s",
                  c->be->name, msg, c->json_level ? "JSON mode" : "plain text");

@@ -7,7 +7,7 @@
  * has no backend: llm_new() answers ERR_UNSUPPORTED and callers plan offline.
  *
  * The client owns everything between "here is a prompt" and "here is the
- * text and what it cost": one reused libcurl handle (keep-alive, TLS
+ * text and what it cost": one reused HTTP handle (engine/http.h: keep-alive, TLS
  * verification on), a deadline per call, retries with exponential backoff and
  * jitter on 429, 5xx and network errors honouring Retry-After, and a circuit
  * breaker that, after `breaker_threshold` calls in a row failed, refuses at

@@ -4,11 +4,16 @@
  * long poll like Telegram → sendMessage received by the fake), throughput
  * of updates handled end to end in batches of 100, and outbox pacing against
  * a fake that enforces Telegram's limits.  Prints figures.
- *   bench_telegram [latency|throughput|pacing] */
+ * The latency part runs twice: plain HTTP, then HTTPS through a TLS relay in
+ * front of the fake (tests/faketls.h, a CA made with the openssl CLI and given
+ * to skynet in SSL_CERT_FILE), so that start-up, memory and latency are also
+ * measured with TLS set up (CA bundle parsed, sessions open) as with Telegram.
+ *   bench_telegram [latency|tls|throughput|pacing] */
 #include <signal.h>
 #include <sys/stat.h>
 
 #include "../e2e/fakebot.h"
+#include "../faketls.h"
 #include "../e2e/proc.h"
 #include "../testutil.h"
 
@@ -67,6 +72,8 @@ static void latency(struct fk *fk, const char *cmd, int user0, int n)
 
 struct run {
   char dir[512], home[600], env_home[700], env_api[128], env_users[8192];
+  char env_ca[700];
+  int tls_port;                      /* set: https://localhost:<tls_port> */
   struct proc p;
 };
 
@@ -78,14 +85,24 @@ static int run_restart(struct run *r, struct fk *fk, int user0, int n)
 
   snprintf(r->home, sizeof r->home, "%s/home", r->dir);
   snprintf(r->env_home, sizeof r->env_home, "SKYNET_HOME=%s", r->home);
-  snprintf(r->env_api, sizeof r->env_api, "SKYNET_TELEGRAM_API=http://127.0.0.1:%d", fk->port);
+  if (r->tls_port)
+    snprintf(r->env_api, sizeof r->env_api, "SKYNET_TELEGRAM_API=https://localhost:%d",
+             r->tls_port);
+  else
+    snprintf(r->env_api, sizeof r->env_api, "SKYNET_TELEGRAM_API=http://127.0.0.1:%d",
+             fk->port);
   off = (size_t)snprintf(r->env_users, sizeof r->env_users, "SKYNET_ALLOWED_USERS=");
   for (int i = 1; i <= n && off < sizeof r->env_users - 16; i++)
     off += (size_t)snprintf(r->env_users + off, sizeof r->env_users - off, "%s%d", i > 1 ? "," : "",
                             user0 + i);
   char *env[] = {r->env_home, r->env_api, r->env_users, "TELEGRAM_BOT_TOKEN=" FK_TOKEN,
                  "SKYNET_CONFIG=", "SKYNET_LOG=error", "SKYNET_LLM=offline",
-                 "SKYNET_DATABASE_URL=", NULL};
+                 "SKYNET_DATABASE_URL=", NULL, NULL, NULL};
+  char **e = env + 8;
+  if (r->tls_port)
+    *e++ = r->env_ca;
+  if (getenv("BENCH_SKYNET_ENV"))   /* one more VAR=value for skynet, for experiments */
+    *e++ = getenv("BENCH_SKYNET_ENV");
   return proc_start(&r->p, argv, env);
 }
 
@@ -94,6 +111,36 @@ static int run_start(struct run *r, struct fk *fk, int user0, int n)
 {
   tu_tmpdir(r->dir, sizeof r->dir);
   return run_restart(r, fk, user0, n);
+}
+
+/* Resident memory by kind from /proc/pid/smaps_rollup (KB). */
+static void print_smaps(pid_t pid)
+{
+  char path[64], line[256];
+  FILE *f;
+
+  snprintf(path, sizeof path, "/proc/%d/smaps_rollup", (int)pid);
+  if (!(f = fopen(path, "r")))
+    return;
+  printf("  smaps_rollup:");
+  while (fgets(line, sizeof line, f)) {
+    long kb;
+    char name[64];
+    if (sscanf(line, "%63[^:]: %ld kB", name, &kb) == 2 &&
+        (!strcmp(name, "Rss") || !strcmp(name, "Pss") || !strcmp(name, "Anonymous") ||
+         !strcmp(name, "Shared_Clean") || !strcmp(name, "Private_Clean") ||
+         !strcmp(name, "Private_Dirty")))
+      printf(" %s %ld", name, kb);
+  }
+  printf(" (KB)\n");
+  fclose(f);
+  if (getenv("BENCH_SMAPS")) {   /* resident KB per mapping, for looking into it */
+    char cmd[200];
+    snprintf(cmd, sizeof cmd, "awk '/^[0-9a-f]+-/{m=$6} /^Rss:/{r[m]+=$2} END{for (k in r) "
+             "if (r[k]) print r[k], k}' /proc/%d/smaps | sort -rn | head -25", (int)pid);
+    if (system(cmd) != 0)
+      printf("  (smaps not readable)\n");
+  }
 }
 
 static void run_stop(struct run *r)
@@ -124,46 +171,78 @@ static long long version_floor_ms(void)
   return best;
 }
 
-/* Startup, idle memory and reply latency. */
-static int bench_latency(void)
+/* Startup, idle memory and reply latency; over TLS when tls is set. */
+static int bench_latency(int tls)
 {
-  static struct fk fk;
-  struct run r;
+  static struct fk fks[2];
+  static struct ft_relay relay;
+  struct fk *f = &fks[tls];
+  struct run r = {0};
+  char certs[512];
   long long t0;
   long hit, anon, file;
 
-  if (fk_start(&fk))
+  if (fk_start(f))
     return 1;
+  printf("== %s\n", tls ? "HTTPS (TLS relay in front of the fake; SSL_CERT_FILE = the system "
+                         "CA bundle plus the test CA)"
+                         : "plain HTTP");
+  if (tls) {
+    tu_tmpdir(certs, sizeof certs);
+    if (ft_make_certs(certs) || ft_start(&relay, certs, f->port)) {
+      printf("no openssl CLI or TLS relay failed: TLS figures skipped\n");
+      return 1;
+    }
+    r.tls_port = relay.port;
+    /* The system bundle and the test CA: parsing costs what the real one does. */
+    char cmd[2400];
+    snprintf(cmd, sizeof cmd,
+             "cat /etc/ssl/certs/ca-certificates.crt '%s/ca.crt' > '%s/bundle.pem' "
+             "2>/dev/null || cp '%s/ca.crt' '%s/bundle.pem'", certs, certs, certs, certs);
+    if (system(cmd) != 0)
+      return 1;
+    snprintf(r.env_ca, sizeof r.env_ca, "SSL_CERT_FILE=%s/bundle.pem", certs);
+  }
   t0 = fk_ms();
-  if (run_start(&r, &fk, 1000, 200))
+  if (run_start(&r, f, 1000, 200))
     return 1;
-  if ((hit = fk_wait(&fk, 0, "getUpdates", NULL, NULL, 10000)) < 0)
+  if ((hit = fk_wait(f, 0, "getUpdates", NULL, NULL, 10000)) < 0)
     return 1;
   printf("exec → first getUpdates: %lld ms (includes creating and migrating a new database)\n",
-         fk.recs[hit].at - t0);
+         f->recs[hit].at - t0);
   printf("  floor: exec → exit of skynet --version (loading the libraries): %lld ms\n",
          version_floor_ms());
   sleep(3);
   long rss = rss_kb(r.p.pid, &anon, &file);
   printf("idle RSS while long-polling: %ld KB (anonymous %ld KB, file-backed %ld KB: "
          "shared libraries)\n", rss, anon, file);
-  latency(&fk, "/help", 1001, 100);
-  latency(&fk, "/status", 1101, 100);
+  print_smaps(r.p.pid);
+  latency(f, "/help", 1001, 100);
+  latency(f, "/status", 1101, 100);
   kill(r.p.pid, SIGTERM);
   proc_finish(&r.p, 20000);
   proc_release(&r.p);
-  for (int i = 0; i < 3; i++) {
-    size_t m = fk_mark(&fk);
+  /* Restarts on the existing database: ten, as one figure is noise on a
+   * shared machine. */
+  long long rs[10];
+  int nr = 0;
+  for (int i = 0; i < 10; i++) {
+    size_t m = fk_mark(f);
     t0 = fk_ms();
-    if (run_restart(&r, &fk, 1000, 200) ||
-        (hit = fk_wait(&fk, m, "getUpdates", NULL, NULL, 10000)) < 0)
+    if (run_restart(&r, f, 1000, 200) ||
+        (hit = fk_wait(f, m, "getUpdates", NULL, NULL, 10000)) < 0)
       return 1;
-    printf("restart (database exists) → first getUpdates: %lld ms\n", fk.recs[hit].at - t0);
+    rs[nr++] = f->recs[hit].at - t0;
     kill(r.p.pid, SIGTERM);
     proc_finish(&r.p, 20000);
     proc_release(&r.p);
   }
+  qsort(rs, (size_t)nr, sizeof rs[0], cmp);
+  printf("restart (database exists) → first getUpdates over %d runs: min %lld ms, "
+         "median %lld ms, max %lld ms\n", nr, rs[0], rs[nr / 2], rs[nr - 1]);
   tu_rmrf(r.dir);
+  if (tls)
+    tu_rmrf(certs);
   return 0;
 }
 
@@ -269,7 +348,9 @@ int main(int argc, char **argv)
 
   signal(SIGPIPE, SIG_IGN);
   if (!only || strcmp(only, "latency") == 0)
-    rc |= bench_latency();
+    rc |= bench_latency(0);
+  if (!only || strcmp(only, "latency") == 0 || strcmp(only, "tls") == 0)
+    rc |= bench_latency(1);
   if (!only || strcmp(only, "throughput") == 0)
     rc |= bench_throughput(argc > 2 ? atoll(argv[2]) : 20000);
   if (!only || strcmp(only, "pacing") == 0)

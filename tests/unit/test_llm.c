@@ -307,8 +307,9 @@ TEST(server_errors_timeouts_and_drops_are_retried)
   fl_push(&g_fl, 200, fl_gemini_text("hello", 3, 1, NULL), NULL, 0, 0);
   ASSERT_EQ(llm_call(m, &req, &r, why, sizeof why), ERR_OK);
   ASSERT_STREQ(r.text, "hello");
-  /* libcurl itself resends once on a reused connection that died, so the
-   * drop may cost no attempt of ours; the server saw all four. */
+  /* The HTTP client resends once on a kept connection that died before any
+   * answer byte (engine/http.c), so the drop may cost no attempt of ours;
+   * the server saw all four. */
   ASSERT(r.attempts >= 3);
   ASSERT_EQ(fl_count(&g_fl), 4);
   llm_resp_release(&r);

@@ -1,0 +1,1152 @@
+/* engine/http.c — see http.h. */
+#include "http.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/random.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <mbedtls/asn1.h>
+#include <mbedtls/base64.h>
+#include <mbedtls/ctr_drbg.h>
+#include <mbedtls/entropy.h>
+#include <mbedtls/error.h>
+#include <mbedtls/net_sockets.h>
+#include <mbedtls/ssl.h>
+#include <mbedtls/x509_crt.h>
+
+#define HTTP_HEAD_MAX (64 * 1024)      /* status line and headers */
+#define HTTP_BODY_DEFAULT (8u << 20)
+#define HTTP_CONNECT_DEFAULT_MS 10000
+#define HTTP_HOST_MAX 256
+#define HTTP_READ_CHUNK 16384
+
+struct http_url {
+  int tls;
+  char host[HTTP_HOST_MAX];          /* without [] for IPv6 literals */
+  char port[8];
+  const char *target;                /* path and query, points into the URL */
+};
+
+struct http {
+  int fd;                            /* -1: no connection */
+  int tls_on;                        /* ssl is set up on fd */
+  char origin[2 * HTTP_HOST_MAX + 32];   /* scheme, host, port, proxy of the connection */
+  mbedtls_ssl_context ssl;
+  mbedtls_ssl_config conf;           /* set up on the first https connection */
+  int conf_ready;
+  mbedtls_x509_crt own_ca;           /* http_set_ca_file */
+  int own_ca_set;
+  int (*cancel)(void *ud);
+  void *cancel_ud;
+  int64_t deadline;                  /* monotonic ms; 0: none */
+  char rx[HTTP_READ_CHUNK];          /* bytes read and not yet used */
+  size_t rx_off, rx_len;
+  int got;                           /* bytes of this answer arrived */
+  unsigned connects;
+  char err[256];
+};
+
+/* ---- process-wide TLS state --------------------------------------------- *
+ *
+ * A parsed CA bundle costs about 460 KB of heap for ~150 certificates, and
+ * a handshake needs the one or two that issued the server's chain.  So the
+ * bundle is parsed once into an index: every CA's DER, one after another,
+ * and where its subject is.  The handshake runs with an empty trust list and
+ * VERIFY_OPTIONAL; before a byte is sent, tls_verify() verifies the server's
+ * chain (mbedtls_x509_crt_verify_with_profile, host name included) against
+ * just the CAs whose subject is the issuer or subject of a certificate in
+ * that chain, parsed from the index for the moment.  Every other check of
+ * the handshake (key usage, host name, dates) must have passed as well. */
+
+struct ca_ix {
+  size_t off, len;                   /* the certificate in g_tls.der */
+  size_t subj_off, subj_len;         /* its subject, likewise */
+};
+
+static struct {
+  pthread_once_t once;
+  int ok;
+  char why[200];
+  mbedtls_entropy_context entropy;
+  mbedtls_ctr_drbg_context drbg;
+  unsigned char *der;                /* the CAs' DER, one after another */
+  struct ca_ix *ix;
+  size_t n;
+  mbedtls_x509_crt none;             /* the handshake's (empty) trust list */
+} g_tls = {.once = PTHREAD_ONCE_INIT};
+
+static const char *const ca_paths[] = {
+  "/etc/ssl/certs/ca-certificates.crt",   /* Debian, Ubuntu, Alpine */
+  "/etc/pki/tls/certs/ca-bundle.crt",     /* Fedora, RHEL */
+  "/etc/ssl/ca-bundle.pem",               /* openSUSE */
+  "/etc/ssl/cert.pem",                    /* BSDs, macOS */
+  NULL,
+};
+
+/* Whole file into a NUL-terminated malloc'd buffer; NULL if unreadable. */
+static char *slurp(const char *path)
+{
+  FILE *f = fopen(path, "re");
+  char *d = NULL;
+  long n;
+
+  if (f && fseek(f, 0, SEEK_END) == 0 && (n = ftell(f)) > 0 && n < (64L << 20) &&
+      fseek(f, 0, SEEK_SET) == 0 && (d = malloc((size_t)n + 1))) {
+    if (fread(d, 1, (size_t)n, f) != (size_t)n) {
+      free(d);
+      d = NULL;
+    } else {
+      d[n] = 0;
+    }
+  }
+  if (f)
+    fclose(f);
+  return d;
+}
+
+/* Adds one certificate (DER) to the index. */
+static int ca_add(const unsigned char *der, size_t len, size_t subj_off, size_t subj_len,
+                  size_t *cap, size_t *used)
+{
+  struct ca_ix *ix;
+
+  if (*used + len > *cap) {
+    size_t ncap = (*cap ? *cap * 2 : 65536) + len;
+    unsigned char *d = realloc(g_tls.der, ncap);
+    if (!d)
+      return -1;
+    g_tls.der = d;
+    *cap = ncap;
+  }
+  if (!(ix = realloc(g_tls.ix, (g_tls.n + 1) * sizeof *ix)))
+    return -1;
+  g_tls.ix = ix;
+  ix += g_tls.n++;
+  memcpy(g_tls.der + *used, der, len);
+  ix->off = *used;
+  ix->len = len;
+  ix->subj_off = *used + subj_off;
+  ix->subj_len = subj_len;
+  *used += len;
+  return 0;
+}
+
+/* Where the subject Name (tag and length included, as mbedtls' subject_raw)
+ * lies in a DER certificate, and the certificate's length: a walk over the
+ * first fields of tbsCertificate, no more (a full parse of ~150 CAs costs
+ * ~10 ms at start-up; the CAs a handshake needs are parsed then). */
+static int der_subject(const unsigned char *der, size_t n, size_t *len, size_t *subj_off,
+                       size_t *subj_len)
+{
+  const int seq = MBEDTLS_ASN1_CONSTRUCTED | MBEDTLS_ASN1_SEQUENCE;
+  unsigned char *p = (unsigned char *)der, *end = p + n, *s;
+  size_t l;
+
+  if (mbedtls_asn1_get_tag(&p, end, &l, seq))
+    return -1;
+  *len = (size_t)(p - der) + l;
+  end = p + l;
+  if (mbedtls_asn1_get_tag(&p, end, &l, seq))                       /* tbsCertificate */
+    return -1;
+  end = p + l;
+  if (p < end && *p == (MBEDTLS_ASN1_CONTEXT_SPECIFIC | MBEDTLS_ASN1_CONSTRUCTED)) {
+    if (mbedtls_asn1_get_tag(&p, end, &l, *p))                        /* [0] version */
+      return -1;
+    p += l;
+  }
+  if (mbedtls_asn1_get_tag(&p, end, &l, MBEDTLS_ASN1_INTEGER))       /* serialNumber */
+    return -1;
+  p += l;
+  for (int i = 0; i < 3; i++) {                   /* signature, issuer, validity */
+    if (mbedtls_asn1_get_tag(&p, end, &l, seq))
+      return -1;
+    p += l;
+  }
+  s = p;
+  if (mbedtls_asn1_get_tag(&p, end, &l, seq))                        /* subject */
+    return -1;
+  *subj_off = (size_t)(s - der);
+  *subj_len = (size_t)(p - s) + l;
+  return 0;
+}
+
+/* Indexes every CA certificate of a PEM bundle; the number indexed. */
+static size_t ca_index(const char *path)
+{
+  static const char BEGIN[] = "-----BEGIN CERTIFICATE-----", END[] = "-----END CERTIFICATE-----";
+  char *pem = slurp(path), *p = pem, *e;
+  unsigned char *der = NULL;
+  size_t cap = 0, used = 0, dcap = 0;
+
+  while (p && (p = strstr(p, BEGIN)) && (e = strstr(p, END))) {
+    size_t n, len, so, sl;
+    p += sizeof BEGIN - 1;
+    if ((size_t)(e - p) > dcap) {
+      unsigned char *d = realloc(der, (size_t)(e - p));
+      if (!d)
+        break;
+      der = d;
+      dcap = (size_t)(e - p);
+    }
+    if (mbedtls_base64_decode(der, dcap, &n, (const unsigned char *)p, (size_t)(e - p)) == 0 &&
+        der_subject(der, n, &len, &so, &sl) == 0 && len <= n &&
+        ca_add(der, len, so, sl, &cap, &used))
+      break;
+    p = e + sizeof END - 1;
+  }
+  free(der);
+  free(pem);
+  if (g_tls.der && used < cap) {   /* give back the slack */
+    unsigned char *d = realloc(g_tls.der, used);
+    if (d)
+      g_tls.der = d;
+  }
+  return g_tls.n;
+}
+
+static void tls_global_init(void)
+{
+  const char *env = getenv("SSL_CERT_FILE");
+
+  mbedtls_entropy_init(&g_tls.entropy);
+  mbedtls_ctr_drbg_init(&g_tls.drbg);
+  mbedtls_x509_crt_init(&g_tls.none);
+  if (mbedtls_ctr_drbg_seed(&g_tls.drbg, mbedtls_entropy_func, &g_tls.entropy,
+                            (const unsigned char *)"skynet-http", 11)) {
+    snprintf(g_tls.why, sizeof g_tls.why, "cannot seed the TLS random generator");
+    return;
+  }
+  if (env && *env) {
+    if (!ca_index(env))
+      snprintf(g_tls.why, sizeof g_tls.why, "cannot read CA bundle '%.120s' (SSL_CERT_FILE)", env);
+  } else {
+    for (int i = 0; ca_paths[i] && !g_tls.n; i++)
+      if (access(ca_paths[i], R_OK) == 0)
+        ca_index(ca_paths[i]);
+    if (!g_tls.n)
+      snprintf(g_tls.why, sizeof g_tls.why,
+               "no CA bundle found (install ca-certificates or set SSL_CERT_FILE)");
+  }
+  g_tls.ok = g_tls.n > 0;
+}
+
+/* The indexed CAs that may anchor chain: subject equal to the issuer or the
+ * subject of one of its certificates.  Parsed into trust. */
+static void ca_collect(const mbedtls_x509_crt *chain, mbedtls_x509_crt *trust)
+{
+  for (size_t i = 0; i < g_tls.n; i++) {
+    const struct ca_ix *x = &g_tls.ix[i];
+    const unsigned char *subj = g_tls.der + x->subj_off;
+    for (const mbedtls_x509_crt *c = chain; c; c = c->next)
+      if ((c->issuer_raw.len == x->subj_len && !memcmp(c->issuer_raw.p, subj, x->subj_len)) ||
+          (c->subject_raw.len == x->subj_len && !memcmp(c->subject_raw.p, subj, x->subj_len))) {
+        mbedtls_x509_crt_parse_der(trust, g_tls.der + x->off, x->len);
+        break;
+      }
+  }
+}
+
+/* ---- small helpers ------------------------------------------------------ */
+
+static int64_t now_ms(void)
+{
+  struct timespec ts;
+
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static enum err fail(struct http *h, enum err e, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static enum err fail(struct http *h, enum err e, const char *fmt, ...)
+{
+  va_list ap;
+
+  va_start(ap, fmt);
+  vsnprintf(h->err, sizeof h->err, fmt, ap);
+  va_end(ap);
+  return e;
+}
+
+static void tls_strerror(int rc, char *out, size_t n)
+{
+  mbedtls_strerror(rc, out, n);
+}
+
+/* Splits url; ERR_INVAL for anything but http(s)://host[:port][/target]. */
+static enum err url_parse(const char *url, struct http_url *u)
+{
+  const char *p, *host, *end, *colon = NULL;
+  size_t hl;
+
+  memset(u, 0, sizeof *u);
+  if (strncmp(url, "https://", 8) == 0)
+    u->tls = 1, p = url + 8;
+  else if (strncmp(url, "http://", 7) == 0)
+    p = url + 7;
+  else
+    return ERR_INVAL;
+  host = p;
+  if (*p == '[') {
+    host = ++p;
+    if (!(end = strchr(p, ']')))
+      return ERR_INVAL;
+    hl = (size_t)(end - host);
+    p = end + 1;
+    if (*p == ':')
+      colon = p;
+  } else {
+    while (*p && *p != '/' && *p != ':' && *p != '?' && *p != '#')
+      p++;
+    hl = (size_t)(p - host);
+    if (*p == ':')
+      colon = p;
+  }
+  if (hl == 0 || hl >= sizeof u->host || memchr(host, '@', hl))
+    return ERR_INVAL;
+  memcpy(u->host, host, hl);
+  if (colon) {
+    size_t pl = strspn(colon + 1, "0123456789");
+    if (pl == 0 || pl >= sizeof u->port)
+      return ERR_INVAL;
+    memcpy(u->port, colon + 1, pl);
+    p = colon + 1 + pl;
+  } else {
+    snprintf(u->port, sizeof u->port, "%s", u->tls ? "443" : "80");
+  }
+  if (*p && *p != '/' && *p != '?')
+    return ERR_INVAL;
+  u->target = *p ? p : "/";
+  return ERR_OK;
+}
+
+/* ---- proxies ------------------------------------------------------------ */
+
+/* Whether no_proxy (a comma list of names, .domains and "*") covers host. */
+static int no_proxy_match(const char *list, const char *host)
+{
+  size_t hl = strlen(host);
+
+  while (list && *list) {
+    size_t n = strcspn(list, ", ");
+    const char *e = list;
+    if (n == 1 && *e == '*')
+      return 1;
+    if (n && *e == '.')
+      e++, n--;
+    if (n && n <= hl && strncasecmp(host + hl - n, e, n) == 0 &&
+        (n == hl || host[hl - n - 1] == '.'))
+      return 1;
+    list += strcspn(list, ",");
+    list += strspn(list, ", ");
+  }
+  return 0;
+}
+
+/* The proxy for u from the environment into px; 0 when none applies, -1
+ * when one is set that we cannot use (not http://host:port, credentials). */
+static int proxy_for(const struct http_url *u, struct http_url *px)
+{
+  const char *v = u->tls ? getenv("https_proxy") : getenv("http_proxy");
+  const char *np = getenv("no_proxy");
+  char tmp[600];
+
+  if (u->tls && (!v || !*v))
+    v = getenv("HTTPS_PROXY");
+  if (!np || !*np)
+    np = getenv("NO_PROXY");
+  if (!v || !*v || no_proxy_match(np, u->host))
+    return 0;
+  if (!strstr(v, "://")) {   /* "host:port" as many people write it */
+    snprintf(tmp, sizeof tmp, "http://%s", v);
+    v = tmp;
+  }
+  return url_parse(v, px) == ERR_OK && !px->tls ? 1 : -1;
+}
+
+/* ---- the socket --------------------------------------------------------- */
+
+/* Waits for ev on h->fd until the deadline, asking the cancel hook. */
+static enum err wait_fd(struct http *h, short ev, int64_t until)
+{
+  for (;;) {
+    struct pollfd p = {h->fd, ev, 0};
+    int64_t left = until ? until - now_ms() : -1;
+    int rc;
+    if (h->cancel && h->cancel(h->cancel_ud))
+      return fail(h, ERR_CANCELLED, "cancelled");
+    if (until && left <= 0)
+      return ERR_TIMEOUT;
+    if (h->cancel && (left < 0 || left > HTTP_CANCEL_POLL_MS))
+      left = HTTP_CANCEL_POLL_MS;
+    rc = poll(&p, 1, (int)left);
+    if (rc > 0)
+      return ERR_OK;
+    if (rc < 0 && errno != EINTR)
+      return fail(h, ERR_NET, "poll: %s", strerror(errno));
+  }
+}
+
+static enum err timed_out(struct http *h, const char *what)
+{
+  return fail(h, ERR_TIMEOUT, "timed out %s", what);
+}
+
+static enum err connect_one(struct http *h, const struct addrinfo *ai, int64_t until)
+{
+  int one = 1, soerr = 0;
+  socklen_t sl = sizeof soerr;
+  enum err e;
+
+  h->fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol);
+  if (h->fd < 0)
+    return fail(h, ERR_NET, "socket: %s", strerror(errno));
+  setsockopt(h->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  setsockopt(h->fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
+  if (connect(h->fd, ai->ai_addr, ai->ai_addrlen) == 0)
+    return ERR_OK;
+  if (errno != EINPROGRESS)
+    return fail(h, ERR_NET, "%s", strerror(errno));
+  if ((e = wait_fd(h, POLLOUT, until)))
+    return e;
+  getsockopt(h->fd, SOL_SOCKET, SO_ERROR, &soerr, &sl);
+  return soerr ? fail(h, ERR_NET, "%s", strerror(soerr)) : ERR_OK;
+}
+
+/* TCP connection to host:port, each address in turn. */
+static enum err tcp_connect(struct http *h, const char *host, const char *port, long ctimeout)
+{
+  struct addrinfo hints = {0}, *res = NULL, *ai;
+  int64_t until = now_ms() + ctimeout;
+  enum err e = ERR_NET;
+  int rc;
+
+  if (h->deadline && h->deadline < until)
+    until = h->deadline;
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_ADDRCONFIG;
+  if ((rc = getaddrinfo(host, port, &hints, &res)) != 0)
+    return fail(h, ERR_NET, "cannot resolve host '%s': %s", host, gai_strerror(rc));
+  for (ai = res; ai; ai = ai->ai_next) {
+    e = connect_one(h, ai, until);
+    if (!e)
+      break;
+    close(h->fd);
+    h->fd = -1;
+    if (e == ERR_CANCELLED)
+      break;
+    if (e == ERR_TIMEOUT) {
+      fail(h, ERR_TIMEOUT, "timed out connecting to %s port %s", host, port);
+      break;
+    }
+  }
+  freeaddrinfo(res);
+  if (e == ERR_NET) {
+    char why[sizeof h->err];
+    snprintf(why, sizeof why, "%s", h->err);
+    fail(h, e, "cannot connect to %s port %s: %.120s", host, port, why);
+  }
+  if (!e)
+    h->connects++;
+  return e;
+}
+
+/* ---- TLS ---------------------------------------------------------------- */
+
+static int bio_send(void *ctx, const unsigned char *b, size_t n)
+{
+  struct http *h = ctx;
+  ssize_t w = send(h->fd, b, n, MSG_NOSIGNAL);
+
+  if (w >= 0)
+    return (int)w;
+  if (errno == EAGAIN || errno == EINTR)
+    return MBEDTLS_ERR_SSL_WANT_WRITE;
+  return errno == EPIPE || errno == ECONNRESET ? MBEDTLS_ERR_NET_CONN_RESET
+                                               : MBEDTLS_ERR_NET_SEND_FAILED;
+}
+
+static int bio_recv(void *ctx, unsigned char *b, size_t n)
+{
+  struct http *h = ctx;
+  ssize_t r = recv(h->fd, b, n, 0);
+
+  if (r >= 0)
+    return (int)r;
+  if (errno == EAGAIN || errno == EINTR)
+    return MBEDTLS_ERR_SSL_WANT_READ;
+  return errno == ECONNRESET ? MBEDTLS_ERR_NET_CONN_RESET : MBEDTLS_ERR_NET_RECV_FAILED;
+}
+
+static const mbedtls_ecp_group_id tls_curves[] = {
+  MBEDTLS_ECP_DP_CURVE25519, MBEDTLS_ECP_DP_SECP256R1, MBEDTLS_ECP_DP_SECP384R1, MBEDTLS_ECP_DP_NONE,
+};
+
+static enum err tls_conf(struct http *h)
+{
+  pthread_once(&g_tls.once, tls_global_init);
+  if (h->conf_ready)
+    return ERR_OK;
+  if (!g_tls.ok && !h->own_ca_set)
+    return fail(h, ERR_NET, "TLS: %s", g_tls.why);
+  mbedtls_ssl_config_init(&h->conf);
+  if (mbedtls_ssl_config_defaults(&h->conf, MBEDTLS_SSL_IS_CLIENT, MBEDTLS_SSL_TRANSPORT_STREAM,
+                                  MBEDTLS_SSL_PRESET_DEFAULT)) {
+    mbedtls_ssl_config_free(&h->conf);
+    return fail(h, ERR_NOMEM, "TLS: cannot set up");
+  }
+  if (h->own_ca_set) {
+    mbedtls_ssl_conf_authmode(&h->conf, MBEDTLS_SSL_VERIFY_REQUIRED);
+    mbedtls_ssl_conf_ca_chain(&h->conf, &h->own_ca, NULL);
+  } else {   /* the chain is verified by tls_verify() against the index */
+    mbedtls_ssl_conf_authmode(&h->conf, MBEDTLS_SSL_VERIFY_OPTIONAL);
+    mbedtls_ssl_conf_ca_chain(&h->conf, &g_tls.none, NULL);
+  }
+  mbedtls_ssl_conf_rng(&h->conf, mbedtls_ctr_drbg_random, &g_tls.drbg);
+  /* mbedtls 2.x offers its curves largest first (secp521r1), and a server
+   * that takes the client's order then spends ~10x longer on the key
+   * exchange: offer what browsers do. */
+  mbedtls_ssl_conf_curves(&h->conf, tls_curves);
+  mbedtls_ssl_conf_min_version(&h->conf, MBEDTLS_SSL_MAJOR_VERSION_3, MBEDTLS_SSL_MINOR_VERSION_3);
+  h->conf_ready = 1;
+  return ERR_OK;
+}
+
+static enum err tls_wait(struct http *h, int rc, const char *what)
+{
+  enum err e;
+
+  if (rc != MBEDTLS_ERR_SSL_WANT_READ && rc != MBEDTLS_ERR_SSL_WANT_WRITE)
+    return ERR_NET;
+  e = wait_fd(h, rc == MBEDTLS_ERR_SSL_WANT_READ ? POLLIN : POLLOUT, h->deadline);
+  return e == ERR_TIMEOUT ? timed_out(h, what) : e;
+}
+
+/* After a VERIFY_OPTIONAL handshake: the server's chain against the CAs of
+ * the index that can anchor it, and nothing else wrong with it. */
+static enum err tls_verify(struct http *h, const char *host)
+{
+  const mbedtls_x509_crt *peer = mbedtls_ssl_get_peer_cert(&h->ssl);
+  uint32_t flags = mbedtls_ssl_get_verify_result(&h->ssl);
+  mbedtls_x509_crt trust;
+  char msg[160];
+
+  flags &= ~(uint32_t)MBEDTLS_X509_BADCERT_NOT_TRUSTED;   /* that is decided here */
+  if (!peer)
+    return fail(h, ERR_NET, "TLS: '%s' sent no certificate", host);
+  if (!flags) {
+    mbedtls_x509_crt_init(&trust);
+    ca_collect(peer, &trust);
+    if (mbedtls_x509_crt_verify_with_profile((mbedtls_x509_crt *)peer, &trust, NULL,
+                                             &mbedtls_x509_crt_profile_default, host, &flags,
+                                             NULL, NULL) == 0)
+      flags = 0;
+    else if (!flags)
+      flags = MBEDTLS_X509_BADCERT_NOT_TRUSTED;
+    mbedtls_x509_crt_free(&trust);
+  }
+  if (!flags)
+    return ERR_OK;
+  mbedtls_x509_crt_verify_info(msg, sizeof msg, "", flags);
+  msg[strcspn(msg, "\n")] = 0;
+  return fail(h, ERR_NET, "TLS: certificate of '%s' not trusted: %s", host, msg);
+}
+
+static enum err tls_start(struct http *h, const char *host)
+{
+  char msg[160];
+  enum err e;
+  int rc;
+
+  if ((e = tls_conf(h)))
+    return e;
+  mbedtls_ssl_init(&h->ssl);
+  h->tls_on = 1;
+  if (mbedtls_ssl_setup(&h->ssl, &h->conf) || mbedtls_ssl_set_hostname(&h->ssl, host))
+    return fail(h, ERR_NOMEM, "TLS: cannot set up");
+  mbedtls_ssl_set_bio(&h->ssl, h, bio_send, bio_recv, NULL);
+  while ((rc = mbedtls_ssl_handshake(&h->ssl)) != 0) {
+    if ((e = tls_wait(h, rc, "in the TLS handshake")) == ERR_OK)
+      continue;
+    if (e != ERR_NET)
+      return e;
+    uint32_t v = mbedtls_ssl_get_verify_result(&h->ssl);
+    if (rc == MBEDTLS_ERR_X509_CERT_VERIFY_FAILED && v) {
+      mbedtls_x509_crt_verify_info(msg, sizeof msg, "", v);
+      msg[strcspn(msg, "\n")] = 0;
+      return fail(h, ERR_NET, "TLS: certificate of '%s' not trusted: %s", host, msg);
+    }
+    tls_strerror(rc, msg, sizeof msg);
+    return fail(h, ERR_NET, "TLS handshake with '%s' failed: %s", host, msg);
+  }
+  return h->own_ca_set ? ERR_OK : tls_verify(h, host);
+}
+
+/* ---- the connection ----------------------------------------------------- */
+
+void http_close(struct http *h)
+{
+  if (h->tls_on) {
+    if (h->fd >= 0)
+      mbedtls_ssl_close_notify(&h->ssl);   /* best effort: never waits */
+    mbedtls_ssl_free(&h->ssl);
+    h->tls_on = 0;
+  }
+  if (h->fd >= 0)
+    close(h->fd);
+  h->fd = -1;
+  h->origin[0] = 0;
+  h->rx_off = h->rx_len = 0;
+}
+
+/* Whether the idle kept connection is still usable: readable while idle
+ * means EOF, a reset or a close_notify. */
+static int conn_alive(struct http *h)
+{
+  struct pollfd p = {h->fd, POLLIN, 0};
+
+  return h->fd >= 0 && poll(&p, 1, 0) == 0;
+}
+
+static enum err raw_write(struct http *h, const char *b, size_t n)
+{
+  while (n) {
+    int w;
+    enum err e;
+    if (h->tls_on) {
+      w = mbedtls_ssl_write(&h->ssl, (const unsigned char *)b, n);
+      if (w < 0) {
+        if ((e = tls_wait(h, w, "sending the request")) == ERR_OK)
+          continue;
+        return e == ERR_NET ? fail(h, e, "connection lost while sending") : e;
+      }
+    } else {
+      w = (int)send(h->fd, b, n > (1u << 30) ? (1u << 30) : n, MSG_NOSIGNAL);
+      if (w < 0) {
+        if (errno != EAGAIN && errno != EINTR)
+          return fail(h, ERR_NET, "connection lost while sending: %s", strerror(errno));
+        if ((e = wait_fd(h, POLLOUT, h->deadline)))
+          return e == ERR_TIMEOUT ? timed_out(h, "sending the request") : e;
+        continue;
+      }
+    }
+    b += w;
+    n -= (size_t)w;
+  }
+  return ERR_OK;
+}
+
+/* Reads more into h->rx (which must have room); ERR_IO at a clean EOF. */
+static enum err raw_read(struct http *h)
+{
+  char *p;
+  size_t room;
+  enum err e;
+
+  if (h->rx_off) {
+    memmove(h->rx, h->rx + h->rx_off, h->rx_len - h->rx_off);
+    h->rx_len -= h->rx_off;
+    h->rx_off = 0;
+  }
+  p = h->rx + h->rx_len;
+  room = sizeof h->rx - h->rx_len;
+  if (room == 0)
+    return fail(h, ERR_NET, "malformed answer: line too long");
+  for (;;) {
+    int r;
+    if (h->tls_on) {
+      r = mbedtls_ssl_read(&h->ssl, (unsigned char *)p, room);
+      if (r == MBEDTLS_ERR_SSL_PEER_CLOSE_NOTIFY || r == MBEDTLS_ERR_SSL_CONN_EOF || r == 0)
+        return ERR_IO;
+      if (r < 0) {
+        if ((e = tls_wait(h, r, "waiting for the answer")) == ERR_OK)
+          continue;
+        if (e != ERR_NET)
+          return e;
+        return r == MBEDTLS_ERR_NET_CONN_RESET ? fail(h, ERR_NET, "connection reset by the server")
+                                               : fail(h, ERR_NET, "TLS error while reading");
+      }
+    } else {
+      r = (int)recv(h->fd, p, room, 0);
+      if (r == 0)
+        return ERR_IO;
+      if (r < 0) {
+        if (errno != EAGAIN && errno != EINTR)
+          return fail(h, ERR_NET, "connection lost: %s", strerror(errno));
+        if ((e = wait_fd(h, POLLIN, h->deadline)))
+          return e == ERR_TIMEOUT ? timed_out(h, "waiting for the answer") : e;
+        continue;
+      }
+    }
+    h->rx_len += (size_t)r;
+    h->got = 1;
+    return ERR_OK;
+  }
+}
+
+/* CONNECT host:port through the proxy already connected on h->fd. */
+static enum err proxy_tunnel(struct http *h, const struct http_url *u, const struct http_url *px)
+{
+  char req[HTTP_HOST_MAX * 2 + 100];
+  int ipv6 = strchr(u->host, ':') != NULL, status = 0;
+  enum err e;
+
+  snprintf(req, sizeof req, "CONNECT %s%s%s:%s HTTP/1.1\r\nHost: %s%s%s:%s\r\n\r\n",
+           ipv6 ? "[" : "", u->host, ipv6 ? "]" : "", u->port,
+           ipv6 ? "[" : "", u->host, ipv6 ? "]" : "", u->port);
+  if ((e = raw_write(h, req, strlen(req))))
+    return e;
+  for (;;) {
+    char *end;
+    h->rx[h->rx_len < sizeof h->rx ? h->rx_len : sizeof h->rx - 1] = 0;
+    if ((end = strstr(h->rx, "\r\n\r\n"))) {
+      if (sscanf(h->rx, "HTTP/1.%*d %d", &status) != 1 || status / 100 != 2)
+        return fail(h, ERR_NET, "proxy %s port %s refused the tunnel (HTTP %d)",
+                    px->host, px->port, status);
+      h->rx_off = h->rx_len = 0;   /* nothing may follow before our TLS or request */
+      h->got = 0;
+      return ERR_OK;
+    }
+    if (h->rx_len >= sizeof h->rx - 1)
+      return fail(h, ERR_NET, "proxy %s port %s: answer too long", px->host, px->port);
+    if ((e = raw_read(h)))
+      return e == ERR_IO ? fail(h, ERR_NET, "proxy %s port %s closed the connection",
+                                px->host, px->port) : e;
+  }
+}
+
+/* A connection to u's origin: the kept one when alive, else a new one. */
+static enum err conn_get(struct http *h, const struct http_url *u, long ctimeout, int *reused)
+{
+  char origin[sizeof h->origin];
+  struct http_url px;
+  int via = proxy_for(u, &px);
+  enum err e;
+
+  if (via < 0)
+    return fail(h, ERR_NET, "cannot use the proxy in %s: only http://host:port, without "
+                "credentials", u->tls ? "https_proxy" : "http_proxy");
+  snprintf(origin, sizeof origin, "%c:%s:%s:%s:%s", u->tls ? 's' : 'p', u->host, u->port,
+           via ? px.host : "", via ? px.port : "");
+  *reused = 0;
+  if (h->fd >= 0 && strcmp(origin, h->origin) == 0 && conn_alive(h)) {
+    *reused = 1;
+    return ERR_OK;
+  }
+  http_close(h);
+  if (via) {
+    if ((e = tcp_connect(h, px.host, px.port, ctimeout)) || (e = proxy_tunnel(h, u, &px)))
+      goto out;
+  } else if ((e = tcp_connect(h, u->host, u->port, ctimeout))) {
+    goto out;
+  }
+  if (u->tls && (e = tls_start(h, u->host)))
+    goto out;
+  snprintf(h->origin, sizeof h->origin, "%s", origin);
+out:
+  if (e)
+    http_close(h);
+  return e;
+}
+
+/* ---- the answer --------------------------------------------------------- */
+
+/* Line at the read position (without CRLF) into line and len, reading more as
+ * needed; the line is consumed.  max bounds its length. */
+static enum err read_line(struct http *h, const char **line, size_t *len, size_t max)
+{
+  for (;;) {
+    char *s = h->rx + h->rx_off, *nl = memchr(s, '\n', h->rx_len - h->rx_off);
+    enum err e;
+    if (nl) {
+      *line = s;
+      *len = (size_t)(nl - s);
+      if (*len && s[*len - 1] == '\r')
+        (*len)--;
+      h->rx_off += (size_t)(nl - s) + 1;
+      return ERR_OK;
+    }
+    if (h->rx_len - h->rx_off >= max)
+      return fail(h, ERR_NET, "malformed answer: line too long");
+    if ((e = raw_read(h)))
+      return e;
+  }
+}
+
+static enum err eof_error(struct http *h, enum err e)
+{
+  if (e != ERR_IO)
+    return e;
+  return fail(h, ERR_NET, h->got ? "connection closed before the answer was complete"
+                                  : "connection closed without an answer");
+}
+
+static enum err read_head(struct http *h, struct http_resp *rs)
+{
+  const char *line;
+  size_t len;
+  enum err e;
+
+  for (;;) {
+    if ((e = read_line(h, &line, &len, sizeof h->rx)))
+      return eof_error(h, e);
+    if (rs->head.len == 0 && len == 0)
+      continue;                               /* stray CRLF before the status line */
+    if (len == 0)
+      break;
+    if (buf_append(&rs->head, line, len) || buf_append(&rs->head, "\r\n", 2))
+      return fail(h, ERR_NET, "malformed answer: headers over %d bytes", HTTP_HEAD_MAX);
+  }
+  if (sscanf(buf_str(&rs->head), "HTTP/1.%*1d %3d", &rs->status) != 1 || rs->status < 100)
+    return fail(h, ERR_NET, "malformed answer: no HTTP/1.x status line");
+  return ERR_OK;
+}
+
+/* Moves up to n body bytes (all that is buffered if n is SIZE_MAX) to body. */
+static enum err take(struct http *h, struct http_resp *rs, size_t n, size_t max)
+{
+  size_t have = h->rx_len - h->rx_off, k = n < have ? n : have;
+
+  if (rs->body.len + k > max)
+    return fail(h, ERR_TOOBIG, "answer larger than %zu bytes", max);
+  if (buf_append(&rs->body, h->rx + h->rx_off, k))
+    return fail(h, ERR_NOMEM, "out of memory");
+  h->rx_off += k;
+  return ERR_OK;
+}
+
+static enum err body_length(struct http *h, struct http_resp *rs, size_t n, size_t max)
+{
+  enum err e;
+
+  if (n > max)
+    return fail(h, ERR_TOOBIG, "answer larger than %zu bytes", max);
+  while (rs->body.len < n) {
+    if ((e = take(h, rs, n - rs->body.len, max)))
+      return e;
+    if (rs->body.len < n && (e = raw_read(h)))
+      return eof_error(h, e);
+  }
+  return ERR_OK;
+}
+
+static enum err body_chunked(struct http *h, struct http_resp *rs, size_t max)
+{
+  const char *line;
+  size_t len;
+  enum err e;
+
+  for (;;) {
+    char hex[20], *end;
+    unsigned long long n;
+    if ((e = read_line(h, &line, &len, 1024)))
+      return eof_error(h, e);
+    snprintf(hex, sizeof hex, "%.*s", (int)(len < 19 ? len : 19), line);
+    n = strtoull(hex, &end, 16);
+    if (end == hex || n > max)
+      return n > max ? fail(h, ERR_TOOBIG, "answer larger than %zu bytes", max)
+                     : fail(h, ERR_NET, "malformed answer: bad chunk size");
+    if (n == 0)
+      break;
+    if ((e = body_length(h, rs, rs->body.len + (size_t)n, max)))
+      return e;
+    if ((e = read_line(h, &line, &len, 1024)))
+      return eof_error(h, e);
+    if (len)
+      return fail(h, ERR_NET, "malformed answer: chunk longer than announced");
+  }
+  do {                                        /* trailers, up to the empty line */
+    if ((e = read_line(h, &line, &len, 8192)))
+      return eof_error(h, e);
+  } while (len);
+  return ERR_OK;
+}
+
+static enum err body_to_eof(struct http *h, struct http_resp *rs, size_t max)
+{
+  enum err e;
+
+  for (;;) {
+    if ((e = take(h, rs, (size_t)-1, max)))
+      return e;
+    if ((e = raw_read(h)))
+      return e == ERR_IO ? ERR_OK : e;
+  }
+}
+
+/* Reads the body as the head says; *keep says whether the connection may
+ * serve another request. */
+static enum err read_body(struct http *h, const struct http_req *rq, struct http_resp *rs,
+                          size_t max, int *keep)
+{
+  char v[64];
+  int http10 = strncmp(buf_str(&rs->head), "HTTP/1.0", 8) == 0;
+
+  *keep = !http10;
+  if (http_resp_header(rs, "Connection", v, sizeof v))
+    *keep = strcasestr(v, "close") ? 0 : strcasestr(v, "keep-alive") ? 1 : *keep;
+  if ((rq->method && strcmp(rq->method, "HEAD") == 0) || rs->status / 100 == 1 ||
+      rs->status == 204 || rs->status == 304)
+    return ERR_OK;
+  if (http_resp_header(rs, "Transfer-Encoding", v, sizeof v) && strcasestr(v, "chunked"))
+    return body_chunked(h, rs, max);
+  if (http_resp_header(rs, "Content-Length", v, sizeof v)) {
+    char *end;
+    unsigned long long n = strtoull(v, &end, 10);
+    if (end == v || *end)
+      return fail(h, ERR_NET, "malformed answer: bad Content-Length");
+    if (n > max)
+      return fail(h, ERR_TOOBIG, "answer larger than %zu bytes", max);
+    return body_length(h, rs, (size_t)n, max);
+  }
+  *keep = 0;
+  return body_to_eof(h, rs, max);
+}
+
+/* ---- the request -------------------------------------------------------- */
+
+static enum err build_head(const struct http_req *rq, const struct http_url *u, struct buf *b)
+{
+  const char *m = rq->method ? rq->method : rq->body ? "POST" : "GET";
+  int ipv6 = strchr(u->host, ':') != NULL;
+  int dflt = strcmp(u->port, u->tls ? "443" : "80") == 0;
+  enum err e;
+
+  e = buf_printf(b, "%s %s HTTP/1.1\r\nHost: %s%s%s%s%s\r\n", m, u->target, ipv6 ? "[" : "",
+                 u->host, ipv6 ? "]" : "", dflt ? "" : ":", dflt ? "" : u->port);
+  for (size_t i = 0; !e && rq->headers && rq->headers[i]; i++)
+    e = buf_printf(b, "%s\r\n", rq->headers[i]);
+  if (!e && (rq->body || strcmp(m, "POST") == 0 || strcmp(m, "PUT") == 0))
+    e = buf_printf(b, "Content-Length: %zu\r\n", rq->body ? rq->body_len : 0);
+  if (!e)
+    e = buf_appends(b, "\r\n");
+  return e;
+}
+
+/* One try on the current or a new connection. */
+static enum err attempt(struct http *h, const struct http_req *rq, const struct http_url *u,
+                        const struct buf *head, int body_in_head, struct http_resp *rs,
+                        int *reused)
+{
+  size_t max = rq->max_response ? rq->max_response : HTTP_BODY_DEFAULT;
+  int keep = 0;
+  enum err e;
+
+  h->got = 0;
+  if ((e = conn_get(h, u, rq->connect_timeout_ms > 0 ? rq->connect_timeout_ms
+                                                     : HTTP_CONNECT_DEFAULT_MS, reused)))
+    return e;
+  h->rx_off = h->rx_len = 0;
+  if ((e = raw_write(h, head->data, head->len)) ||
+      (!body_in_head && rq->body_len && (e = raw_write(h, rq->body, rq->body_len))))
+    goto out;
+  do {                                        /* 1xx answers come before the real one */
+    buf_clear(&rs->head);
+    rs->status = 0;
+    if ((e = read_head(h, rs)))
+      goto out;
+  } while (rs->status / 100 == 1);
+  e = read_body(h, rq, rs, max, &keep);
+out:
+  if (e || !keep || h->rx_off != h->rx_len)
+    http_close(h);
+  return e;
+}
+
+enum err http_do(struct http *h, const struct http_req *rq, struct http_resp *rs)
+{
+  struct buf head = BUF_INIT(HTTP_HEAD_MAX + 8192);
+  struct http_url u;
+  int reused = 0;
+  enum err e;
+
+  memset(rs, 0, sizeof *rs);
+  buf_init(&rs->head, HTTP_HEAD_MAX);
+  buf_init(&rs->body, rq->max_response ? rq->max_response : HTTP_BODY_DEFAULT);
+  h->err[0] = 0;
+  if (!rq->url || url_parse(rq->url, &u))
+    return fail(h, ERR_INVAL, "not an http:// or https:// URL");
+  if ((e = build_head(rq, &u, &head))) {
+    buf_release(&head);
+    return fail(h, e, "request headers too large");
+  }
+  /* A small body goes in the same write as the head: one segment, not two. */
+  int body_in_head = rq->body && rq->body_len <= HTTP_READ_CHUNK &&
+                     buf_append(&head, rq->body, rq->body_len) == ERR_OK;
+  h->deadline = rq->timeout_ms > 0 ? now_ms() + rq->timeout_ms : 0;
+  e = attempt(h, rq, &u, &head, body_in_head, rs, &reused);
+  if (e == ERR_NET && reused && !h->got) {   /* the server dropped the idle connection */
+    buf_clear(&rs->head);
+    buf_clear(&rs->body);
+    rs->status = 0;
+    e = attempt(h, rq, &u, &head, body_in_head, rs, &reused);
+  }
+  buf_release(&head);
+  if (!e)
+    h->err[0] = 0;
+  else if (!h->err[0])
+    fail(h, e, "%s", err_str(e));
+  return e;
+}
+
+/* ---- handles, answers --------------------------------------------------- */
+
+struct http *http_new(void)
+{
+  struct http *h = calloc(1, sizeof *h);
+
+  if (h)
+    h->fd = -1;
+  return h;
+}
+
+void http_free(struct http *h)
+{
+  if (!h)
+    return;
+  http_close(h);
+  if (h->conf_ready)
+    mbedtls_ssl_config_free(&h->conf);
+  if (h->own_ca_set)
+    mbedtls_x509_crt_free(&h->own_ca);
+  free(h);
+}
+
+void http_set_cancel(struct http *h, int (*fn)(void *ud), void *ud)
+{
+  h->cancel = fn;
+  h->cancel_ud = ud;
+}
+
+enum err http_set_ca_file(struct http *h, const char *path)
+{
+  http_close(h);
+  if (h->conf_ready)
+    mbedtls_ssl_config_free(&h->conf);
+  h->conf_ready = 0;
+  if (h->own_ca_set)
+    mbedtls_x509_crt_free(&h->own_ca);
+  mbedtls_x509_crt_init(&h->own_ca);
+  h->own_ca_set = 1;
+  if (mbedtls_x509_crt_parse_file(&h->own_ca, path) < 0 || !h->own_ca.version)
+    return fail(h, ERR_IO, "cannot read CA file '%.150s'", path);
+  return ERR_OK;
+}
+
+const char *http_errstr(const struct http *h) { return h->err; }
+unsigned http_connects(const struct http *h) { return h->connects; }
+
+void http_resp_release(struct http_resp *rs)
+{
+  if (!rs)
+    return;
+  buf_release(&rs->head);
+  buf_release(&rs->body);
+  rs->status = 0;
+}
+
+int http_resp_header(const struct http_resp *rs, const char *name, char *out, size_t n)
+{
+  const char *s = buf_str(&rs->head), *line = strstr(s, "\r\n");
+  size_t nl = strlen(name);
+
+  while (line && line[2]) {
+    line += 2;
+    const char *end = strstr(line, "\r\n");
+    if (!end)
+      break;
+    if (strncasecmp(line, name, nl) == 0 && line[nl] == ':') {
+      const char *v = line + nl + 1;
+      const char *e = end;
+      while (v < e && (*v == ' ' || *v == '\t'))
+        v++;
+      while (e > v && (e[-1] == ' ' || e[-1] == '\t'))
+        e--;
+      snprintf(out, n, "%.*s", (int)(e - v), v);
+      return 1;
+    }
+    line = end;
+  }
+  if (n)
+    out[0] = 0;
+  return 0;
+}
+
+/* ---- multipart/form-data ------------------------------------------------ */
+
+void http_form_init(struct http_form *f, size_t max)
+{
+  unsigned char r[12];
+
+  memset(f, 0, sizeof *f);
+  buf_init(&f->body, max);
+  if (getrandom(r, sizeof r, GRND_NONBLOCK) != (ssize_t)sizeof r) {
+    uint64_t x = (uint64_t)now_ms() ^ (uint64_t)(uintptr_t)f;
+    memcpy(r, &x, sizeof x);
+  }
+  snprintf(f->boundary, sizeof f->boundary, "skynet-");
+  for (size_t i = 0; i < sizeof r; i++)
+    snprintf(f->boundary + 7 + 2 * i, 3, "%02x", r[i]);
+  snprintf(f->content_type, sizeof f->content_type,
+           "Content-Type: multipart/form-data; boundary=%s", f->boundary);
+}
+
+/* Whether s is safe inside a quoted header parameter. */
+static int form_name_ok(const char *s)
+{
+  for (; s && *s; s++)
+    if (*s == '"' || *s == '\r' || *s == '\n' || *s == '\\')
+      return 0;
+  return 1;
+}
+
+enum err http_form_add(struct http_form *f, const char *name, const char *filename,
+                       const char *type, const void *data, size_t len)
+{
+  enum err e;
+
+  if (!name || !form_name_ok(name) || !form_name_ok(filename) || !form_name_ok(type))
+    return ERR_INVAL;
+  if (len >= strlen(f->boundary) && memmem(data, len, f->boundary, strlen(f->boundary)))
+    return ERR_INVAL;                         /* 2^-96: never in practice */
+  e = buf_printf(&f->body, "--%s\r\nContent-Disposition: form-data; name=\"%s\"", f->boundary,
+                 name);
+  if (!e && filename)
+    e = buf_printf(&f->body, "; filename=\"%s\"", filename);
+  if (!e && type)
+    e = buf_printf(&f->body, "\r\nContent-Type: %s", type);
+  if (!e)
+    e = buf_appends(&f->body, "\r\n\r\n");
+  if (!e)
+    e = buf_append(&f->body, data, len);
+  if (!e)
+    e = buf_appends(&f->body, "\r\n");
+  return e;
+}
+
+enum err http_form_finish(struct http_form *f)
+{
+  return buf_printf(&f->body, "--%s--\r\n", f->boundary);
+}
+
+void http_form_release(struct http_form *f)
+{
+  buf_release(&f->body);
+}

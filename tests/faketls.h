@@ -1,0 +1,193 @@
+/* tests/faketls.h — TLS in front of a plain fake server, for the tests and the
+ * benchmark: certificates made at test time with the openssl CLI (a CA and a
+ * server certificate for "localhost"), and a relay that accepts TLS on
+ * 127.0.0.1 (mbedtls, as a server) and pumps the plain bytes to and from a
+ * backend port, one thread per connection. */
+#ifndef SKYNET_TEST_FAKETLS_H
+#define SKYNET_TEST_FAKETLS_H
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <mbedtls/ctr_drbg.h>
+#include <mbedtls/entropy.h>
+#include <mbedtls/net_sockets.h>
+#include <mbedtls/pk.h>
+#include <mbedtls/ssl.h>
+#include <mbedtls/x509_crt.h>
+
+struct ft_relay {
+  int lfd, port, backend_port;
+  pthread_t th;
+  mbedtls_entropy_context entropy;
+  mbedtls_ctr_drbg_context drbg;
+  mbedtls_x509_crt cert;
+  mbedtls_pk_context key;
+  mbedtls_ssl_config conf;
+  volatile int handshakes_failed;
+};
+
+/* Makes dir/ca.crt, dir/srv.crt, dir/srv.key (EC P-256, CN and SAN
+ * "localhost") with the openssl CLI; 0 on success. */
+static inline int ft_make_certs(const char *dir)
+{
+  char cmd[4096];
+
+  snprintf(cmd, sizeof cmd,
+           "cd '%s' && "
+           "printf 'subjectAltName=DNS:localhost\\nbasicConstraints=CA:FALSE\\n' > ext && "
+           "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes "
+           "-keyout ca.key -out ca.crt -subj /CN=skynet-test-ca -days 2 "
+           "-addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign "
+           ">/dev/null 2>&1 && "
+           "openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes "
+           "-keyout srv.key -out srv.csr -subj /CN=localhost >/dev/null 2>&1 && "
+           "openssl x509 -req -in srv.csr -CA ca.crt -CAkey ca.key -CAcreateserial "
+           "-out srv.crt -days 2 -extfile ext >/dev/null 2>&1", dir);
+  return system(cmd) == 0 ? 0 : -1;
+}
+
+static const mbedtls_ecp_group_id ft_curves[] = {
+  MBEDTLS_ECP_DP_CURVE25519, MBEDTLS_ECP_DP_SECP256R1, MBEDTLS_ECP_DP_SECP384R1, MBEDTLS_ECP_DP_NONE,
+};
+
+struct ft_conn {
+  struct ft_relay *r;
+  int fd;
+};
+
+static void *ft_pump(void *arg)
+{
+  struct ft_conn *c = arg;
+  struct ft_relay *r = c->r;
+  mbedtls_net_context net = {c->fd};
+  mbedtls_ssl_context ssl;
+  struct sockaddr_in a;
+  unsigned char b[16384];
+  int be = -1, rc;
+
+  free(c);
+  mbedtls_ssl_init(&ssl);
+  if (mbedtls_ssl_setup(&ssl, &r->conf))
+    goto out;
+  mbedtls_ssl_set_bio(&ssl, &net, mbedtls_net_send, mbedtls_net_recv, NULL);
+  while ((rc = mbedtls_ssl_handshake(&ssl)) != 0)
+    if (rc != MBEDTLS_ERR_SSL_WANT_READ && rc != MBEDTLS_ERR_SSL_WANT_WRITE) {
+      __atomic_add_fetch(&r->handshakes_failed, 1, __ATOMIC_SEQ_CST);
+      goto out;
+    }
+  be = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  rc = 1;
+  setsockopt(be, IPPROTO_TCP, TCP_NODELAY, &rc, sizeof rc);
+  memset(&a, 0, sizeof a);
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = htons((uint16_t)r->backend_port);
+  if (connect(be, (struct sockaddr *)&a, sizeof a))
+    goto out;
+  for (;;) {
+    struct pollfd p[2] = {{net.fd, POLLIN, 0}, {be, POLLIN, 0}};
+    if (!mbedtls_ssl_get_bytes_avail(&ssl) && poll(p, 2, -1) < 0)
+      break;
+    if (mbedtls_ssl_get_bytes_avail(&ssl) || p[0].revents) {
+      rc = mbedtls_ssl_read(&ssl, b, sizeof b);
+      if (rc == MBEDTLS_ERR_SSL_WANT_READ)
+        continue;
+      if (rc <= 0 || write(be, b, (size_t)rc) != rc)
+        break;
+    }
+    if (p[1].revents) {
+      ssize_t n = read(be, b, sizeof b);
+      if (n <= 0)
+        break;
+      for (ssize_t off = 0; off < n;) {
+        rc = mbedtls_ssl_write(&ssl, b + off, (size_t)(n - off));
+        if (rc < 0)
+          goto out;
+        off += rc;
+      }
+    }
+  }
+out:
+  mbedtls_ssl_close_notify(&ssl);
+  mbedtls_ssl_free(&ssl);
+  if (be >= 0)
+    close(be);
+  close(net.fd);
+  return NULL;
+}
+
+static void *ft_accept(void *arg)
+{
+  struct ft_relay *r = arg;
+
+  for (;;) {
+    int fd = accept4(r->lfd, NULL, NULL, SOCK_CLOEXEC), one = 1;
+    struct ft_conn *c;
+    pthread_t th;
+    if (fd < 0)
+      continue;
+    /* As real servers: without it, Nagle holds the handshake's second
+     * record for the client's delayed ACK (40 ms). */
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    c = malloc(sizeof *c);
+    c->r = r;
+    c->fd = fd;
+    if (pthread_create(&th, NULL, ft_pump, c) == 0)
+      pthread_detach(th);
+    else {
+      close(fd);
+      free(c);
+    }
+  }
+  return NULL;
+}
+
+/* TLS on 127.0.0.1 (r->port set) relayed to 127.0.0.1:backend_port, with
+ * dir's srv.crt and srv.key; 0 on success. */
+static inline int ft_start(struct ft_relay *r, const char *dir, int backend_port)
+{
+  char crt[1200], key[1200];
+  struct sockaddr_in a;
+  socklen_t al = sizeof a;
+  int one = 1;
+
+  memset(r, 0, sizeof *r);
+  r->backend_port = backend_port;
+  snprintf(crt, sizeof crt, "%s/srv.crt", dir);
+  snprintf(key, sizeof key, "%s/srv.key", dir);
+  mbedtls_entropy_init(&r->entropy);
+  mbedtls_ctr_drbg_init(&r->drbg);
+  mbedtls_x509_crt_init(&r->cert);
+  mbedtls_pk_init(&r->key);
+  mbedtls_ssl_config_init(&r->conf);
+  if (mbedtls_ctr_drbg_seed(&r->drbg, mbedtls_entropy_func, &r->entropy, NULL, 0) ||
+      mbedtls_x509_crt_parse_file(&r->cert, crt) || mbedtls_pk_parse_keyfile(&r->key, key, NULL) ||
+      mbedtls_ssl_config_defaults(&r->conf, MBEDTLS_SSL_IS_SERVER, MBEDTLS_SSL_TRANSPORT_STREAM,
+                                  MBEDTLS_SSL_PRESET_DEFAULT))
+    return -1;
+  mbedtls_ssl_conf_rng(&r->conf, mbedtls_ctr_drbg_random, &r->drbg);
+  mbedtls_ssl_conf_curves(&r->conf, ft_curves);   /* as real servers: x25519 first */
+  if (mbedtls_ssl_conf_own_cert(&r->conf, &r->cert, &r->key))
+    return -1;
+  r->lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  setsockopt(r->lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  memset(&a, 0, sizeof a);
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (bind(r->lfd, (struct sockaddr *)&a, sizeof a) || listen(r->lfd, 16) ||
+      getsockname(r->lfd, (struct sockaddr *)&a, &al))
+    return -1;
+  r->port = ntohs(a.sin_port);
+  return pthread_create(&r->th, NULL, ft_accept, r);
+}
+
+#endif
