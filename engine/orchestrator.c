@@ -30,6 +30,7 @@
 #define QUICK_MS 20             /* a job this short counts as quick */
 #define QUICK_STREAK 2          /* quick jobs in a row before prefetching */
 #define GROUP_MAX 64            /* writes in one group commit */
+#define LINGER_MS 20            /* a status line waits this long for company */
 
 struct slot {
   pthread_t thread;
@@ -66,16 +67,20 @@ struct write {
   char *channel;                /* the job's, for notifications */
   int64_t chat_id;
   int64_t deadline;             /* monotonic ms: stop retrying */
+  int64_t queued;               /* monotonic ms */
+  int lazy;                     /* may wait LINGER_MS for the next write */
   /* W_STEP: a step record, after an optional status line; check_lease
    * renews the lease first and refuses when it is lost or cancelled. */
   struct job_step_rec rec;
   char *progress;
   int check_lease;
+  int superseded;               /* a later write of the group ends the step */
   /* W_FINISH: the job's end, and its announcement. */
   enum job_state to;
   int exit_code;
   char *tail;
   char *reason;
+  int artifacts;                /* the plan keeps some */
   enum err result;              /* ERR_STATE: lease lost; ERR_CANCELLED */
 };
 
@@ -270,7 +275,9 @@ void orch_format_artifacts(struct ledger *l, int64_t id, struct buf *b)
   artifact_list_free(v, n);
 }
 
-static enum err notify_result(struct ledger *l, int64_t id)
+/* artifacts: whether the job may have kept any (else they are not looked
+ * up). */
+static enum err notify_result(struct ledger *l, int64_t id, int artifacts)
 {
   struct buf b = BUF_INIT(RESULT_TAIL + 8192);
   struct job j;
@@ -281,7 +288,8 @@ static enum err notify_result(struct ledger *l, int64_t id)
     return e;
   text = orch_format_result(&j, RESULT_TAIL);
   buf_appends(&b, text);
-  orch_format_artifacts(l, id, &b);
+  if (artifacts)
+    orch_format_artifacts(l, id, &b);
   e = notify(l, &j, buf_str(&b), NULL);
   buf_release(&b);
   free(text);
@@ -579,7 +587,8 @@ static struct write *write_new(enum wkind kind, const struct job *j, const char 
   snprintf(w->owner, sizeof w->owner, "%s", owner);
   w->channel = j->channel ? strdup(j->channel) : NULL;
   w->chat_id = j->chat_id;
-  w->deadline = mono_ms() + lease_ms;
+  w->queued = mono_ms();
+  w->deadline = w->queued + lease_ms;
   return w;
 }
 
@@ -659,9 +668,11 @@ static enum err apply_write(struct orch *o, struct ledger *l, struct write *w)
   if (w->kind == W_FINISH) {
     e = l->ops->job_finish(l, w->job_id, w->owner, w->to, w->exit_code, w->tail, w->reason);
     if (!e)
-      e = notify_result(l, w->job_id);
+      e = notify_result(l, w->job_id, w->artifacts);
     return e;
   }
+  if (w->superseded)
+    return ERR_OK;
   if (w->check_lease) {
     e = l->ops->job_heartbeat(l, w->job_id, w->owner, o->cfg->lease_ms, &cancel);
     if (e)
@@ -715,14 +726,53 @@ static void commit_group(struct orch *o, struct ledger *l, struct write *g, int 
   }
 }
 
-/* Takes up to GROUP_MAX queued writes; NULL when stopping with none. */
+/* A step that started and ended within one group needs only its end: the
+ * RUNNING record and the status line of a step already over are skipped. */
+static void supersede(struct write *g, int n)
+{
+  for (int i = 0; i < n; i++, g = g->next) {
+    struct write *w = g->next;
+    if (g->kind != W_STEP || g->check_lease || g->rec.has_exit_code)
+      continue;
+    for (int k = i + 1; k < n && !g->superseded; k++, w = w->next)
+      g->superseded = w->kind == W_STEP && w->job_id == g->job_id &&
+                      w->rec.idx == g->rec.idx && w->rec.has_exit_code;
+  }
+}
+
+/* Whether only lazy writes are queued, the first for less than LINGER_MS. */
+static int lingering(struct orch *o, struct timespec *until)
+{
+  int64_t left;
+
+  for (struct write *w = o->w_head; w; w = w->next)
+    if (!w->lazy)
+      return 0;
+  if (!o->w_head || o->w_stop || (left = o->w_head->queued + LINGER_MS - mono_ms()) <= 0)
+    return 0;
+  clock_gettime(CLOCK_REALTIME, until);
+  until->tv_nsec += (long)left * 1000000L;
+  if (until->tv_nsec >= 1000000000L) {
+    until->tv_sec++;
+    until->tv_nsec -= 1000000000L;
+  }
+  return 1;
+}
+
+/* Takes up to GROUP_MAX queued writes; NULL when stopping with none.  The
+ * start of an idempotent step lingers a little, so that when the step is
+ * quick its end comes along and both need one commit, or none for the
+ * start (supersede). */
 static struct write *write_take(struct orch *o, int *n)
 {
+  struct timespec until;
   struct write *g, *w;
 
   pthread_mutex_lock(&o->wmu);
   while (!o->w_head && !o->w_stop)
     pthread_cond_wait(&o->wcv, &o->wmu);
+  while (lingering(o, &until))
+    pthread_cond_timedwait(&o->wcv, &o->wmu, &until);
   g = w = o->w_head;
   for (*n = 0; w && *n < GROUP_MAX; w = w->next)
     ++*n;
@@ -745,6 +795,7 @@ static void *writer_main(void *arg)
     log_error("orch", "the writer cannot open the ledger: %s", err);
   while ((g = write_take(o, &n))) {
     uint64_t last = 0;
+    supersede(g, n);
     if (l)
       commit_group(o, l, g, n);
     ledger_outbox_ring();
@@ -911,7 +962,10 @@ static enum err step_start(struct run_ctx *c, size_t i, int64_t started,
   enum err e;
 
   if (plan_step_idempotent(&c->plan.steps[i])) {
-    record_step(c, i, "RUNNING", NULL, started);
+    if ((w = step_write(c, i, "RUNNING", NULL, started))) {
+      w->lazy = 1;
+      write_push(c->s->o, w);
+    }
     return ERR_OK;
   }
   if (!(w = step_write(c, i, "RUNNING", NULL, started)))
@@ -1131,6 +1185,8 @@ static void finish(struct run_ctx *c, const struct step_outcome *oc)
   w->exit_code = oc->exit_code;
   w->tail = strdup(buf_str(&c->tail));
   w->reason = reason[0] ? strdup(reason) : NULL;
+  for (size_t i = 0; i < c->plan.n_steps && !w->artifacts; i++)
+    w->artifacts = c->plan.steps[i].n_artifacts > 0;
   write_push(s->o, w);
 }
 
@@ -1218,11 +1274,16 @@ static void ready_free(struct ready *r)
 }
 
 /* Claims up to k jobs in one transaction; the first is returned, the rest
- * go to the ready list.  NULL when none (or on an error: *e). */
+ * go to the ready list.  NULL when none (or on an error: *e).  The claim
+ * does not wait for the disk (lazy_commits): nobody is told of it, a crash
+ * that loses it leaves the job queued, which only idempotent work can
+ * notice, and a step that must not run twice first makes its start durable
+ * (step_start), which flushes the claim with it.  Results always wait. */
 static struct ready *claim(struct slot *s, struct ledger *l, int k, enum err *e)
 {
   const struct cfg *cfg = s->o->cfg;
   struct ready *got[PREFETCH_MAX];
+  int lazy = l->ops->lazy_commits && l->ops->lazy_commits(l, 1) == ERR_OK;
   int n = 0, own = k > 1 && l->ops->begin(l) == ERR_OK;
 
   *e = ERR_OK;
@@ -1245,6 +1306,8 @@ static struct ready *claim(struct slot *s, struct ledger *l, int k, enum err *e)
     while (n)
       ready_free(got[--n]);
   }
+  if (lazy)
+    l->ops->lazy_commits(l, 0);
   for (int i = 1; i < n; i++)
     ready_push(s->o, got[i]);
   return n ? got[0] : NULL;
@@ -1476,7 +1539,7 @@ static void take_back(struct orch *o, struct ledger *l, const struct job *j)
     e = l->ops->job_transition(l, j->id, JOB_RUNNING, JOB_FAILED, "supervisor",
                                reason);
     if (!e)
-      notify_result(l, j->id);
+      notify_result(l, j->id, 1);
   }
   if (!e)
     log_warn("orch", "took back job #%lld from %s", (long long)j->id,

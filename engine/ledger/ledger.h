@@ -262,6 +262,15 @@ struct ledger_ops {
    * and see.  Not inside begin/commit (ERR_STATE). */
   enum err (*wait_for_work)(struct ledger *l, int timeout_ms);
 
+  /* Optional (NULL: every commit is durable).  on != 0: this connection's
+   * commits may be lost on a crash of the machine or of the database server
+   * until any connection's next durable commit, which takes them along (one
+   * log, flushed in order); on == 0: durable again.  Not inside begin/commit.
+   * Only for writes whose loss is recovered and that nobody was told of: the
+   * orchestrator's claims (a lost claim leaves the job queued; a step that
+   * must not run twice makes its start durable first, and so its claim). */
+  enum err (*lazy_commits)(struct ledger *l, int on);
+
   /* Puts a RUNNING job held by `owner` back in QUEUED, not to be claimed
    * before delay_ms from now (the database clock on PostgreSQL), with the
    * transition.  ERR_STATE if it is not RUNNING under `owner`. */

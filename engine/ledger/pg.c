@@ -16,7 +16,9 @@
  *
  * Round trips: creating, moving, claiming and finishing a job are each one
  * statement (data-modifying WITH queries that also write the transition),
- * so one round trip and one commit.
+ * so one round trip and one commit.  Statements with parameters are
+ * prepared once per session (PQprepare, then PQexecPrepared): parsing and
+ * planning these WITH queries costs as much as running them.
  *
  * Wake-ups: a job entering QUEUED sends NOTIFY skynet_jobs in the same
  * statement (delivered on commit).  wait_for_work LISTENs on first use and
@@ -42,6 +44,7 @@
 
 #define NOW_MS "(extract(epoch from clock_timestamp()) * 1000)::bigint"
 #define MAX_PARAMS 12
+#define MAX_PREPARED 64           /* statements prepared per session */
 /* Any constant shared by every skynet process: serialises migrations. */
 #define MIGRATE_LOCK_KEY "727370001"
 
@@ -53,6 +56,8 @@ struct pg_ledger {
                              * transaction, was lost: only rollback helps */
   int own_tx;               /* inside a transaction of one operation */
   int listening;            /* LISTEN skynet_jobs issued on this session */
+  char *prepared[MAX_PREPARED];  /* their SQL; statement "s<i>" */
+  int n_prepared;
 };
 
 struct params {
@@ -100,9 +105,46 @@ static int res_ok(const PGresult *r)
   return st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK;
 }
 
+/* A new session (PQreset) has none of the old one's statements. */
+static void forget_session(struct pg_ledger *s)
+{
+  s->listening = 0;
+  while (s->n_prepared)
+    free(s->prepared[--s->n_prepared]);
+}
+
+/* The name of sql prepared on this session, preparing it on first use;
+ * NULL when it cannot be (the caller runs it unprepared). */
+static const char *prepared_name(struct pg_ledger *s, const char *sql, char *name,
+                                 size_t n)
+{
+  PGresult *r;
+  int i, ok;
+
+  for (i = 0; i < s->n_prepared && strcmp(s->prepared[i], sql); i++)
+    ;
+  snprintf(name, n, "s%d", i);
+  if (i < s->n_prepared)
+    return name;
+  if (i == MAX_PREPARED)
+    return NULL;
+  r = PQprepare(s->c, name, sql, 0, NULL);
+  ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+  PQclear(r);
+  if (!ok || !(s->prepared[i] = strdup(sql)))
+    return NULL;
+  s->n_prepared++;
+  return name;
+}
+
 static PGresult *run_once(struct pg_ledger *s, const char *sql,
                           const struct params *p)
 {
+  char buf[16];
+  const char *name = p && p->n ? prepared_name(s, sql, buf, sizeof buf) : NULL;
+
+  if (name)
+    return PQexecPrepared(s->c, name, p->n, p->v, NULL, NULL, 0);
   return PQexecParams(s->c, sql, p ? p->n : 0, NULL, p ? p->v : NULL, NULL,
                       NULL, 0);
 }
@@ -126,7 +168,7 @@ static enum err pl_q(struct pg_ledger *s, const char *sql,
     r = NULL;
     log_warn("ledger", "postgresql reconnecting");
     PQreset(s->c);
-    s->listening = 0;
+    forget_session(s);
     if (s->in_tx || s->own_tx) {
       s->tx_lost = s->in_tx;
       return ERR_DB;
@@ -201,6 +243,7 @@ static void pl_close(struct ledger *l)
   struct pg_ledger *s = pl_of(l);
 
   PQfinish(s->c);
+  forget_session(s);
   free(s);
 }
 
@@ -1066,10 +1109,23 @@ static enum err pl_wait_for_work(struct ledger *l, int timeout_ms)
     /* Reset now so that the next operation finds a working connection. */
     pl_fail(s, "wait", PQerrorMessage(s->c));
     PQreset(s->c);
-    s->listening = 0;
+    forget_session(s);
     return ERR_DB;
   }
   return drain_notifies(s) ? ERR_OK : ERR_TIMEOUT;
+}
+
+/* Asynchronous commit: visible at once, flushed by the WAL writer within
+ * wal_writer_delay or with the next synchronous commit of any session.  A
+ * reconnect (PQreset) starts a session with the server's default (on). */
+static enum err pl_lazy_commits(struct ledger *l, int on)
+{
+  struct pg_ledger *s = pl_of(l);
+
+  if (s->in_tx)
+    return ERR_STATE;
+  return pl_q(s, on ? "SET synchronous_commit TO off" : "SET synchronous_commit TO on",
+              NULL, NULL);
 }
 
 static enum err pl_job_requeue(struct ledger *l, int64_t id, const char *owner,
@@ -1358,6 +1414,7 @@ const struct ledger_ops ledger_pg_ops = {
   .usage_add = pl_usage_add,
   .usage_sum = pl_usage_sum,
   .wait_for_work = pl_wait_for_work,
+  .lazy_commits = pl_lazy_commits,
   .job_requeue = pl_job_requeue,
   .worker_register = pl_worker_register,
   .worker_heartbeat = pl_worker_heartbeat,

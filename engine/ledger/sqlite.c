@@ -1258,6 +1258,8 @@ static enum err sl_usage_sum(struct ledger *l, const struct usage_filter *f,
   return e;
 }
 
+static enum err sl_lazy_commits(struct ledger *l, int on);
+
 const struct ledger_ops ledger_sqlite_ops = {
   .name = "sqlite",
   .close = sl_close,
@@ -1305,7 +1307,19 @@ const struct ledger_ops ledger_sqlite_ops = {
   .turn_done = sl_turn_done,
   .usage_add = sl_usage_add,
   .usage_sum = sl_usage_sum,
+  .lazy_commits = sl_lazy_commits,
 };
+
+/* WAL: a commit under synchronous=NORMAL is not synced; the next FULL one,
+ * of any connection, syncs the log with it. */
+static enum err sl_lazy_commits(struct ledger *l, int on)
+{
+  struct sqlite_ledger *s = sl_of(l);
+
+  if (s->in_tx)
+    return ERR_STATE;
+  return sl_exec(s, on ? "PRAGMA synchronous=NORMAL" : "PRAGMA synchronous=FULL");
+}
 
 /* Waits for another connection's write lock: short sleeps first (a commit
  * takes about one disk sync, a few ms), then 5 ms steps; gives up after
