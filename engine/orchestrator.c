@@ -31,6 +31,7 @@
 #define QUICK_STREAK 2          /* quick jobs in a row before prefetching */
 #define GROUP_MAX 64            /* writes in one group commit */
 #define LINGER_MS 20            /* a status line waits this long for company */
+#define GROUP_GAP_MS 5          /* between group commits, unless a slot waits */
 
 struct slot {
   pthread_t thread;
@@ -101,6 +102,7 @@ struct orch {
   pthread_cond_t wdone;         /* a group committed */
   struct write *w_head, *w_tail;
   uint64_t w_seq, w_done;       /* last queued, last done */
+  int64_t w_last;               /* monotonic ms of the last group commit */
   int w_stop;
   pthread_t writer;
   int has_writer;
@@ -759,6 +761,28 @@ static int lingering(struct orch *o, struct timespec *until)
   return 1;
 }
 
+/* Whether to wait before the next group: commits come at most every
+ * GROUP_GAP_MS (a busy process finishes jobs faster than the disk syncs;
+ * waiting a little lets one sync carry many, and leaves the disk to
+ * submissions), except when a slot waits for a write. */
+static int spacing(struct orch *o, struct timespec *until)
+{
+  int64_t left = o->w_last + GROUP_GAP_MS - mono_ms();
+
+  if (left <= 0 || o->w_stop)
+    return 0;
+  for (struct write *w = o->w_head; w; w = w->next)
+    if (w->sync)
+      return 0;
+  clock_gettime(CLOCK_REALTIME, until);
+  until->tv_nsec += (long)left * 1000000L;
+  if (until->tv_nsec >= 1000000000L) {
+    until->tv_sec++;
+    until->tv_nsec -= 1000000000L;
+  }
+  return 1;
+}
+
 /* Takes up to GROUP_MAX queued writes; NULL when stopping with none.  The
  * start of an idempotent step lingers a little, so that when the step is
  * quick its end comes along and both need one commit, or none for the
@@ -771,7 +795,7 @@ static struct write *write_take(struct orch *o, int *n)
   pthread_mutex_lock(&o->wmu);
   while (!o->w_head && !o->w_stop)
     pthread_cond_wait(&o->wcv, &o->wmu);
-  while (lingering(o, &until))
+  while (lingering(o, &until) || spacing(o, &until))
     pthread_cond_timedwait(&o->wcv, &o->wmu, &until);
   g = w = o->w_head;
   for (*n = 0; w && *n < GROUP_MAX; w = w->next)
@@ -798,6 +822,7 @@ static void *writer_main(void *arg)
     supersede(g, n);
     if (l)
       commit_group(o, l, g, n);
+    o->w_last = mono_ms();
     ledger_outbox_ring();
     /* Own writes are freed here; a waiting slot frees its own after the
      * broadcast, so none is touched after it. */
@@ -1284,7 +1309,7 @@ static struct ready *claim(struct slot *s, struct ledger *l, int k, enum err *e)
   const struct cfg *cfg = s->o->cfg;
   struct ready *got[PREFETCH_MAX];
   int lazy = l->ops->lazy_commits && l->ops->lazy_commits(l, 1) == ERR_OK;
-  int n = 0, own = k > 1 && l->ops->begin(l) == ERR_OK;
+  int n = 0, own = 0;
 
   *e = ERR_OK;
   while (n < k && !*e) {
@@ -1297,14 +1322,18 @@ static struct ready *claim(struct slot *s, struct ledger *l, int k, enum err *e)
       free(got[n]);
       break;
     }
-    n++;
+    /* The first on its own (an empty queue costs no transaction), the
+     * others, when prefetching, together. */
+    if (++n == 1 && k > 1)
+      own = l->ops->begin(l) == ERR_OK;
   }
   if (*e == ERR_NOTFOUND || (*e == ERR_NOMEM && n))
     *e = ERR_OK;
   if (own && (*e || (*e = l->ops->commit(l)))) {
     l->ops->rollback(l);
-    while (n)
+    while (n > 1)               /* the first committed on its own */
       ready_free(got[--n]);
+    *e = ERR_OK;
   }
   if (lazy)
     l->ops->lazy_commits(l, 0);

@@ -476,6 +476,22 @@ static enum err sl_job_transition(struct ledger *l, int64_t id,
   return tx_end(s, move_state(s, id, from, to, actor, reason, extra));
 }
 
+/* Whether a job is due in the queue (a read: no lock); 1 on doubt. */
+static int queued_exists(struct sqlite_ledger *s, int64_t only)
+{
+  sqlite3_stmt *st = sl_prep(s, "SELECT 1 FROM jobs WHERE state = 'QUEUED' AND"
+                                " (?1 = 0 OR id = ?1) AND not_before <= ?2 LIMIT 1");
+  int rc;
+
+  if (!st)
+    return 1;
+  sqlite3_bind_int64(st, 1, only);
+  sqlite3_bind_int64(st, 2, ledger_now_ms());
+  rc = sqlite3_step(st);
+  sqlite3_finalize(st);
+  return rc != SQLITE_DONE;
+}
+
 static enum err sl_job_claim(struct ledger *l, const char *owner, int lease_ms,
                              int64_t only, struct job *out)
 {
@@ -486,6 +502,9 @@ static enum err sl_job_claim(struct ledger *l, const char *owner, int lease_ms,
   enum err e;
 
   memset(out, 0, sizeof *out);
+  /* Idle workers look often: seeing an empty queue takes no write lock. */
+  if (!s->in_tx && !queued_exists(s, only))
+    return ERR_NOTFOUND;
   if ((e = tx_begin(s)))
     return e;
   st = sl_prep(s, "SELECT id FROM jobs WHERE state = 'QUEUED' AND"
