@@ -671,6 +671,9 @@ static enum err apply_write(struct orch *o, struct ledger *l, struct write *w)
     e = l->ops->job_finish(l, w->job_id, w->owner, w->to, w->exit_code, w->tail, w->reason);
     if (!e)
       e = notify_result(l, w->job_id, w->artifacts);
+    else if (e == ERR_STATE)
+      log_warn("orch", "job #%lld is no longer ours (lease lost): its result %s is dropped",
+               (long long)w->job_id, job_state_name(w->to));
     return e;
   }
   if (w->superseded)
