@@ -1340,13 +1340,14 @@ static enum err sl_lazy_commits(struct ledger *l, int on)
   return sl_exec(s, on ? "PRAGMA synchronous=NORMAL" : "PRAGMA synchronous=FULL");
 }
 
-/* Waits for another connection's write lock: short sleeps first (a commit
- * takes about one disk sync, a few ms), then 5 ms steps; gives up after
- * about 10 s.  SQLite's own busy timeout sleeps 5, 10, 15 ... 100 ms, which
- * adds tens of ms to every collision between the poller and the sender. */
+/* Waits for another connection's write lock: short sleeps first (most
+ * holders are a claim of tens of µs or a commit of one disk sync, a few
+ * tenths of a ms), then 5 ms steps; gives up after about 10 s.  SQLite's own
+ * busy timeout sleeps 5, 10, 15 ... 100 ms, which adds tens of ms to every
+ * collision between the poller and the sender. */
 static int sl_busy(void *ud, int count)
 {
-  struct timespec ts = {0, count < 20 ? 250000L : 5000000L};
+  struct timespec ts = {0, count < 10 ? 50000L : count < 20 ? 250000L : 5000000L};
 
   (void)ud;
   if (count >= 20 + 2000)
