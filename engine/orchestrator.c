@@ -967,13 +967,17 @@ static struct write *step_write(struct run_ctx *c, size_t i, const char *state,
   return w;
 }
 
+/* Lazy: what comes next (the job's result, the next step's start) takes it
+ * along in one commit. */
 static void record_step(struct run_ctx *c, size_t i, const char *state,
                         const struct exec_result *res, int64_t started)
 {
   struct write *w = step_write(c, i, state, res, started);
 
-  if (w)
+  if (w) {
+    w->lazy = 1;
     write_push(c->s->o, w);
+  }
   else
     log_error("orch", "cannot record step %zu of job #%lld", i + 1, (long long)c->job->id);
 }
