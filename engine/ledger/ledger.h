@@ -263,9 +263,10 @@ struct ledger_ops {
   enum err (*wait_for_work)(struct ledger *l, int timeout_ms);
 
   /* Optional (NULL: every commit is durable).  on != 0: this connection's
-   * commits may be lost on a crash of the machine or of the database server
-   * until any connection's next durable commit, which takes them along (one
-   * log, flushed in order); on == 0: durable again.  Not inside begin/commit.
+   * commits (PostgreSQL: only those of transactions that claimed a job) may
+   * be lost on a crash of the machine or of the database server until any
+   * connection's next durable commit, which takes them along (one log,
+   * flushed in order); on == 0: durable again.  Not inside begin/commit.
    * Only for writes whose loss is recovered and that nobody was told of: the
    * orchestrator's claims (a lost claim leaves the job queued; a step that
    * must not run twice makes its start durable first, and so its claim). */

@@ -56,6 +56,7 @@ struct pg_ledger {
                              * transaction, was lost: only rollback helps */
   int own_tx;               /* inside a transaction of one operation */
   int listening;            /* LISTEN skynet_jobs issued on this session */
+  int lazy_claims;          /* claims commit asynchronously (lazy_commits) */
   char *prepared[MAX_PREPARED];  /* their SQL; statement "s<i>" */
   int n_prepared;
 };
@@ -590,6 +591,8 @@ static enum err pl_job_claim(struct ledger *l, const char *owner, int lease_ms,
   par_i64(&p, only);
   par_i64(&p, lease_ms);
   par_text(&p, actor);
+  par_text(&p, s->lazy_claims ? "off" : "on");
+  /* The last column only sets synchronous_commit for this transaction. */
   e = pl_q(s, "WITH picked AS (SELECT id FROM jobs WHERE state = 'QUEUED' AND"
               " ($2 = 0 OR id = $2) AND not_before <= " NOW_MS " ORDER BY id"
               " FOR UPDATE SKIP LOCKED LIMIT 1), claimed AS (UPDATE jobs j SET"
@@ -598,7 +601,8 @@ static enum err pl_job_claim(struct ledger *l, const char *owner, int lease_ms,
               NOW_MS " + $3 FROM picked WHERE j.id = picked.id RETURNING j.*),"
               " moved AS (INSERT INTO transitions(job_id, from_state, to_state,"
               " actor, reason, at) SELECT id, 'QUEUED', 'RUNNING', $4, NULL,"
-              " updated_at FROM claimed) SELECT " JOB_COLS " FROM claimed",
+              " updated_at FROM claimed) SELECT " JOB_COLS ","
+              " set_config('synchronous_commit', $5, true) FROM claimed",
            &p, &r);
   if (e)
     return e;
@@ -1115,17 +1119,19 @@ static enum err pl_wait_for_work(struct ledger *l, int timeout_ms)
   return drain_notifies(s) ? ERR_OK : ERR_TIMEOUT;
 }
 
-/* Asynchronous commit: visible at once, flushed by the WAL writer within
- * wal_writer_delay or with the next synchronous commit of any session.  A
- * reconnect (PQreset) starts a session with the server's default (on). */
+/* Here only claims are lazy: job_claim sets synchronous_commit off for its
+ * own transaction (set_config(..., true): no extra round trip), so that
+ * transaction commits asynchronously: visible at once, flushed by the WAL
+ * writer within wal_writer_delay or with the next synchronous commit of any
+ * session. */
 static enum err pl_lazy_commits(struct ledger *l, int on)
 {
   struct pg_ledger *s = pl_of(l);
 
   if (s->in_tx)
     return ERR_STATE;
-  return pl_q(s, on ? "SET synchronous_commit TO off" : "SET synchronous_commit TO on",
-              NULL, NULL);
+  s->lazy_claims = on != 0;
+  return ERR_OK;
 }
 
 static enum err pl_job_requeue(struct ledger *l, int64_t id, const char *owner,
