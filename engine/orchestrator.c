@@ -423,16 +423,61 @@ enum err orch_plan(struct orch *o, struct ledger *l, int64_t id, const struct su
   return e;
 }
 
+/* Where a planned job goes (orch_plan's routing, decided before the job
+ * exists): the state, who decides, and why in out->reason. */
+static enum job_state route_of(const struct submit_req *r, const struct plan *p,
+                               struct submit_res *out, const char **actor)
+{
+  out->risk = p->risk;
+  snprintf(out->reason, sizeof out->reason, "%s", p->reason);
+  *actor = "policy";
+  if (r->require_approval && p->risk < RISK_WRITE) {
+    *actor = "planner";
+    snprintf(out->reason, sizeof out->reason, "proposed in conversation");
+    return JOB_AWAITING_APPROVAL;
+  }
+  if (p->risk == RISK_BLOCKED)
+    return JOB_DENIED;
+  return p->risk >= RISK_WRITE ? JOB_AWAITING_APPROVAL : JOB_QUEUED;
+}
+
+/* Plans first, then stores the job already routed, with every transition,
+ * in one ledger call (one round trip); a plan that fails is stored as a
+ * FAILED job, as orch_create + orch_plan do. */
 enum err orch_submit(struct orch *o, struct ledger *l, const struct submit_req *r,
                      struct submit_res *out)
 {
+  struct job j = {0};
+  const char *actor;
+  struct plan p;
   int64_t id;
   enum err e;
 
   memset(out, 0, sizeof *out);
-  if ((e = orch_create(o, l, r, &id)))
-    return e;
-  return orch_plan(o, l, id, r, out);
+  if (plan_job(o, r, &p, out->reason, sizeof out->reason)) {
+    out->state = JOB_FAILED;
+    if ((e = orch_create(o, l, r, &id)))
+      return e;
+    out->job_id = id;
+    return fail_job(l, id, JOB_CREATED, "planner", out->reason);
+  }
+  out->state = route_of(r, &p, out, &actor);
+  out->plan_text = plan_describe(&p);
+  out->summary = strdup(p.summary);
+  j.channel = (char *)r->channel;
+  j.chat_id = r->chat_id;
+  j.user_id = r->user_id;
+  j.text = (char *)r->text;
+  j.plan_json = plan_to_json(&p);
+  j.summary = p.summary;
+  j.risk = p.risk;
+  e = l->ops->job_create_routed(l, &j, r->actor, out->state, actor, out->reason);
+  out->job_id = e ? 0 : j.id;
+  free(j.plan_json);
+  plan_release(&p);
+  if (!e && out->state == JOB_QUEUED)
+    orch_wake(o);
+  return e;
 }
 
 void submit_res_release(struct submit_res *r)

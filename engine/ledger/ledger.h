@@ -170,6 +170,15 @@ struct ledger_ops {
 
   /* Creates a job in CREATED (with its first transition); sets j->id. */
   enum err (*job_create)(struct ledger *l, struct job *j, const char *actor);
+  /* A planned job, routed at once: creates the job of j (channel, chat_id,
+   * user_id, text, plan_json, summary, risk) in state `to` (DENIED,
+   * AWAITING_APPROVAL or QUEUED) with its three transitions, CREATED (by
+   * actor), PLANNED (by "planner") and `to` (by to_actor, with reason), and
+   * the wake-up when queued: what job_create, job_set_plan and two
+   * job_transition calls do, with one round trip.  Sets j->id. */
+  enum err (*job_create_routed)(struct ledger *l, struct job *j, const char *actor,
+                                enum job_state to, const char *to_actor,
+                                const char *reason);
   enum err (*job_get)(struct ledger *l, int64_t id, struct job *out);
   /* Newest first. */
   enum err (*job_list)(struct ledger *l, const struct job_filter *f,

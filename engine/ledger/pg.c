@@ -396,6 +396,47 @@ static enum err pl_job_create(struct ledger *l, struct job *j, const char *actor
   return ERR_OK;
 }
 
+/* One statement: the job in its routed state and its three transitions. */
+static enum err pl_job_create_routed(struct ledger *l, struct job *j, const char *actor,
+                                     enum job_state to, const char *to_actor,
+                                     const char *reason)
+{
+  struct pg_ledger *s = pl_of(l);
+  struct params p = {0};
+  PGresult *r = NULL;
+  enum err e;
+
+  if (!job_transition_allowed(JOB_PLANNED, to))
+    return ERR_STATE;
+  par_text(&p, j->channel ? j->channel : "console");
+  par_i64(&p, j->chat_id);
+  par_i64(&p, j->user_id);
+  par_text(&p, j->text ? j->text : "");
+  par_text(&p, job_state_name(to));
+  par_text(&p, j->plan_json);
+  par_text(&p, j->summary);
+  par_text(&p, risk_name(j->risk));
+  par_text(&p, reason);
+  par_text(&p, actor ? actor : "system");
+  par_text(&p, to_actor ? to_actor : "system");
+  e = pl_q(s, "WITH made AS (INSERT INTO jobs(channel, chat_id, user_id, text, state,"
+              " plan_json, summary, risk, reason, created_at, updated_at) VALUES ($1,"
+              " $2, $3, $4, $5, $6, $7, $8, $9, " NOW_MS ", " NOW_MS ") RETURNING id,"
+              " created_at), t AS (INSERT INTO transitions(job_id, from_state,"
+              " to_state, actor, reason, at) SELECT id, v.f, v.t, v.a, v.r, created_at"
+              " FROM made, (VALUES (1, NULL, 'CREATED', $10, NULL), (2, 'CREATED',"
+              " 'PLANNED', 'planner', NULL), (3, 'PLANNED', $5, $11, $9)) AS v(n, f, t,"
+              " a, r) ORDER BY v.n) SELECT id, created_at, (SELECT pg_notify("
+              "'skynet_jobs', '') WHERE $5 = 'QUEUED') FROM made", &p, &r);
+  if (e)
+    return e;
+  j->id = col_i64(r, 0, 0);
+  j->state = to;
+  j->created_at = j->updated_at = col_i64(r, 0, 1);
+  PQclear(r);
+  return ERR_OK;
+}
+
 #define JOB_COLS                                                        \
   "id, channel, chat_id, user_id, text, state, risk, plan_json, summary," \
   " reason, exit_code, output_tail, cancel_requested, attempts,"          \
@@ -1390,6 +1431,7 @@ const struct ledger_ops ledger_pg_ops = {
   .commit = pl_commit,
   .rollback = pl_rollback,
   .job_create = pl_job_create,
+  .job_create_routed = pl_job_create_routed,
   .job_get = pl_job_get,
   .job_list = pl_job_list,
   .job_set_plan = pl_job_set_plan,

@@ -280,6 +280,48 @@ static enum err sl_job_create(struct ledger *l, struct job *j, const char *actor
   return tx_end(s, e);
 }
 
+static enum err sl_job_create_routed(struct ledger *l, struct job *j, const char *actor,
+                                     enum job_state to, const char *to_actor,
+                                     const char *reason)
+{
+  struct sqlite_ledger *s = sl_of(l);
+  int64_t now = ledger_now_ms();
+  sqlite3_stmt *st;
+  enum err e;
+
+  if (!job_transition_allowed(JOB_PLANNED, to))
+    return ERR_STATE;
+  if ((e = tx_begin(s)))
+    return e;
+  st = sl_prep(s, "INSERT INTO jobs(channel, chat_id, user_id, text, state, plan_json,"
+                  " summary, risk, reason, created_at, updated_at) VALUES (?, ?, ?, ?,"
+                  " ?, ?, ?, ?, ?, ?, ?)");
+  if (!st)
+    return tx_end(s, ERR_DB);
+  bind_text(st, 1, j->channel ? j->channel : "console");
+  sqlite3_bind_int64(st, 2, j->chat_id);
+  sqlite3_bind_int64(st, 3, j->user_id);
+  bind_text(st, 4, j->text ? j->text : "");
+  bind_text(st, 5, job_state_name(to));
+  bind_text(st, 6, j->plan_json);
+  bind_text(st, 7, j->summary);
+  bind_text(st, 8, risk_name(j->risk));
+  bind_text(st, 9, reason);
+  sqlite3_bind_int64(st, 10, now);
+  sqlite3_bind_int64(st, 11, now);
+  if ((e = sl_done(s, st)))
+    return tx_end(s, e);
+  j->id = sqlite3_last_insert_rowid(s->db);
+  j->state = to;
+  j->created_at = j->updated_at = now;
+  e = add_transition(s, j->id, NULL, "CREATED", actor, NULL, now);
+  if (!e)
+    e = add_transition(s, j->id, "CREATED", "PLANNED", "planner", NULL, now);
+  if (!e)
+    e = add_transition(s, j->id, "PLANNED", job_state_name(to), to_actor, reason, now);
+  return tx_end(s, e);
+}
+
 #define JOB_COLS                                                        \
   "id, channel, chat_id, user_id, text, state, risk, plan_json, summary," \
   " reason, exit_code, output_tail, cancel_requested, attempts,"          \
@@ -1288,6 +1330,7 @@ const struct ledger_ops ledger_sqlite_ops = {
   .commit = sl_commit,
   .rollback = sl_rollback,
   .job_create = sl_job_create,
+  .job_create_routed = sl_job_create_routed,
   .job_get = sl_job_get,
   .job_list = sl_job_list,
   .job_set_plan = sl_job_set_plan,
