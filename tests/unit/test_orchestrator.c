@@ -1,8 +1,8 @@
 /* The orchestrator with real worker threads, the SQLite ledger and the local
  * and mock providers: routing by risk, approval, timeouts, cancellation,
  * stop at the first failing step, and hand-back on shutdown; prefetched jobs
- * cancelled before they start, and quick jobs through prefetching and group
- * commits ending exactly once. */
+ * cancelled before they start or handed back on shutdown, and quick jobs
+ * through prefetching and group commits ending exactly once. */
 #include "../harness.h"
 #include "../testutil.h"
 #include "engine/config.h"
@@ -564,6 +564,38 @@ TEST(quick_jobs_finish_exactly_once)
   outbox_list_free(v, n);
 }
 
+/* Stopping with jobs prefetched: the running ones and the waiting ones all
+ * go back to the queue, none is lost or left RUNNING; a new start runs
+ * them. */
+TEST(stop_hands_back_prefetched_jobs)
+{
+  const char *slow = "{\"steps\":[{\"action\":\"shell\",\"args\":{\"argv\":[\"sleep\",\"1\"]}}]}";
+  int64_t ids[4];
+  char err[256];
+  struct job j;
+
+  ASSERT(warm_up());
+  ASSERT_EQ(submit_together(slow, ids, 4), 0);
+  for (int i = 0; i < 50 && running_count(ids, 4) < 4; i++)
+    tu_sleep_ms(20);
+  ASSERT_EQ(running_count(ids, 4), 4);
+  orch_stop(g_orch, 0);
+  g_orch = NULL;
+  for (int i = 0; i < 4; i++) {
+    ASSERT_EQ(g_l->ops->job_get(g_l, ids[i], &j), ERR_OK);
+    ASSERT_EQ(j.state, JOB_QUEUED);
+    ASSERT(!j.lease_owner);
+    job_release(&j);
+    ASSERT_EQ(transitions_with(ids[i], JOB_QUEUED, "handed back"), 1);
+  }
+  ASSERT_EQ(orch_start(&g_cfg, &g_reg, 2, &g_orch, err, sizeof err), ERR_OK);
+  orch_wake(g_orch);
+  for (int i = 0; i < 4; i++) {
+    ASSERT_EQ(wait_final(ids[i], 15000, &j), JOB_SUCCEEDED);
+    job_release(&j);
+  }
+}
+
 int main(void)
 {
   char *dir = g_dir, env[600], conf[600], err[256];
@@ -612,6 +644,7 @@ int main(void)
   RUN(this_process_is_in_the_worker_registry);
   RUN(prefetched_jobs_are_cancelled_before_they_start);
   RUN(quick_jobs_finish_exactly_once);
+  RUN(stop_hands_back_prefetched_jobs);
   orch_stop(g_orch, 1000);
   registry_release(&g_reg);
   ledger_close(g_l);
