@@ -17,7 +17,11 @@
  * of the step (the mock stamps CLOCK_MONOTONIC into the output); round trip
  * from the start of the submission until the submitter sees SUCCEEDED.
  *
- * BENCH_ORCH_IDLE_ONLY=1 runs only the idle part.
+ * BENCH_ORCH_IDLE_ONLY=1 runs only the idle part.  Databases and homes
+ * (one log file per job) live under $TMPDIR (else /tmp): on a machine where
+ * /tmp sees heavy file churn from other programs, creating a file there can
+ * cost 0.5 ms (ext4 inode allocation), so TMPDIR=/var/tmp measures skynet
+ * rather than the neighbours.
  *
  * Then the same no-op work on Celery with a Redis broker and 2 prefork
  * workers (tests/bench/celery_baseline.sh, SKYNET_BENCH_CELERY=0 skips it),
