@@ -14,8 +14,10 @@
  * threads (HTTP API clients), 4 workers.
  * idle: one job at a time to an idle worker (1 worker), 5 ms apart.
  * enqueue->start runs from just before the submitting commit to the start
- * of the step (the mock stamps CLOCK_MONOTONIC into the output); round trip
- * from the start of the submission until the submitter sees SUCCEEDED.
+ * of the step (the mock stamps CLOCK_MONOTONIC into the output), so it
+ * includes that commit's disk sync; "committed->start" from the commit's
+ * return instead.  Round trip from the start of the submission until the
+ * submitter sees SUCCEEDED.
  *
  * BENCH_ORCH_IDLE_ONLY=1 runs only the idle part.  Databases and homes
  * (one log file per job) live under $TMPDIR (else /tmp): on a machine where
@@ -40,7 +42,7 @@
 #include "engine/log.h"
 #include "engine/orchestrator.h"
 
-#define IDLE_JOBS 200
+#define IDLE_JOBS 500
 #define SUBMITTERS 4
 
 static const char plan[] =
@@ -51,6 +53,7 @@ struct figures {
   double rate[3];               /* burst, 1/2/4 workers */
   double rate_x4;               /* burst, 4 submitters, 4 workers */
   double start_p50, start_p99;  /* idle enqueue->start, ms */
+  double done_p50, done_p99;    /* the same from the commit's return */
   double rtt_p50, rtt_p99;      /* idle submit->result, ms */
 };
 
@@ -82,8 +85,9 @@ static int cmp_d(const void *a, const void *b)
 }
 
 /* One job, one transaction, as the conversation manager submits; its id or
- * 0.  *before_commit: when the commit began. */
-static int64_t submit(struct bench *b, struct ledger *l, double *before_commit)
+ * 0.  *before_commit, *after_commit: when the commit began and returned. */
+static int64_t submit(struct bench *b, struct ledger *l, double *before_commit,
+                      double *after_commit)
 {
   struct submit_req r = {"bench", 1, 1, "noop", plan, "bench", 0};
   struct submit_res res = {0};
@@ -94,6 +98,8 @@ static int64_t submit(struct bench *b, struct ledger *l, double *before_commit)
     if (before_commit)
       *before_commit = now_ms();
     e = l->ops->commit(l);
+    if (after_commit)
+      *after_commit = now_ms();
   } else if (!e) {
     l->ops->rollback(l);
   }
@@ -144,7 +150,7 @@ static void *submitter(void *arg)
   struct ledger *l = tu_ledger_open(b->url);
 
   while (l && atomic_fetch_add(&b->next, 1) < b->jobs) {
-    int64_t id = submit(b, l, NULL), first = 0, last;
+    int64_t id = submit(b, l, NULL, NULL), first = 0, last;
     if (!id) {
       atomic_fetch_add(&b->failed, 1);
       break;
@@ -221,7 +227,7 @@ static double stamp_of(const struct job *j)
 
 static void idle(struct bench *b, const char *dir, struct figures *fig)
 {
-  static double start[IDLE_JOBS], rtt[IDLE_JOBS];
+  static double start[IDLE_JOBS], done[IDLE_JOBS], rtt[IDLE_JOBS];
   struct ledger *l;
   int n = 0;
 
@@ -231,13 +237,13 @@ static void idle(struct bench *b, const char *dir, struct figures *fig)
   }
   usleep(300000);
   for (int i = 0; i < IDLE_JOBS; i++) {
-    double t0 = now_ms(), tc = 0, t1 = 0;
+    double t0 = now_ms(), tc = 0, td = 0, t1 = 0;
     struct job j = {0};
     uint64_t seen = 0;
     int64_t id;
 
     ledger_outbox_wait(&seen, 0);
-    id = submit(b, l, &tc);
+    id = submit(b, l, &tc, &td);
     /* Result visible: the bell rang after its commit, as a channel sees it. */
     while (id && now_ms() - t0 < 10000) {
       if (l->ops->job_get(l, id, &j) == ERR_OK && job_state_terminal(j.state)) {
@@ -249,6 +255,7 @@ static void idle(struct bench *b, const char *dir, struct figures *fig)
     }
     if (t1 && j.state == JOB_SUCCEEDED && stamp_of(&j) > 0) {
       start[n] = stamp_of(&j) - tc;
+      done[n] = stamp_of(&j) - td;
       rtt[n++] = t1 - t0;
     }
     job_release(&j);
@@ -260,6 +267,9 @@ static void idle(struct bench *b, const char *dir, struct figures *fig)
     return;
   qsort(start, (size_t)n, sizeof *start, cmp_d);
   qsort(rtt, (size_t)n, sizeof *rtt, cmp_d);
+  qsort(done, (size_t)n, sizeof *done, cmp_d);
+  fig->done_p50 = done[n / 2];
+  fig->done_p99 = done[(n - 1) * 99 / 100];
   fig->start_p50 = start[n / 2];
   fig->start_p99 = start[(n - 1) * 99 / 100];
   fig->rtt_p50 = rtt[n / 2];
@@ -267,6 +277,8 @@ static void idle(struct bench *b, const char *dir, struct figures *fig)
   printf("%-10s idle  1 sub 1 wrk: enqueue->start p50 %6.2f ms  p99 %6.2f ms;  submit->result "
          "p50 %6.2f ms  p99 %6.2f ms  (%d jobs)\n", b->name, fig->start_p50, fig->start_p99,
          fig->rtt_p50, fig->rtt_p99, n);
+  printf("%-10s idle  1 sub 1 wrk: committed->start p50 %6.2f ms  p99 %6.2f ms\n", b->name,
+         fig->done_p50, fig->done_p99);
   fflush(stdout);
 }
 
@@ -387,8 +399,9 @@ static void summary(const struct figures *fig, int have_pg, int have_celery, dou
              c_rtt99, fig[1].rtt_p99 <= c_rtt99 ? "met" : "NOT met");
   }
   if (have_pg)
-    printf("  postgresql idle enqueue->start p99 %.2f ms (target < 5 ms: %s)\n",
-           fig[1].start_p99, fig[1].start_p99 < 5 ? "met" : "NOT met");
+    printf("  postgresql idle enqueue->start p99 %.2f ms (target < 5 ms: %s; from the commit's"
+           " return %.2f ms)\n", fig[1].start_p99, fig[1].start_p99 < 5 ? "met" : "NOT met",
+           fig[1].done_p99);
 }
 
 int main(int argc, char **argv)
