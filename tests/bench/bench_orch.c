@@ -150,12 +150,15 @@ static void *submitter(void *arg)
   struct ledger *l = tu_ledger_open(b->url);
 
   while (l && atomic_fetch_add(&b->next, 1) < b->jobs) {
-    int64_t id = submit(b, l, NULL, NULL), first = 0, last;
+    int64_t id = submit(b, l, NULL, NULL), first, last;
     if (!id) {
       atomic_fetch_add(&b->failed, 1);
       break;
     }
-    atomic_compare_exchange_strong(&b->first, &first, id);
+    /* Submitters commit out of order: the smallest and largest ids. */
+    first = atomic_load(&b->first);
+    while ((!first || id < first) && !atomic_compare_exchange_weak(&b->first, &first, id))
+      ;
     last = atomic_load(&b->last);
     while (id > last && !atomic_compare_exchange_weak(&b->last, &last, id))
       ;
