@@ -1350,8 +1350,8 @@ static void ready_free(struct ready *r)
   free(r);
 }
 
-/* Claims up to k jobs in one transaction; the first is returned, the rest
- * go to the ready list.  NULL when none (or on an error: *e).  The claim
+/* Claims up to k jobs (the first on its own, the others in one more
+ * transaction); the first is returned, the rest go to the ready list.  NULL when none (or on an error: *e).  The claim
  * does not wait for the disk (lazy_commits): nobody is told of it, a crash
  * that loses it leaves the job queued, which only idempotent work can
  * notice, and a step that must not run twice first makes its start durable
