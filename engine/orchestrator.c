@@ -27,15 +27,63 @@
 #define BACKOFF_MAX_MS 300000
 #define RESULT_TAIL 3000
 
+#define PREFETCH_MAX 8          /* jobs one claim takes when jobs are quick */
+#define QUICK_MS 20             /* a job this short counts as quick */
+#define QUICK_STREAK 2          /* quick jobs in a row before prefetching */
+#define GROUP_MAX 64            /* writes in one group commit */
+#define LINGER_MS 20            /* a status line waits this long for company */
+#define GROUP_GAP_MS 5          /* between group commits, unless a slot waits */
+
 struct slot {
   pthread_t thread;
   struct orch *o;
   int index;
-  char owner[96];
+  char owner[96];               /* the lease name of this slot's claims */
+  char run_owner[96];           /* whose lease the running job is under (mu) */
   _Atomic int64_t job_id;       /* running job, 0 when idle */
   atomic_uint run_seq;          /* +1 per claim: which run job_id means */
   atomic_int cancel;            /* stop the running step */
   atomic_int handback;          /* stopped by shutdown: requeue */
+};
+
+/* A job claimed ahead (prefetched), waiting in this process for a free
+ * worker slot; the lease is the claiming slot's (owner). */
+struct ready {
+  struct ready *next;
+  struct job job;
+  char owner[96];
+  int cancel;                   /* cancel requested (o->mu) */
+  int lost;                     /* the lease is no longer ours (o->mu) */
+};
+
+/* A write for the writer thread (see orchestrator.h, DESIGN). */
+enum wkind { W_STEP, W_FINISH };
+
+struct write {
+  struct write *next;
+  uint64_t seq;
+  enum wkind kind;
+  int sync;                     /* a slot waits for it, and frees it */
+  int64_t job_id;
+  char owner[96];
+  char *channel;                /* the job's, for notifications */
+  int64_t chat_id;
+  int64_t deadline;             /* monotonic ms: stop retrying */
+  int64_t queued;               /* monotonic ms */
+  int lazy;                     /* may wait LINGER_MS for the next write */
+  /* W_STEP: a step record, after an optional status line; check_lease
+   * renews the lease first and refuses when it is lost or cancelled. */
+  struct job_step_rec rec;
+  char *progress;
+  int check_lease;
+  int superseded;               /* a later write of the group ends the step */
+  /* W_FINISH: the job's end, and its announcement. */
+  enum job_state to;
+  int exit_code;
+  char *tail;
+  char *reason;
+  int artifacts;                /* the plan keeps some */
+  enum err result;              /* ERR_STATE: lease lost; ERR_CANCELLED */
 };
 
 struct orch {
@@ -47,6 +95,18 @@ struct orch {
   atomic_int stopping;          /* no new claims */
   struct slot *slots;
   int n_slots;
+  struct ready *ready;          /* prefetched jobs, oldest first (mu) */
+  struct ready *ready_tail;
+  atomic_int quick;             /* quick jobs in a row */
+  pthread_mutex_t wmu;          /* the writer's queue */
+  pthread_cond_t wcv;           /* writes queued, or the writer stops */
+  pthread_cond_t wdone;         /* a group committed */
+  struct write *w_head, *w_tail;
+  uint64_t w_seq, w_done;       /* last queued, last done */
+  int64_t w_last;               /* monotonic ms of the last group commit */
+  int w_stop;
+  pthread_t writer;
+  int has_writer;
   pthread_t supervisor;
   int has_supervisor;
   _Atomic(struct sentinel *) sentinel;  /* provider health; may be NULL */
@@ -106,11 +166,22 @@ void orch_wake(struct orch *o)
   pthread_mutex_unlock(&o->mu);
 }
 
-/* Waits up to ms for orch_wake() or stop. */
-static void wait_for_work(struct orch *o, int ms)
+static int wake_seq(struct orch *o)
+{
+  int seq;
+
+  pthread_mutex_lock(&o->mu);
+  seq = o->wake_seq;
+  pthread_mutex_unlock(&o->mu);
+  return seq;
+}
+
+/* Waits up to ms for an orch_wake() after the one that made seq (taken
+ * before looking for work, so that a wake-up in between is not lost), or
+ * stop. */
+static void wait_for_work(struct orch *o, int seq, int ms)
 {
   struct timespec ts;
-  int seq;
 
   clock_gettime(CLOCK_REALTIME, &ts);
   ts.tv_sec += ms / 1000;
@@ -120,7 +191,6 @@ static void wait_for_work(struct orch *o, int ms)
     ts.tv_nsec -= 1000000000L;
   }
   pthread_mutex_lock(&o->mu);
-  seq = o->wake_seq;
   while (seq == o->wake_seq && !atomic_load(&o->stopping))
     if (pthread_cond_timedwait(&o->cv, &o->mu, &ts) == ETIMEDOUT)
       break;
@@ -208,7 +278,9 @@ void orch_format_artifacts(struct ledger *l, int64_t id, struct buf *b)
   artifact_list_free(v, n);
 }
 
-static enum err notify_result(struct ledger *l, int64_t id)
+/* artifacts: whether the job may have kept any (else they are not looked
+ * up). */
+static enum err notify_result(struct ledger *l, int64_t id, int artifacts)
 {
   struct buf b = BUF_INIT(RESULT_TAIL + 8192);
   struct job j;
@@ -219,7 +291,8 @@ static enum err notify_result(struct ledger *l, int64_t id)
     return e;
   text = orch_format_result(&j, RESULT_TAIL);
   buf_appends(&b, text);
-  orch_format_artifacts(l, id, &b);
+  if (artifacts)
+    orch_format_artifacts(l, id, &b);
   e = notify(l, &j, buf_str(&b), NULL);
   buf_release(&b);
   free(text);
@@ -351,16 +424,61 @@ enum err orch_plan(struct orch *o, struct ledger *l, int64_t id, const struct su
   return e;
 }
 
+/* Where a planned job goes (orch_plan's routing, decided before the job
+ * exists): the state, who decides, and why in out->reason. */
+static enum job_state route_of(const struct submit_req *r, const struct plan *p,
+                               struct submit_res *out, const char **actor)
+{
+  out->risk = p->risk;
+  snprintf(out->reason, sizeof out->reason, "%s", p->reason);
+  *actor = "policy";
+  if (r->require_approval && p->risk < RISK_WRITE) {
+    *actor = "planner";
+    snprintf(out->reason, sizeof out->reason, "proposed in conversation");
+    return JOB_AWAITING_APPROVAL;
+  }
+  if (p->risk == RISK_BLOCKED)
+    return JOB_DENIED;
+  return p->risk >= RISK_WRITE ? JOB_AWAITING_APPROVAL : JOB_QUEUED;
+}
+
+/* Plans first, then stores the job already routed, with every transition,
+ * in one ledger call (one round trip); a plan that fails is stored as a
+ * FAILED job, as orch_create + orch_plan do. */
 enum err orch_submit(struct orch *o, struct ledger *l, const struct submit_req *r,
                      struct submit_res *out)
 {
+  struct job j = {0};
+  const char *actor;
+  struct plan p;
   int64_t id;
   enum err e;
 
   memset(out, 0, sizeof *out);
-  if ((e = orch_create(o, l, r, &id)))
-    return e;
-  return orch_plan(o, l, id, r, out);
+  if (plan_job(o, r, &p, out->reason, sizeof out->reason)) {
+    out->state = JOB_FAILED;
+    if ((e = orch_create(o, l, r, &id)))
+      return e;
+    out->job_id = id;
+    return fail_job(l, id, JOB_CREATED, "planner", out->reason);
+  }
+  out->state = route_of(r, &p, out, &actor);
+  out->plan_text = plan_describe(&p);
+  out->summary = strdup(p.summary);
+  j.channel = (char *)r->channel;
+  j.chat_id = r->chat_id;
+  j.user_id = r->user_id;
+  j.text = (char *)r->text;
+  j.plan_json = plan_to_json(&p);
+  j.summary = p.summary;
+  j.risk = p.risk;
+  e = l->ops->job_create_routed(l, &j, r->actor, out->state, actor, out->reason);
+  out->job_id = e ? 0 : j.id;
+  free(j.plan_json);
+  plan_release(&p);
+  if (!e && out->state == JOB_QUEUED)
+    orch_wake(o);
+  return e;
 }
 
 void submit_res_release(struct submit_res *r)
@@ -401,9 +519,16 @@ enum err orch_decide(struct orch *o, struct ledger *l, int64_t id, int approve,
 
 static void cancel_local(struct orch *o, int64_t id)
 {
-  for (int i = 0; o && i < o->n_slots; i++)
+  if (!o)
+    return;
+  pthread_mutex_lock(&o->mu);
+  for (int i = 0; i < o->n_slots; i++)
     if (atomic_load(&o->slots[i].job_id) == id)
       atomic_store(&o->slots[i].cancel, 1);
+  for (struct ready *r = o->ready; r; r = r->next)
+    if (r->job.id == id)
+      r->cancel = 1;
+  pthread_mutex_unlock(&o->mu);
 }
 
 enum err orch_cancel(struct orch *o, struct ledger *l, int64_t id, const char *actor)
@@ -487,12 +612,293 @@ static enum err requeue(const struct cfg *c, struct ledger *l,
   return ERR_OK;
 }
 
+/* ---- the writer ---------------------------------------------------------
+ * Worker slots hand their step records, status lines and results to one
+ * writer thread with its own connection, which lands everything queued in
+ * one transaction (a group commit), so the cost of a commit is shared by
+ * every job that finished meanwhile in this process.  FIFO: the writes of a
+ * job land in the order its slot made them.  A result is announced (the
+ * outbox bell) only after its commit.  A slot waits for a write only when it
+ * must be durable first (the start of a step that is not idempotent) and
+ * before writing on its own connection (write_barrier), which keeps the
+ * order. */
+
+static struct write *write_new(enum wkind kind, const struct job *j, const char *owner,
+                               int lease_ms)
+{
+  struct write *w = calloc(1, sizeof *w);
+
+  if (!w)
+    return NULL;
+  w->kind = kind;
+  w->job_id = j->id;
+  snprintf(w->owner, sizeof w->owner, "%s", owner);
+  w->channel = j->channel ? strdup(j->channel) : NULL;
+  w->chat_id = j->chat_id;
+  w->queued = mono_ms();
+  w->deadline = w->queued + lease_ms;
+  return w;
+}
+
+static void write_free(struct write *w)
+{
+  if (!w)
+    return;
+  free(w->channel);
+  free(w->rec.state);
+  free(w->rec.output_tail);
+  free(w->progress);
+  free(w->tail);
+  free(w->reason);
+  free(w);
+}
+
+/* Queues w; the writer owns it unless w->sync.  Returns its sequence. */
+static uint64_t write_push(struct orch *o, struct write *w)
+{
+  uint64_t seq;
+
+  pthread_mutex_lock(&o->wmu);
+  seq = w->seq = ++o->w_seq;
+  if (o->w_tail)
+    o->w_tail->next = w;
+  else
+    o->w_head = w;
+  o->w_tail = w;
+  pthread_cond_signal(&o->wcv);
+  pthread_mutex_unlock(&o->wmu);
+  return seq;
+}
+
+static void write_wait_seq(struct orch *o, uint64_t seq)
+{
+  pthread_mutex_lock(&o->wmu);
+  while (o->w_done < seq)
+    pthread_cond_wait(&o->wdone, &o->wmu);
+  pthread_mutex_unlock(&o->wmu);
+}
+
+/* Queues w and waits until it is done; its result; frees w. */
+static enum err write_wait(struct orch *o, struct write *w)
+{
+  enum err e;
+
+  w->sync = 1;
+  write_wait_seq(o, write_push(o, w));
+  e = w->result;
+  write_free(w);
+  return e;
+}
+
+/* Waits until everything queued so far is done. */
+static void write_barrier(struct orch *o)
+{
+  uint64_t seq;
+
+  pthread_mutex_lock(&o->wmu);
+  seq = o->w_seq;
+  pthread_mutex_unlock(&o->wmu);
+  write_wait_seq(o, seq);
+}
+
+/* One write inside the group's transaction.  ERR_DB spoils the group;
+ * anything else is this write's own outcome. */
+static enum err apply_write(struct orch *o, struct ledger *l, struct write *w)
+{
+  struct job j = {0};
+  char key[64];
+  int cancel = 0;
+  enum err e;
+
+  j.id = w->job_id;
+  j.channel = w->channel;
+  j.chat_id = w->chat_id;
+  if (w->kind == W_FINISH) {
+    e = l->ops->job_finish(l, w->job_id, w->owner, w->to, w->exit_code, w->tail, w->reason);
+    if (!e)
+      e = notify_result(l, w->job_id, w->artifacts);
+    else if (e == ERR_STATE)
+      log_warn("orch", "job #%lld is no longer ours (lease lost): its result %s is dropped",
+               (long long)w->job_id, job_state_name(w->to));
+    return e;
+  }
+  if (w->superseded)
+    return ERR_OK;
+  if (w->check_lease) {
+    e = l->ops->job_heartbeat(l, w->job_id, w->owner, o->cfg->lease_ms, &cancel);
+    if (e)
+      return e;
+    if (cancel)
+      return ERR_CANCELLED;
+  }
+  snprintf(key, sizeof key, "job:%lld:progress", (long long)w->job_id);
+  if (w->progress && (e = notify(l, &j, w->progress, key)))
+    return e;
+  if ((e = l->ops->step_record(l, w->job_id, &w->rec)))
+    log_error("orch", "cannot record step %d of job #%lld", w->rec.idx + 1,
+              (long long)w->job_id);
+  return e ? ERR_DB : ERR_OK;
+}
+
+/* The writes from g on (linked by next, n of them) in one transaction. */
+static enum err apply_group(struct orch *o, struct ledger *l, struct write *g, int n)
+{
+  enum err e = l->ops->begin(l);
+
+  for (int i = 0; !e && i < n; i++, g = g->next)
+    if ((g->result = apply_write(o, l, g)) == ERR_DB)
+      e = ERR_DB;
+  if (e)
+    l->ops->rollback(l);
+  else
+    e = l->ops->commit(l);
+  return e;
+}
+
+/* Lands n writes from g on: together, or, when the database refuses the
+ * group, each on its own, retried while their leases can hold (a
+ * PostgreSQL restart). */
+static void commit_group(struct orch *o, struct ledger *l, struct write *g, int n)
+{
+  enum err e;
+
+  while ((e = apply_group(o, l, g, n)) == ERR_DB) {
+    if (n > 1) {
+      for (int i = 0; i < n; i++, g = g->next)
+        commit_group(o, l, g, 1);
+      return;
+    }
+    if (mono_ms() >= g->deadline) {
+      g->result = e;
+      log_error("orch", "cannot write for job #%lld: %s", (long long)g->job_id, l->errmsg);
+      return;
+    }
+    sleep_ms(250);
+  }
+}
+
+/* A step that started and ended within one group needs only its end: the
+ * RUNNING record and the status line of a step already over are skipped. */
+static void supersede(struct write *g, int n)
+{
+  for (int i = 0; i < n; i++, g = g->next) {
+    struct write *w = g->next;
+    if (g->kind != W_STEP || g->check_lease || g->rec.has_exit_code)
+      continue;
+    for (int k = i + 1; k < n && !g->superseded; k++, w = w->next)
+      g->superseded = w->kind == W_STEP && w->job_id == g->job_id &&
+                      w->rec.idx == g->rec.idx && w->rec.has_exit_code;
+  }
+}
+
+/* Whether only lazy writes are queued, the first for less than LINGER_MS. */
+static int lingering(struct orch *o, struct timespec *until)
+{
+  int64_t left;
+
+  for (struct write *w = o->w_head; w; w = w->next)
+    if (!w->lazy)
+      return 0;
+  if (!o->w_head || o->w_stop || (left = o->w_head->queued + LINGER_MS - mono_ms()) <= 0)
+    return 0;
+  clock_gettime(CLOCK_REALTIME, until);
+  until->tv_nsec += (long)left * 1000000L;
+  if (until->tv_nsec >= 1000000000L) {
+    until->tv_sec++;
+    until->tv_nsec -= 1000000000L;
+  }
+  return 1;
+}
+
+/* Whether to wait before the next group: commits come at most every
+ * GROUP_GAP_MS (a busy process finishes jobs faster than the disk syncs;
+ * waiting a little lets one sync carry many, and leaves the disk to
+ * submissions), except when a slot waits for a write. */
+static int spacing(struct orch *o, struct timespec *until)
+{
+  int64_t left = o->w_last + GROUP_GAP_MS - mono_ms();
+
+  if (left <= 0 || o->w_stop)
+    return 0;
+  for (struct write *w = o->w_head; w; w = w->next)
+    if (w->sync)
+      return 0;
+  clock_gettime(CLOCK_REALTIME, until);
+  until->tv_nsec += (long)left * 1000000L;
+  if (until->tv_nsec >= 1000000000L) {
+    until->tv_sec++;
+    until->tv_nsec -= 1000000000L;
+  }
+  return 1;
+}
+
+/* Takes up to GROUP_MAX queued writes; NULL when stopping with none.  The
+ * start of an idempotent step lingers a little, so that when the step is
+ * quick its end comes along and both need one commit, or none for the
+ * start (supersede). */
+static struct write *write_take(struct orch *o, int *n)
+{
+  struct timespec until;
+  struct write *g, *w;
+
+  pthread_mutex_lock(&o->wmu);
+  while (!o->w_head && !o->w_stop)
+    pthread_cond_wait(&o->wcv, &o->wmu);
+  while (lingering(o, &until) || spacing(o, &until))
+    pthread_cond_timedwait(&o->wcv, &o->wmu, &until);
+  g = w = o->w_head;
+  for (*n = 0; w && *n < GROUP_MAX; w = w->next)
+    ++*n;
+  o->w_head = w;
+  if (!w)
+    o->w_tail = NULL;
+  pthread_mutex_unlock(&o->wmu);
+  return g;
+}
+
+static void *writer_main(void *arg)
+{
+  struct orch *o = arg;
+  struct ledger *l = NULL;
+  struct write *g, *next;
+  char err[256];
+  int n;
+
+  if (ledger_open(o->cfg->database_url, &l, err, sizeof err))
+    log_error("orch", "the writer cannot open the ledger: %s", err);
+  while ((g = write_take(o, &n))) {
+    uint64_t last = 0;
+    supersede(g, n);
+    if (l)
+      commit_group(o, l, g, n);
+    o->w_last = mono_ms();
+    ledger_outbox_ring();
+    /* Own writes are freed here; a waiting slot frees its own after the
+     * broadcast, so none is touched after it. */
+    for (int i = 0; i < n; i++, g = next) {
+      next = g->next;
+      if (!l)
+        g->result = ERR_DB;
+      last = g->seq;
+      if (!g->sync)
+        write_free(g);
+    }
+    pthread_mutex_lock(&o->wmu);
+    o->w_done = last;
+    pthread_cond_broadcast(&o->wdone);
+    pthread_mutex_unlock(&o->wmu);
+  }
+  ledger_close(l);
+  return NULL;
+}
+
 /* ---- running ------------------------------------------------------------ */
 
 struct run_ctx {
   struct slot *s;
   struct ledger *l;
   struct job *job;
+  const char *owner;            /* the lease the job runs under */
   struct plan plan;
   int64_t deadline;             /* monotonic ms: whole-job timeout */
   struct buf tail;              /* last step's output tail */
@@ -561,26 +967,6 @@ static void step_limit(const struct run_ctx *c, const struct plan_step *st,
     out->ms = INT32_MAX;
 }
 
-static void progress(struct run_ctx *c, size_t i, int64_t started)
-{
-  char bar[11], key[64], id[24], step[24], steps[24], secs[32], *text;
-  size_t n = c->plan.n_steps, done = i * 10 / n;
-
-  for (size_t k = 0; k < 10; k++)
-    bar[k] = k < done ? '#' : '-';
-  bar[10] = '\0';
-  snprintf(id, sizeof id, "%lld", (long long)c->job->id);
-  snprintf(step, sizeof step, "%zu", i + 1);
-  snprintf(steps, sizeof steps, "%zu", n);
-  snprintf(secs, sizeof secs, "%.0fs", (double)(mono_ms() - started) / 1000.0);
-  text = persona_render(persona_current(), "progress", "id", id, "step", step, "steps", steps,
-                        "bar", bar, "elapsed", secs, "what", c->plan.steps[i].action, NULL);
-  snprintf(key, sizeof key, "job:%lld:progress", (long long)c->job->id);
-  if (text)
-    notify(c->l, c->job, text, key);
-  free(text);
-}
-
 struct step_outcome {
   enum job_state state;         /* SUCCEEDED, FAILED, TIMED_OUT, CANCELLED */
   int exit_code;
@@ -590,20 +976,92 @@ struct step_outcome {
   int step_started;             /* that step ran, at least in part */
 };
 
+/* The status line for step i: malloc'd, NULL if none. */
+static char *progress(struct run_ctx *c, size_t i, int64_t started)
+{
+  char bar[11], id[24], step[24], steps[24], secs[32];
+  size_t n = c->plan.n_steps, done = i * 10 / n;
+
+  for (size_t k = 0; k < 10; k++)
+    bar[k] = k < done ? '#' : '-';
+  bar[10] = '\0';
+  snprintf(id, sizeof id, "%lld", (long long)c->job->id);
+  snprintf(step, sizeof step, "%zu", i + 1);
+  snprintf(steps, sizeof steps, "%zu", n);
+  snprintf(secs, sizeof secs, "%.0fs", (double)(mono_ms() - started) / 1000.0);
+  return persona_render(persona_current(), "progress", "id", id, "step", step, "steps", steps,
+                        "bar", bar, "elapsed", secs, "what", c->plan.steps[i].action, NULL);
+}
+
+/* A step record for the writer; the status line goes with a RUNNING one. */
+static struct write *step_write(struct run_ctx *c, size_t i, const char *state,
+                                const struct exec_result *res, int64_t started)
+{
+  struct write *w = write_new(W_STEP, c->job, c->owner, c->s->o->cfg->lease_ms);
+
+  if (!w)
+    return NULL;
+  w->rec.idx = (int)i;
+  w->rec.state = strdup(state);
+  w->rec.has_exit_code = res != NULL;
+  w->rec.exit_code = res ? res->exit_code : 0;
+  w->rec.output_tail = res && res->output ? strdup(res->output) : NULL;
+  w->rec.started_at = started;
+  w->rec.finished_at = res ? ledger_now_ms() : 0;
+  if (!res)
+    w->progress = progress(c, i, c->started);
+  return w;
+}
+
+/* Lazy: what comes next (the job's result, the next step's start) takes it
+ * along in one commit. */
 static void record_step(struct run_ctx *c, size_t i, const char *state,
                         const struct exec_result *res, int64_t started)
 {
-  struct job_step_rec r = {0};
+  struct write *w = step_write(c, i, state, res, started);
 
-  r.idx = (int)i;
-  r.state = (char *)state;
-  r.has_exit_code = res != NULL;
-  r.exit_code = res ? res->exit_code : 0;
-  r.output_tail = res ? res->output : NULL;
-  r.started_at = started;
-  r.finished_at = res ? ledger_now_ms() : 0;
-  if (c->l->ops->step_record(c->l, c->job->id, &r))
+  if (w) {
+    w->lazy = 1;
+    write_push(c->s->o, w);
+  }
+  else
     log_error("orch", "cannot record step %zu of job #%lld", i + 1, (long long)c->job->id);
+}
+
+/* Records that step i starts, with its status line.  A step that is not
+ * idempotent must not run twice, so its record is durable before it runs
+ * (a crash after that fails the job instead of running it again), and the
+ * lease and a cancel request are checked in the same transaction; an
+ * idempotent step does not wait for the record.  ERR_OK: run it. */
+static enum err step_start(struct run_ctx *c, size_t i, int64_t started,
+                           struct step_outcome *out)
+{
+  struct write *w;
+  enum err e;
+
+  if (plan_step_idempotent(&c->plan.steps[i])) {
+    if ((w = step_write(c, i, "RUNNING", NULL, started))) {
+      w->lazy = 1;
+      write_push(c->s->o, w);
+    }
+    return ERR_OK;
+  }
+  if (!(w = step_write(c, i, "RUNNING", NULL, started)))
+    return ERR_NOMEM;
+  w->check_lease = 1;
+  if (!(e = write_wait(c->s->o, w)))
+    return ERR_OK;
+  if (e == ERR_CANCELLED || e == ERR_STATE) {
+    out->state = JOB_CANCELLED;
+    snprintf(out->reason, sizeof out->reason, "%s before step %zu",
+             e == ERR_STATE ? "the lease was lost" : "cancelled", i + 1);
+  } else {
+    out->state = JOB_FAILED;
+    out->transient = 1;
+    snprintf(out->reason, sizeof out->reason, "step %zu: cannot record its start: %s", i + 1,
+             err_str(e));
+  }
+  return e;
 }
 
 static void judge_step(size_t i, enum err e,
@@ -750,13 +1208,9 @@ static void run_step(struct run_ctx *c, size_t i, struct step_outcome *out)
   out->step = i;
   if (!re)
     return;
+  if (step_start(c, i, started, out))
+    return;
   out->step_started = 1;
-  /* The status line and the step's RUNNING record: one commit. */
-  int own = c->l->ops->begin(c->l) == ERR_OK;
-  progress(c, i, c->started);
-  record_step(c, i, "RUNNING", NULL, started);
-  if (own && c->l->ops->commit(c->l))
-    c->l->ops->rollback(c->l);
   c->cur_step = (int)i + 1;
   log_step_start(c, st, re->name);
   req.on_output = on_step_output;
@@ -803,8 +1257,8 @@ static int retry_transient(struct run_ctx *c, const struct step_outcome *oc,
   }
   char actor[128];
 
-  snprintf(actor, sizeof actor, "worker:%s", c->s->owner);
-  if (requeue(cfg, c->l, c->job, c->s->owner, actor, oc->reason, delay)) {
+  snprintf(actor, sizeof actor, "worker:%s", c->owner);
+  if (requeue(cfg, c->l, c->job, c->owner, actor, oc->reason, delay)) {
     snprintf(reason, n, "%s", oc->reason);
     return 0;
   }
@@ -814,11 +1268,16 @@ static int retry_transient(struct run_ctx *c, const struct step_outcome *oc,
 static void finish(struct run_ctx *c, const struct step_outcome *oc)
 {
   struct slot *s = c->s;
+  struct write *w;
   char reason[512];
   enum err e;
 
+  /* Hand-back and retry write on this connection: after the queued writes
+   * of the job, not before. */
+  if (atomic_load(&s->handback) || (oc->state == JOB_FAILED && oc->transient))
+    write_barrier(s->o);
   if (atomic_load(&s->handback)) {
-    e = c->l->ops->job_transition(c->l, c->job->id, JOB_RUNNING, JOB_QUEUED, s->owner,
+    e = c->l->ops->job_transition(c->l, c->job->id, JOB_RUNNING, JOB_QUEUED, c->owner,
                                   "skynet stopped; handed back to the queue");
     if (e)
       log_error("orch", "cannot hand back job #%lld: %s", (long long)c->job->id, err_str(e));
@@ -828,30 +1287,24 @@ static void finish(struct run_ctx *c, const struct step_outcome *oc)
   if (oc->state == JOB_FAILED && oc->transient &&
       retry_transient(c, oc, reason, sizeof reason))
     return;
-  /* The ledger may be away for a moment (a PostgreSQL restart): the result
-   * is kept trying for as long as our lease can still hold. */
-  int64_t until = mono_ms() + s->o->cfg->lease_ms;
-  for (;;) {
-    /* The result and its announcement land together: one commit, and no
-     * crash in between can lose the message. */
-    int own = c->l->ops->begin(c->l) == ERR_OK;
-    e = c->l->ops->job_finish(c->l, c->job->id, s->owner, oc->state, oc->exit_code,
-                              buf_str(&c->tail), reason[0] ? reason : NULL);
-    if (!e)
-      e = notify_result(c->l, c->job->id);
-    if (own)
-      e = e ? (c->l->ops->rollback(c->l), e) : c->l->ops->commit(c->l);
-    if (e != ERR_DB || mono_ms() >= until)
-      break;
-    sleep_ms(250);
+  /* The result and its announcement land together in the writer's next
+   * group commit; it keeps trying while the lease can hold. */
+  if (!(w = write_new(W_FINISH, c->job, c->owner, s->o->cfg->lease_ms))) {
+    log_error("orch", "cannot finish job #%lld: out of memory", (long long)c->job->id);
+    return;
   }
-  if (e)
-    log_error("orch", "cannot finish job #%lld: %s", (long long)c->job->id, err_str(e));
+  w->to = oc->state;
+  w->exit_code = oc->exit_code;
+  w->tail = strdup(buf_str(&c->tail));
+  w->reason = reason[0] ? strdup(reason) : NULL;
+  for (size_t i = 0; i < c->plan.n_steps && !w->artifacts; i++)
+    w->artifacts = c->plan.steps[i].n_artifacts > 0;
+  write_push(s->o, w);
 }
 
-static void run_job(struct slot *s, struct ledger *l, struct job *j)
+static void run_job(struct slot *s, struct ledger *l, struct job *j, const char *owner)
 {
-  struct run_ctx c = {s, l, j, {0}, 0, BUF_INIT(s->o->cfg->output_max), NULL, 0, 0};
+  struct run_ctx c = {s, l, j, owner, {0}, 0, BUF_INIT(s->o->cfg->output_max), NULL, 0, 0};
   struct step_outcome oc = {.state = JOB_SUCCEEDED};
   int64_t started = mono_ms();
   char why[256];
@@ -890,54 +1343,195 @@ static void run_job(struct slot *s, struct ledger *l, struct job *j)
   buf_release(&c.tail);
 }
 
+/* ---- claiming ------------------------------------------------------------
+ * A slot takes a prefetched job first, else claims from the ledger: one job,
+ * or, while jobs are quick (QUICK_STREAK in a row under QUICK_MS), up to
+ * PREFETCH_MAX in one transaction, the rest kept on the process's ready
+ * list for whichever slot is free first.  Prefetched jobs are RUNNING under
+ * the claiming slot's lease: the supervisor renews it and passes cancel
+ * requests on; a crash leaves them to be taken back like any running job
+ * (their steps have no record, so they run again).  A slow job ends
+ * prefetching at once, so that long jobs are not queued behind one another
+ * in one process while other workers wait. */
+
+static void ready_push(struct orch *o, struct ready *r)
+{
+  pthread_mutex_lock(&o->mu);
+  if (o->ready_tail)
+    o->ready_tail->next = r;
+  else
+    o->ready = r;
+  o->ready_tail = r;
+  o->wake_seq++;
+  pthread_cond_broadcast(&o->cv);
+  pthread_mutex_unlock(&o->mu);
+}
+
+static struct ready *ready_take(struct orch *o)
+{
+  struct ready *r;
+
+  pthread_mutex_lock(&o->mu);
+  if ((r = o->ready) && !(o->ready = r->next))
+    o->ready_tail = NULL;
+  pthread_mutex_unlock(&o->mu);
+  return r;
+}
+
+static void ready_free(struct ready *r)
+{
+  if (r)
+    job_release(&r->job);
+  free(r);
+}
+
+/* Claims up to k jobs (the first on its own, the others in one more
+ * transaction); the first is returned, the rest go to the ready list.  NULL when none (or on an error: *e).  The claim
+ * does not wait for the disk (lazy_commits): nobody is told of it, a crash
+ * that loses it leaves the job queued, which only idempotent work can
+ * notice, and a step that must not run twice first makes its start durable
+ * (step_start), which flushes the claim with it.  Results always wait. */
+static struct ready *claim(struct slot *s, struct ledger *l, int k, enum err *e)
+{
+  const struct cfg *cfg = s->o->cfg;
+  struct ready *got[PREFETCH_MAX];
+  int lazy = l->ops->lazy_commits && l->ops->lazy_commits(l, 1) == ERR_OK;
+  int n = 0, own = 0;
+
+  *e = ERR_OK;
+  while (n < k && !*e) {
+    if (!(got[n] = calloc(1, sizeof *got[n]))) {
+      *e = ERR_NOMEM;
+      break;
+    }
+    snprintf(got[n]->owner, sizeof got[n]->owner, "%s", s->owner);
+    if ((*e = l->ops->job_claim(l, s->owner, cfg->lease_ms, 0, &got[n]->job))) {
+      free(got[n]);
+      break;
+    }
+    /* The first on its own (an empty queue costs no transaction), the
+     * others, when prefetching, together. */
+    if (++n == 1 && k > 1)
+      own = l->ops->begin(l) == ERR_OK;
+  }
+  if (*e == ERR_NOTFOUND || (*e == ERR_NOMEM && n))
+    *e = ERR_OK;
+  if (own && (*e || (*e = l->ops->commit(l)))) {
+    l->ops->rollback(l);
+    while (n > 1)               /* the first committed on its own */
+      ready_free(got[--n]);
+    *e = ERR_OK;
+  }
+  if (lazy)
+    l->ops->lazy_commits(l, 0);
+  for (int i = 1; i < n; i++)
+    ready_push(s->o, got[i]);
+  return n ? got[0] : NULL;
+}
+
+/* Runs a claimed job in slot s unless it was cancelled or lost meanwhile. */
+static void run_ready(struct slot *s, struct ledger *l, struct ready *r)
+{
+  struct orch *o = s->o;
+  int64_t t0 = mono_ms();
+  int lost, cancel;
+
+  pthread_mutex_lock(&o->mu);
+  lost = r->lost;
+  cancel = r->cancel;
+  snprintf(s->run_owner, sizeof s->run_owner, "%s", r->owner);
+  atomic_fetch_add(&s->run_seq, 1);
+  atomic_store(&s->cancel, cancel);
+  atomic_store(&s->job_id, lost ? 0 : r->job.id);
+  pthread_mutex_unlock(&o->mu);
+  if (lost) {
+    log_warn("orch", "lost the lease of job #%lld before it started", (long long)r->job.id);
+    return;
+  }
+  run_job(s, l, &r->job, r->owner);
+  atomic_store(&s->job_id, 0);
+  if (mono_ms() - t0 < QUICK_MS)
+    atomic_fetch_add(&o->quick, atomic_load(&o->quick) < 1000);
+  else
+    atomic_store(&o->quick, 0);
+}
+
+/* On stop: prefetched jobs that never started go back to the queue. */
+static void hand_back_ready(struct orch *o, struct ledger *l)
+{
+  struct ready *r;
+
+  while ((r = ready_take(o))) {
+    if (!r->lost && l->ops->job_transition(l, r->job.id, JOB_RUNNING, JOB_QUEUED, r->owner,
+                                           "skynet stopped; handed back to the queue"))
+      log_error("orch", "cannot hand back job #%lld", (long long)r->job.id);
+    ready_free(r);
+  }
+}
+
 static void *worker_main(void *arg)
 {
   struct slot *s = arg;
   struct orch *o = s->o;
   struct ledger *l = NULL;
   char err[256];
-  struct job j;
 
   if (ledger_open(o->cfg->database_url, &l, err, sizeof err)) {
     log_error("orch", "worker %d cannot open the ledger: %s", s->index, err);
     return NULL;
   }
   while (!atomic_load(&o->stopping)) {
-    enum err e = l->ops->job_claim(l, s->owner, o->cfg->lease_ms, 0, &j);
-    if (e) {
-      if (e != ERR_NOTFOUND)
+    int seq = wake_seq(o);
+    int k = atomic_load(&o->quick) >= QUICK_STREAK ? PREFETCH_MAX : 1;
+    enum err e = ERR_OK;
+    struct ready *r = ready_take(o);
+
+    if (!r && !(r = claim(s, l, k, &e))) {
+      if (e)
         sleep_ms(200);
       /* A shared ledger wakes us when any process queues a job (PostgreSQL
        * LISTEN/NOTIFY); short waits so that stopping is noticed. */
       if (!l->ops->wait_for_work || l->ops->wait_for_work(l, 250) == ERR_DB)
-        wait_for_work(o, l->ops->wait_for_work ? 200 : 500);
+        wait_for_work(o, seq, l->ops->wait_for_work ? 200 : 500);
       continue;
     }
-    atomic_fetch_add(&s->run_seq, 1);
-    atomic_store(&s->cancel, 0);
-    atomic_store(&s->job_id, j.id);
-    run_job(s, l, &j);
-    atomic_store(&s->job_id, 0);
-    job_release(&j);
+    run_ready(s, l, r);
+    ready_free(r);
   }
+  hand_back_ready(o, l);
   ledger_close(l);
   return NULL;
 }
 
 /* ---- supervision -------------------------------------------------------- */
 
+static int busy_slots(struct orch *o)
+{
+  int busy = 0;
+
+  for (int i = 0; i < o->n_slots; i++)
+    busy += atomic_load(&o->slots[i].job_id) != 0;
+  return busy;
+}
+
 static void heartbeat_slots(struct orch *o, struct ledger *l)
 {
   for (int i = 0; i < o->n_slots; i++) {
     struct slot *s = &o->slots[i];
-    unsigned seq = atomic_load(&s->run_seq);
-    int64_t id = atomic_load(&s->job_id);
+    char owner[96];
+    unsigned seq;
+    int64_t id;
     int cancel = 0;
     enum err e;
 
+    pthread_mutex_lock(&o->mu);
+    seq = atomic_load(&s->run_seq);
+    id = atomic_load(&s->job_id);
+    snprintf(owner, sizeof owner, "%s", s->run_owner);
+    pthread_mutex_unlock(&o->mu);
     if (!id)
       continue;
-    e = l->ops->job_heartbeat(l, id, s->owner, o->cfg->lease_ms, &cancel);
+    e = l->ops->job_heartbeat(l, id, owner, o->cfg->lease_ms, &cancel);
     /* The slot may have moved on (even to a new run of the same job, taken
      * back while the ledger was away) during the call: stop only the run
      * that was asked about. */
@@ -950,6 +1544,52 @@ static void heartbeat_slots(struct orch *o, struct ledger *l)
       atomic_store(&s->cancel, 1);
     }
   }
+}
+
+/* Renews the leases of prefetched jobs and notes cancel requests and lost
+ * leases, for the slot that takes them. */
+static void heartbeat_ready(struct orch *o, struct ledger *l)
+{
+  int64_t ids[64];
+  char owners[64][96];
+  int n = 0;
+
+  pthread_mutex_lock(&o->mu);
+  for (struct ready *r = o->ready; r && n < 64; r = r->next, n++) {
+    ids[n] = r->job.id;
+    snprintf(owners[n], sizeof owners[n], "%s", r->owner);
+  }
+  pthread_mutex_unlock(&o->mu);
+  for (int i = 0; i < n; i++) {
+    int cancel = 0;
+    enum err e = l->ops->job_heartbeat(l, ids[i], owners[i], o->cfg->lease_ms, &cancel);
+    if (e != ERR_STATE && !(e == ERR_OK && cancel))
+      continue;
+    pthread_mutex_lock(&o->mu);
+    for (struct ready *r = o->ready; r; r = r->next)
+      if (r->job.id == ids[i]) {
+        r->lost |= e == ERR_STATE;
+        r->cancel |= cancel;
+      }
+    pthread_mutex_unlock(&o->mu);
+  }
+}
+
+/* Every lease this process holds, renewed in one transaction. */
+static void heartbeat_all(struct orch *o, struct ledger *l)
+{
+  int own, ready;
+
+  pthread_mutex_lock(&o->mu);
+  ready = o->ready != NULL;
+  pthread_mutex_unlock(&o->mu);
+  if (!busy_slots(o) && !ready)
+    return;
+  own = l->ops->begin(l) == ERR_OK;
+  heartbeat_slots(o, l);
+  heartbeat_ready(o, l);
+  if (own && l->ops->commit(l))
+    l->ops->rollback(l);
 }
 
 /* Whether the owner "host:pid:wN" is a dead process on this host. */
@@ -1015,7 +1655,7 @@ static void take_back(struct orch *o, struct ledger *l, const struct job *j)
     e = l->ops->job_transition(l, j->id, JOB_RUNNING, JOB_FAILED, "supervisor",
                                reason);
     if (!e)
-      notify_result(l, j->id);
+      notify_result(l, j->id, 1);
   }
   if (!e)
     log_warn("orch", "took back job #%lld from %s", (long long)j->id,
@@ -1042,15 +1682,6 @@ static enum err alert_admins(const struct cfg *c, struct ledger *l, const char *
     e = ledger_outbox_put(l, &m, NULL);
   }
   return e;
-}
-
-static int busy_slots(struct orch *o)
-{
-  int busy = 0;
-
-  for (int i = 0; i < o->n_slots; i++)
-    busy += atomic_load(&o->slots[i].job_id) != 0;
-  return busy;
 }
 
 static enum err register_self(struct orch *o, struct ledger *l)
@@ -1191,16 +1822,20 @@ static void *supervisor_main(void *arg)
    * a short lease must not hand a job that is still running to another
    * worker. */
   while (!atomic_load(&o->stopping) || busy_slots(o)) {
-    heartbeat_slots(o, l);
+    heartbeat_all(o, l);
     beat_registry(o, l);
     if (!atomic_load(&o->stopping) && mono_ms() - last_reclaim >= sweep_every_ms(o)) {
       reclaim(o, l);
       last_reclaim = mono_ms();
     }
+    /* Not woken by queued work (that is the workers' business, and a
+     * registry beat per submitted job would cost a commit each): only by
+     * time or stop. */
+    for (int64_t until = mono_ms() + HEARTBEAT_MS;
+         !atomic_load(&o->stopping) && mono_ms() < until;)
+      wait_for_work(o, wake_seq(o), (int)(until - mono_ms()));
     if (atomic_load(&o->stopping))
       sleep_ms(HEARTBEAT_MS / 4);
-    else
-      wait_for_work(o, HEARTBEAT_MS);
   }
   unregister_self(o, l);
   ledger_close(l);
@@ -1221,6 +1856,9 @@ enum err orch_start(const struct cfg *cfg, const struct registry *reg,
   o->reg = reg;
   pthread_mutex_init(&o->mu, NULL);
   pthread_cond_init(&o->cv, NULL);
+  pthread_mutex_init(&o->wmu, NULL);
+  pthread_cond_init(&o->wcv, NULL);
+  pthread_cond_init(&o->wdone, NULL);
   if (gethostname(host, sizeof o->host) != 0)
     snprintf(host, sizeof o->host, "host");
   host[sizeof o->host - 1] = '\0';
@@ -1230,6 +1868,12 @@ enum err orch_start(const struct cfg *cfg, const struct registry *reg,
     free(o);
     return ERR_NOMEM;
   }
+  if (pthread_create(&o->writer, NULL, writer_main, o) != 0) {
+    snprintf(errbuf, errlen, "cannot start the writer thread");
+    orch_stop(o, 0);
+    return ERR_NOMEM;
+  }
+  o->has_writer = 1;
   for (int i = 0; i < workers; i++) {
     struct slot *s = &o->slots[i];
     s->o = o;
@@ -1272,10 +1916,20 @@ void orch_stop(struct orch *o, int grace_ms)
   }
   for (int i = 0; i < o->n_slots; i++)
     pthread_join(o->slots[i].thread, NULL);
+  if (o->has_writer) {
+    pthread_mutex_lock(&o->wmu);
+    o->w_stop = 1;
+    pthread_cond_signal(&o->wcv);
+    pthread_mutex_unlock(&o->wmu);
+    pthread_join(o->writer, NULL);
+  }
   if (o->has_supervisor)
     pthread_join(o->supervisor, NULL);
   pthread_cond_destroy(&o->cv);
   pthread_mutex_destroy(&o->mu);
+  pthread_cond_destroy(&o->wcv);
+  pthread_cond_destroy(&o->wdone);
+  pthread_mutex_destroy(&o->wmu);
   free(o->slots);
   free(o);
 }

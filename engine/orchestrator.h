@@ -13,6 +13,19 @@
  * Results and progress are written to the outbox for the job's channel; the
  * engine never calls a channel.
  *
+ * Commits per job, which bound throughput (a durable commit is a disk
+ * sync): the submission (the caller's); the claim, which does not wait for
+ * the disk (nobody is told of it; a crash that loses it leaves the job
+ * queued), and covers up to 8 jobs while jobs are quick (prefetching: the
+ * extra jobs wait on a process-wide ready list for the first free slot,
+ * their leases renewed, cancels noted); and a share of one group commit:
+ * the slots hand step records, status lines and results to one writer
+ * thread with its own connection, which lands everything queued in one
+ * transaction, at most every few ms, and rings the outbox bell after it.
+ * Only a step that is not idempotent waits for a commit before it runs (its
+ * start record, with a lease and cancel check), so that a crash never runs
+ * it twice.
+ *
  * Thread contract: orch_* may be called from any thread, each with its own
  * ledger.  orch_start/orch_stop from the main thread only. */
 #ifndef SKYNET_ORCHESTRATOR_H

@@ -170,6 +170,15 @@ struct ledger_ops {
 
   /* Creates a job in CREATED (with its first transition); sets j->id. */
   enum err (*job_create)(struct ledger *l, struct job *j, const char *actor);
+  /* A planned job, routed at once: creates the job of j (channel, chat_id,
+   * user_id, text, plan_json, summary, risk) in state `to` (DENIED,
+   * AWAITING_APPROVAL or QUEUED) with its three transitions, CREATED (by
+   * actor), PLANNED (by "planner") and `to` (by to_actor, with reason), and
+   * the wake-up when queued: what job_create, job_set_plan and two
+   * job_transition calls do, with one round trip.  Sets j->id. */
+  enum err (*job_create_routed)(struct ledger *l, struct job *j, const char *actor,
+                                enum job_state to, const char *to_actor,
+                                const char *reason);
   enum err (*job_get)(struct ledger *l, int64_t id, struct job *out);
   /* Newest first. */
   enum err (*job_list)(struct ledger *l, const struct job_filter *f,
@@ -261,6 +270,16 @@ struct ledger_ops {
    * connection (reset for the next call).  Wake-ups may be spurious: claim
    * and see.  Not inside begin/commit (ERR_STATE). */
   enum err (*wait_for_work)(struct ledger *l, int timeout_ms);
+
+  /* Optional (NULL: every commit is durable).  on != 0: this connection's
+   * commits (PostgreSQL: only those of transactions that claimed a job) may
+   * be lost on a crash of the machine or of the database server until any
+   * connection's next durable commit, which takes them along (one log,
+   * flushed in order); on == 0: durable again.  Not inside begin/commit.
+   * Only for writes whose loss is recovered and that nobody was told of: the
+   * orchestrator's claims (a lost claim leaves the job queued; a step that
+   * must not run twice makes its start durable first, and so its claim). */
+  enum err (*lazy_commits)(struct ledger *l, int on);
 
   /* Puts a RUNNING job held by `owner` back in QUEUED, not to be claimed
    * before delay_ms from now (the database clock on PostgreSQL), with the

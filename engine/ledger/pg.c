@@ -16,7 +16,9 @@
  *
  * Round trips: creating, moving, claiming and finishing a job are each one
  * statement (data-modifying WITH queries that also write the transition),
- * so one round trip and one commit.
+ * so one round trip and one commit.  Statements with parameters are
+ * prepared once per session (PQprepare, then PQexecPrepared): parsing and
+ * planning these WITH queries costs as much as running them.
  *
  * Wake-ups: a job entering QUEUED sends NOTIFY skynet_jobs in the same
  * statement (delivered on commit).  wait_for_work LISTENs on first use and
@@ -43,6 +45,7 @@
 
 #define NOW_MS "(extract(epoch from clock_timestamp()) * 1000)::bigint"
 #define MAX_PARAMS 12
+#define MAX_PREPARED 64           /* statements prepared per session */
 /* Any constant shared by every skynet process: serialises migrations. */
 #define MIGRATE_LOCK_KEY "727370001"
 
@@ -54,6 +57,9 @@ struct pg_ledger {
                              * transaction, was lost: only rollback helps */
   int own_tx;               /* inside a transaction of one operation */
   int listening;            /* LISTEN skynet_jobs issued on this session */
+  int lazy_claims;          /* claims commit asynchronously (lazy_commits) */
+  char *prepared[MAX_PREPARED];  /* their SQL; statement "s<i>" */
+  int n_prepared;
 };
 
 struct params {
@@ -101,9 +107,46 @@ static int res_ok(const PGresult *r)
   return st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK;
 }
 
+/* A new session (PQreset) has none of the old one's statements. */
+static void forget_session(struct pg_ledger *s)
+{
+  s->listening = 0;
+  while (s->n_prepared)
+    free(s->prepared[--s->n_prepared]);
+}
+
+/* The name of sql prepared on this session, preparing it on first use;
+ * NULL when it cannot be (the caller runs it unprepared). */
+static const char *prepared_name(struct pg_ledger *s, const char *sql, char *name,
+                                 size_t n)
+{
+  PGresult *r;
+  int i, ok;
+
+  for (i = 0; i < s->n_prepared && strcmp(s->prepared[i], sql); i++)
+    ;
+  snprintf(name, n, "s%d", i);
+  if (i < s->n_prepared)
+    return name;
+  if (i == MAX_PREPARED)
+    return NULL;
+  r = PQprepare(s->c, name, sql, 0, NULL);
+  ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+  PQclear(r);
+  if (!ok || !(s->prepared[i] = strdup(sql)))
+    return NULL;
+  s->n_prepared++;
+  return name;
+}
+
 static PGresult *run_once(struct pg_ledger *s, const char *sql,
                           const struct params *p)
 {
+  char buf[16];
+  const char *name = p && p->n ? prepared_name(s, sql, buf, sizeof buf) : NULL;
+
+  if (name)
+    return PQexecPrepared(s->c, name, p->n, p->v, NULL, NULL, 0);
   return PQexecParams(s->c, sql, p ? p->n : 0, NULL, p ? p->v : NULL, NULL,
                       NULL, 0);
 }
@@ -127,7 +170,7 @@ static enum err pl_q(struct pg_ledger *s, const char *sql,
     r = NULL;
     log_warn("ledger", "postgresql reconnecting");
     PQreset(s->c);
-    s->listening = 0;
+    forget_session(s);
     if (s->in_tx || s->own_tx) {
       s->tx_lost = s->in_tx;
       return ERR_DB;
@@ -202,6 +245,7 @@ static void pl_close(struct ledger *l)
   struct pg_ledger *s = pl_of(l);
 
   PQfinish(s->c);
+  forget_session(s);
   free(s);
 }
 
@@ -348,6 +392,47 @@ static enum err pl_job_create(struct ledger *l, struct job *j, const char *actor
     return e;
   j->id = col_i64(r, 0, 0);
   j->state = JOB_CREATED;
+  j->created_at = j->updated_at = col_i64(r, 0, 1);
+  PQclear(r);
+  return ERR_OK;
+}
+
+/* One statement: the job in its routed state and its three transitions. */
+static enum err pl_job_create_routed(struct ledger *l, struct job *j, const char *actor,
+                                     enum job_state to, const char *to_actor,
+                                     const char *reason)
+{
+  struct pg_ledger *s = pl_of(l);
+  struct params p = {0};
+  PGresult *r = NULL;
+  enum err e;
+
+  if (!job_transition_allowed(JOB_PLANNED, to))
+    return ERR_STATE;
+  par_text(&p, j->channel ? j->channel : "console");
+  par_i64(&p, j->chat_id);
+  par_i64(&p, j->user_id);
+  par_text(&p, j->text ? j->text : "");
+  par_text(&p, job_state_name(to));
+  par_text(&p, j->plan_json);
+  par_text(&p, j->summary);
+  par_text(&p, risk_name(j->risk));
+  par_text(&p, reason);
+  par_text(&p, actor ? actor : "system");
+  par_text(&p, to_actor ? to_actor : "system");
+  e = pl_q(s, "WITH made AS (INSERT INTO jobs(channel, chat_id, user_id, text, state,"
+              " plan_json, summary, risk, reason, created_at, updated_at) VALUES ($1,"
+              " $2, $3, $4, $5, $6, $7, $8, $9, " NOW_MS ", " NOW_MS ") RETURNING id,"
+              " created_at), t AS (INSERT INTO transitions(job_id, from_state,"
+              " to_state, actor, reason, at) SELECT id, v.f, v.t, v.a, v.r, created_at"
+              " FROM made, (VALUES (1, NULL, 'CREATED', $10, NULL), (2, 'CREATED',"
+              " 'PLANNED', 'planner', NULL), (3, 'PLANNED', $5, $11, $9)) AS v(n, f, t,"
+              " a, r) ORDER BY v.n) SELECT id, created_at, (SELECT pg_notify("
+              "'skynet_jobs', '') WHERE $5 = 'QUEUED') FROM made", &p, &r);
+  if (e)
+    return e;
+  j->id = col_i64(r, 0, 0);
+  j->state = to;
   j->created_at = j->updated_at = col_i64(r, 0, 1);
   PQclear(r);
   return ERR_OK;
@@ -548,6 +633,8 @@ static enum err pl_job_claim(struct ledger *l, const char *owner, int lease_ms,
   par_i64(&p, only);
   par_i64(&p, lease_ms);
   par_text(&p, actor);
+  par_text(&p, s->lazy_claims ? "off" : "on");
+  /* The last column only sets synchronous_commit for this transaction. */
   e = pl_q(s, "WITH picked AS (SELECT id FROM jobs WHERE state = 'QUEUED' AND"
               " ($2 = 0 OR id = $2) AND not_before <= " NOW_MS " ORDER BY id"
               " FOR UPDATE SKIP LOCKED LIMIT 1), claimed AS (UPDATE jobs j SET"
@@ -556,7 +643,8 @@ static enum err pl_job_claim(struct ledger *l, const char *owner, int lease_ms,
               NOW_MS " + $3 FROM picked WHERE j.id = picked.id RETURNING j.*),"
               " moved AS (INSERT INTO transitions(job_id, from_state, to_state,"
               " actor, reason, at) SELECT id, 'QUEUED', 'RUNNING', $4, NULL,"
-              " updated_at FROM claimed) SELECT " JOB_COLS " FROM claimed",
+              " updated_at FROM claimed) SELECT " JOB_COLS ","
+              " set_config('synchronous_commit', $5, true) FROM claimed",
            &p, &r);
   if (e)
     return e;
@@ -1067,10 +1155,25 @@ static enum err pl_wait_for_work(struct ledger *l, int timeout_ms)
     /* Reset now so that the next operation finds a working connection. */
     pl_fail(s, "wait", PQerrorMessage(s->c));
     PQreset(s->c);
-    s->listening = 0;
+    forget_session(s);
     return ERR_DB;
   }
   return drain_notifies(s) ? ERR_OK : ERR_TIMEOUT;
+}
+
+/* Here only claims are lazy: job_claim sets synchronous_commit off for its
+ * own transaction (set_config(..., true): no extra round trip), so that
+ * transaction commits asynchronously: visible at once, flushed by the WAL
+ * writer within wal_writer_delay or with the next synchronous commit of any
+ * session. */
+static enum err pl_lazy_commits(struct ledger *l, int on)
+{
+  struct pg_ledger *s = pl_of(l);
+
+  if (s->in_tx)
+    return ERR_STATE;
+  s->lazy_claims = on != 0;
+  return ERR_OK;
 }
 
 static enum err pl_job_requeue(struct ledger *l, int64_t id, const char *owner,
@@ -1329,6 +1432,7 @@ const struct ledger_ops ledger_pg_ops = {
   .commit = pl_commit,
   .rollback = pl_rollback,
   .job_create = pl_job_create,
+  .job_create_routed = pl_job_create_routed,
   .job_get = pl_job_get,
   .job_list = pl_job_list,
   .job_set_plan = pl_job_set_plan,
@@ -1359,6 +1463,7 @@ const struct ledger_ops ledger_pg_ops = {
   .usage_add = pl_usage_add,
   .usage_sum = pl_usage_sum,
   .wait_for_work = pl_wait_for_work,
+  .lazy_commits = pl_lazy_commits,
   .job_requeue = pl_job_requeue,
   .worker_register = pl_worker_register,
   .worker_heartbeat = pl_worker_heartbeat,

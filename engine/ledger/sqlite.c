@@ -280,6 +280,48 @@ static enum err sl_job_create(struct ledger *l, struct job *j, const char *actor
   return tx_end(s, e);
 }
 
+static enum err sl_job_create_routed(struct ledger *l, struct job *j, const char *actor,
+                                     enum job_state to, const char *to_actor,
+                                     const char *reason)
+{
+  struct sqlite_ledger *s = sl_of(l);
+  int64_t now = ledger_now_ms();
+  sqlite3_stmt *st;
+  enum err e;
+
+  if (!job_transition_allowed(JOB_PLANNED, to))
+    return ERR_STATE;
+  if ((e = tx_begin(s)))
+    return e;
+  st = sl_prep(s, "INSERT INTO jobs(channel, chat_id, user_id, text, state, plan_json,"
+                  " summary, risk, reason, created_at, updated_at) VALUES (?, ?, ?, ?,"
+                  " ?, ?, ?, ?, ?, ?, ?)");
+  if (!st)
+    return tx_end(s, ERR_DB);
+  bind_text(st, 1, j->channel ? j->channel : "console");
+  sqlite3_bind_int64(st, 2, j->chat_id);
+  sqlite3_bind_int64(st, 3, j->user_id);
+  bind_text(st, 4, j->text ? j->text : "");
+  bind_text(st, 5, job_state_name(to));
+  bind_text(st, 6, j->plan_json);
+  bind_text(st, 7, j->summary);
+  bind_text(st, 8, risk_name(j->risk));
+  bind_text(st, 9, reason);
+  sqlite3_bind_int64(st, 10, now);
+  sqlite3_bind_int64(st, 11, now);
+  if ((e = sl_done(s, st)))
+    return tx_end(s, e);
+  j->id = sqlite3_last_insert_rowid(s->db);
+  j->state = to;
+  j->created_at = j->updated_at = now;
+  e = add_transition(s, j->id, NULL, "CREATED", actor, NULL, now);
+  if (!e)
+    e = add_transition(s, j->id, "CREATED", "PLANNED", "planner", NULL, now);
+  if (!e)
+    e = add_transition(s, j->id, "PLANNED", job_state_name(to), to_actor, reason, now);
+  return tx_end(s, e);
+}
+
 #define JOB_COLS                                                        \
   "id, channel, chat_id, user_id, text, state, risk, plan_json, summary," \
   " reason, exit_code, output_tail, cancel_requested, attempts,"          \
@@ -476,6 +518,22 @@ static enum err sl_job_transition(struct ledger *l, int64_t id,
   return tx_end(s, move_state(s, id, from, to, actor, reason, extra));
 }
 
+/* Whether a job is due in the queue (a read: no lock); 1 on doubt. */
+static int queued_exists(struct sqlite_ledger *s, int64_t only)
+{
+  sqlite3_stmt *st = sl_prep(s, "SELECT 1 FROM jobs WHERE state = 'QUEUED' AND"
+                                " (?1 = 0 OR id = ?1) AND not_before <= ?2 LIMIT 1");
+  int rc;
+
+  if (!st)
+    return 1;
+  sqlite3_bind_int64(st, 1, only);
+  sqlite3_bind_int64(st, 2, ledger_now_ms());
+  rc = sqlite3_step(st);
+  sqlite3_finalize(st);
+  return rc != SQLITE_DONE;
+}
+
 static enum err sl_job_claim(struct ledger *l, const char *owner, int lease_ms,
                              int64_t only, struct job *out)
 {
@@ -486,6 +544,9 @@ static enum err sl_job_claim(struct ledger *l, const char *owner, int lease_ms,
   enum err e;
 
   memset(out, 0, sizeof *out);
+  /* Idle workers look often: seeing an empty queue takes no write lock. */
+  if (!s->in_tx && !queued_exists(s, only))
+    return ERR_NOTFOUND;
   if ((e = tx_begin(s)))
     return e;
   st = sl_prep(s, "SELECT id FROM jobs WHERE state = 'QUEUED' AND"
@@ -1258,6 +1319,8 @@ static enum err sl_usage_sum(struct ledger *l, const struct usage_filter *f,
   return e;
 }
 
+static enum err sl_lazy_commits(struct ledger *l, int on);
+
 const struct ledger_ops ledger_sqlite_ops = {
   .name = "sqlite",
   .close = sl_close,
@@ -1267,6 +1330,7 @@ const struct ledger_ops ledger_sqlite_ops = {
   .commit = sl_commit,
   .rollback = sl_rollback,
   .job_create = sl_job_create,
+  .job_create_routed = sl_job_create_routed,
   .job_get = sl_job_get,
   .job_list = sl_job_list,
   .job_set_plan = sl_job_set_plan,
@@ -1305,15 +1369,28 @@ const struct ledger_ops ledger_sqlite_ops = {
   .turn_done = sl_turn_done,
   .usage_add = sl_usage_add,
   .usage_sum = sl_usage_sum,
+  .lazy_commits = sl_lazy_commits,
 };
 
-/* Waits for another connection's write lock: short sleeps first (a commit
- * takes about one disk sync, a few ms), then 5 ms steps; gives up after
- * about 10 s.  SQLite's own busy timeout sleeps 5, 10, 15 ... 100 ms, which
- * adds tens of ms to every collision between the poller and the sender. */
+/* WAL: a commit under synchronous=NORMAL is not synced; the next FULL one,
+ * of any connection, syncs the log with it. */
+static enum err sl_lazy_commits(struct ledger *l, int on)
+{
+  struct sqlite_ledger *s = sl_of(l);
+
+  if (s->in_tx)
+    return ERR_STATE;
+  return sl_exec(s, on ? "PRAGMA synchronous=NORMAL" : "PRAGMA synchronous=FULL");
+}
+
+/* Waits for another connection's write lock: short sleeps first (most
+ * holders are a claim of tens of µs or a commit of one disk sync, a few
+ * tenths of a ms), then 5 ms steps; gives up after about 10 s.  SQLite's own
+ * busy timeout sleeps 5, 10, 15 ... 100 ms, which adds tens of ms to every
+ * collision between the poller and the sender. */
 static int sl_busy(void *ud, int count)
 {
-  struct timespec ts = {0, count < 20 ? 250000L : 5000000L};
+  struct timespec ts = {0, count < 10 ? 50000L : count < 20 ? 250000L : 5000000L};
 
   (void)ud;
   if (count >= 20 + 2000)

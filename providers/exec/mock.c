@@ -12,7 +12,9 @@
  *                      creates it: unavailable once, then "ok"
  *   anything else      exit 0, output "mock: <argv joined by spaces>\n"
  * Instance options: delay_ms (added to every run, also honouring cancel and
- * timeout), healthy ("false" makes health() report not ok).
+ * timeout), healthy ("false" makes health() report not ok), stamp ("true"
+ * appends "@<CLOCK_MONOTONIC µs>\n" to the output: when the run began, for
+ * benchmarks that time a step's start across threads).
  *
  * A timeout or cancel looks like what local reports: exit 143 after
  * SIGTERM.  Thread-safe: the instance is read-only after create(). */
@@ -37,6 +39,7 @@ struct mock_inst {
   struct exec_instance base;
   long delay_ms;
   int healthy;
+  int stamp;
 };
 
 static int64_t now_ms(void)
@@ -84,6 +87,7 @@ static enum err mock_create(const struct cfg *cfg, const struct cfg_provider *p,
 {
   const char *delay = mock_opt(p, "delay_ms");
   const char *healthy = mock_opt(p, "healthy");
+  const char *stamp = mock_opt(p, "stamp");
   struct mock_inst *mi;
 
   (void)cfg;
@@ -95,6 +99,7 @@ static enum err mock_create(const struct cfg *cfg, const struct cfg_provider *p,
   snprintf(mi->base.name, sizeof mi->base.name, "%s",
            p && p->name ? p->name : "mock");
   mi->healthy = !(healthy && strcmp(healthy, "false") == 0);
+  mi->stamp = stamp && strcmp(stamp, "true") == 0;
   if (delay && parse_long(delay, 0, 3600L * 1000, &mi->delay_ms) < 0) {
     free(mi);
     return ERR_CONFIG;
@@ -223,8 +228,10 @@ static enum err mock_run(struct exec_instance *inst,
   struct mock_inst *mi = mock_from(inst);
   struct buf b = BUF_INIT(MOCK_OUTPUT_MAX);
   int64_t start = now_ms(), deadline = 0;
+  struct timespec began;
   enum err e;
 
+  clock_gettime(CLOCK_MONOTONIC, &began);
   memset(res, 0, sizeof *res);
   if (req->timeout_ms > 0)
     deadline = start + req->timeout_ms;
@@ -244,6 +251,8 @@ static enum err mock_run(struct exec_instance *inst,
   } else if (e) {
     snprintf(res->error, sizeof res->error, "mock: %s", err_str(e));
   }
+  if (mi->stamp)
+    buf_printf(&b, "@%lld\n", (long long)began.tv_sec * 1000000 + began.tv_nsec / 1000);
 out:
   mock_output(req, &b, res);
   res->duration_ms = (long)(now_ms() - start);

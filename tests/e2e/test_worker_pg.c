@@ -9,7 +9,12 @@
  *   offline and, after SIGCONT, that it is back; the job finishes once;
  * - PostgreSQL stopped and started during a run: every process survives,
  *   no job is lost, no step that changes things runs twice, and work queued
- *   afterwards still runs.
+ *   afterwards still runs;
+ * - prefetching: a worker that claimed several jobs at once is killed -9;
+ *   every job it held is taken back, the ones that never started run once
+ *   (even one that is not idempotent), the ones that did run again;
+ * - many quick jobs on two worker processes (prefetching, group commits):
+ *   each ends once, claimed once, with one result message.
  * Jobs are queued straight into the ledger with ready plans (mock and
  * local providers).  Needs SKYNET_TEST_PG_URL (tests/run.sh starts a
  * server; SKYNET_TEST_PG_CTL for the restart); skips without it, fails
@@ -205,6 +210,44 @@ static void side_plan(char *out, size_t n, const char *tag, double secs)
            tag, g_dir, secs);
 }
 
+/* As side_plan, but idempotent: may run again after a crash. */
+static void side_plan_idem(char *out, size_t n, const char *tag, double secs, int idempotent)
+{
+  snprintf(out, n, "{\"steps\":[{\"action\":\"shell\",\"idempotent\":%s,\"args\":{"
+           "\"argv\":[\"sh\",\"-c\",\"echo %s >> %s/side.txt; sleep %.1f\"]}}],"
+           "\"risk\":\"WRITE\"}", idempotent ? "true" : "false", tag, g_dir, secs);
+}
+
+/* n jobs of plan queued in one transaction: one claim can see them all. */
+static int enqueue_together(struct ledger *l, const char *plan, int64_t *ids, int n)
+{
+  if (l->ops->begin(l))
+    return -1;
+  for (int i = 0; i < n; i++)
+    if (!(ids[i] = tu_enqueue(l, plan))) {
+      l->ops->rollback(l);
+      return -1;
+    }
+  return l->ops->commit(l) ? -1 : 0;
+}
+
+/* Quick jobs in a row make a worker claim several at once. */
+static int warm_up(struct ledger *l)
+{
+  char plan[512];
+  int64_t ids[4];
+  struct job j;
+  int ok;
+
+  mock_plan(plan, sizeof plan, 0, 1);
+  ok = enqueue_together(l, plan, ids, 4) == 0;
+  for (int i = 0; ok && i < 4; i++) {
+    ok = wait_job(l, ids[i], JOB_SUCCEEDED, 15000, &j);
+    job_release(&j);
+  }
+  return ok;
+}
+
 /* ---- crashes and outages ------------------------------------------------- */
 
 TEST(kill9_of_a_worker_mid_step)
@@ -253,6 +296,114 @@ TEST(kill9_of_a_worker_mid_step)
   ASSERT(outbox_has(l, "e2e", ib, "FAILED"));
   snprintf(needle, sizeof needle, "worker %s is offline", wid);
   ASSERT(wait_outbox(l, "console", 0, needle, 20000));
+  ASSERT_EQ(stop_workers(), 0);
+  ledger_close(l);
+}
+
+#define HELD 6
+
+/* One worker (2 slots) claims all six jobs at once: two run, four wait in
+ * the process.  kill -9: all six are taken back.  The two that ran run
+ * again (idempotent); the four that never started run once, including one
+ * that is not idempotent (it has no start record, so it cannot have run). */
+TEST(kill9_after_prefetching_reclaims_every_held_job)
+{
+  struct ledger *l = tu_ledger_open(g_url);
+  char plan[1024], wid[128], side[600], tag[16];
+  int64_t ids[HELD];
+  struct job j;
+  int ok, held = 0;
+
+  ASSERT(l);
+  ASSERT(start_worker(&g_w[0]) == 0);
+  g_nw = 1;
+  worker_id(&g_w[0], wid, sizeof wid);
+  ASSERT(warm_up(l));
+  ASSERT(l->ops->begin(l) == ERR_OK);
+  for (int i = 0; i < HELD; i++) {
+    snprintf(tag, sizeof tag, "held%d", i);
+    side_plan_idem(plan, sizeof plan, tag, 3, i != 4);
+    ids[i] = tu_enqueue(l, plan);
+  }
+  ASSERT(l->ops->commit(l) == ERR_OK);
+  for (int t = 0; t < 100 && held < HELD; t++) {
+    held = 0;
+    for (int i = 0; i < HELD; i++)
+      if (l->ops->job_get(l, ids[i], &j) == ERR_OK) {
+        held += j.state == JOB_RUNNING && j.lease_owner &&
+                strncmp(j.lease_owner, wid, strlen(wid)) == 0;
+        job_release(&j);
+      }
+    nap(20);
+  }
+  snprintf(side, sizeof side, "%s/side.txt", g_dir);
+  ok = held == HELD;
+  for (int t = 0; ok && t < 100 && (count_in_file(side, "held0") == 0 ||
+                                    count_in_file(side, "held1") == 0); t++)
+    nap(50);
+  proc_kill9(&g_w[0]);
+  proc_release(&g_w[0]);
+  g_nw = 0;
+  ASSERT_EQ(held, HELD);
+  for (int i = 2; i < HELD; i++) {
+    snprintf(tag, sizeof tag, "held%d", i);
+    ASSERT_EQ(count_in_file(side, tag), 0);
+  }
+  ASSERT(start_worker(&g_w[0]) == 0);
+  g_nw = 1;
+  for (int i = 0; i < HELD; i++) {
+    ASSERT(wait_job(l, ids[i], JOB_SUCCEEDED, 60000, &j));
+    ASSERT_EQ(j.attempts, 2);
+    job_release(&j);
+    snprintf(tag, sizeof tag, "held%d", i);
+    ASSERT_EQ(count_in_file(side, tag), i < 2 ? 2 : 1);
+  }
+  ASSERT_EQ(stop_workers(), 0);
+  ledger_close(l);
+}
+
+/* Two worker processes, prefetching and group-committing: every job ends
+ * once, claimed once, with one result message. */
+TEST(quick_jobs_on_two_workers_finish_exactly_once)
+{
+  enum { N = 200 };
+  struct ledger *l = tu_ledger_open(g_url);
+  static int64_t ids[N];
+  struct transition *t;
+  struct outbox_msg *v;
+  char plan[512];
+  size_t n, nt;
+  struct job j;
+
+  ASSERT(l);
+  for (g_nw = 0; g_nw < 2; g_nw++)
+    ASSERT(start_worker(&g_w[g_nw]) == 0);
+  ASSERT(warm_up(l));
+  mock_plan(plan, sizeof plan, 0, 1);
+  for (int i = 0; i < N; i += 20)
+    ASSERT_EQ(enqueue_together(l, plan, ids + i, 20), 0);
+  for (int i = 0; i < N; i++) {
+    ASSERT(wait_job(l, ids[i], JOB_SUCCEEDED, 30000, &j));
+    ASSERT_EQ(j.attempts, 1);
+    job_release(&j);
+    ASSERT_EQ(l->ops->job_transitions(l, ids[i], &t, &nt), ERR_OK);
+    int runs = 0, ends = 0;
+    for (size_t k = 0; k < nt; k++) {
+      runs += t[k].to == JOB_RUNNING;
+      ends += t[k].to == JOB_SUCCEEDED;
+    }
+    transition_list_free(t, nt);
+    ASSERT_EQ(runs, 1);
+    ASSERT_EQ(ends, 1);
+  }
+  ASSERT_EQ(l->ops->outbox_pending(l, "e2e", ledger_now_ms() + 1000, 100000, &v, &n), ERR_OK);
+  for (int i = 0; i < N; i++) {
+    int results = 0;
+    for (size_t k = 0; k < n; k++)
+      results += v[k].job_id == ids[i] && !v[k].edit_key && strstr(v[k].text, "SUCCEEDED");
+    ASSERT_EQ(results, 1);
+  }
+  outbox_list_free(v, n);
   ASSERT_EQ(stop_workers(), 0);
   ledger_close(l);
 }
@@ -391,6 +542,8 @@ int main(void)
   snprintf(g_env_conf, sizeof g_env_conf, "SKYNET_CONFIG=%s", conf);
   RUN(separate_worker_runs_the_agents_task);
   RUN(kill9_of_a_worker_mid_step);
+  RUN(kill9_after_prefetching_reclaims_every_held_job);
+  RUN(quick_jobs_on_two_workers_finish_exactly_once);
   RUN(frozen_worker_loses_its_lease_and_comes_back);
   RUN(postgresql_restart_during_a_run);
   stop_workers();

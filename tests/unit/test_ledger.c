@@ -606,10 +606,60 @@ TEST(artifacts_recorded_and_listed)
   ledger_close(l);
 }
 
+/* A planned job stored already routed: the same row and transitions as
+ * create, set_plan and two transitions; a queued one can be claimed. */
+TEST(create_routed_records_every_transition)
+{
+  struct ledger *l = open_l();
+  struct job j = {0}, got;
+  struct transition *t;
+  size_t n;
+
+  ASSERT(l);
+  j.channel = "console";
+  j.chat_id = 7;
+  j.user_id = 1;
+  j.text = "uptime";
+  j.plan_json = "{\"steps\":[]}";
+  j.summary = "sum";
+  j.risk = RISK_READ_ONLY;
+  ASSERT_EQ(l->ops->job_create_routed(l, &j, "user:1", JOB_SUCCEEDED, "policy", "x"), ERR_STATE);
+  ASSERT_EQ(l->ops->job_create_routed(l, &j, "user:1", JOB_QUEUED, "policy", "reads only"),
+            ERR_OK);
+  ASSERT(j.id > 0);
+  ASSERT_EQ(l->ops->job_get(l, j.id, &got), ERR_OK);
+  ASSERT_EQ(got.state, JOB_QUEUED);
+  ASSERT_EQ(got.risk, RISK_READ_ONLY);
+  ASSERT_STREQ(got.plan_json, "{\"steps\":[]}");
+  ASSERT_STREQ(got.summary, "sum");
+  ASSERT_STREQ(got.reason, "reads only");
+  ASSERT_STREQ(got.text, "uptime");
+  ASSERT(got.created_at > 0);
+  job_release(&got);
+  ASSERT_EQ(l->ops->job_transitions(l, j.id, &t, &n), ERR_OK);
+  ASSERT_EQ(n, 3);
+  ASSERT_EQ(t[0].has_from, 0);
+  ASSERT_EQ(t[0].to, JOB_CREATED);
+  ASSERT_STREQ(t[0].actor, "user:1");
+  ASSERT_EQ(t[1].from, JOB_CREATED);
+  ASSERT_EQ(t[1].to, JOB_PLANNED);
+  ASSERT_STREQ(t[1].actor, "planner");
+  ASSERT_EQ(t[2].from, JOB_PLANNED);
+  ASSERT_EQ(t[2].to, JOB_QUEUED);
+  ASSERT_STREQ(t[2].actor, "policy");
+  ASSERT_STREQ(t[2].reason, "reads only");
+  transition_list_free(t, n);
+  ASSERT_EQ(l->ops->job_claim(l, "w:1", 30000, j.id, &got), ERR_OK);
+  ASSERT_EQ(got.state, JOB_RUNNING);
+  job_release(&got);
+  ledger_close(l);
+}
+
 static void run_suite(void)
 {
   RUN(migrate_is_idempotent);
   RUN(create_get_and_transitions);
+  RUN(create_routed_records_every_transition);
   RUN(claim_heartbeat_finish);
   RUN(expired_leases_are_found);
   RUN(concurrent_claims_take_each_job_once);

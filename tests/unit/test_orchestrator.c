@@ -1,6 +1,8 @@
 /* The orchestrator with real worker threads, the SQLite ledger and the local
  * and mock providers: routing by risk, approval, timeouts, cancellation,
- * stop at the first failing step, and hand-back on shutdown. */
+ * stop at the first failing step, and hand-back on shutdown; prefetched jobs
+ * cancelled before they start or handed back on shutdown, and quick jobs
+ * through prefetching and group commits ending exactly once. */
 #include "../harness.h"
 #include "../testutil.h"
 #include "engine/config.h"
@@ -465,6 +467,178 @@ TEST(this_process_is_in_the_worker_registry)
   ASSERT(found);
 }
 
+/* ---- prefetching and group commits ------------------------------------- */
+
+static const char quick_plan[] =
+    "{\"steps\": [{\"action\": \"uptime\", \"provider\": \"mock\", \"args\": {}}]}";
+
+/* n jobs queued in one transaction, so that one claim can see them all. */
+static int submit_together(const char *plan, int64_t *ids, int n)
+{
+  enum job_state st;
+
+  if (g_l->ops->begin(g_l))
+    return -1;
+  for (int i = 0; i < n; i++)
+    if (!(ids[i] = submit_plan(plan, &st)) || st != JOB_QUEUED) {
+      g_l->ops->rollback(g_l);
+      return -1;
+    }
+  if (g_l->ops->commit(g_l))
+    return -1;
+  orch_wake(g_orch);
+  return 0;
+}
+
+/* Quick jobs in a row make the workers claim several at once. */
+static int warm_up(void)
+{
+  int64_t ids[4];
+  struct job j;
+  int ok = submit_together(quick_plan, ids, 4) == 0;
+
+  for (int i = 0; ok && i < 4; i++) {
+    ok = wait_final(ids[i], 10000, &j) == JOB_SUCCEEDED;
+    job_release(&j);
+  }
+  return ok;
+}
+
+static int running_count(const int64_t *ids, int n)
+{
+  struct job j;
+  int c = 0;
+
+  for (int i = 0; i < n; i++)
+    if (g_l->ops->job_get(g_l, ids[i], &j) == ERR_OK) {
+      c += j.state == JOB_RUNNING;
+      job_release(&j);
+    }
+  return c;
+}
+
+/* Whether the four jobs are all RUNNING within a second: claimed together.
+ * Under valgrind no job is quick, so nothing is prefetched: the jobs are
+ * cancelled and the caller skips its test (returns 0 with *skip set). */
+static int all_claimed(const int64_t *ids, int *skip)
+{
+  struct job j;
+
+  for (int i = 0; i < 50 && running_count(ids, 4) < 4; i++)
+    tu_sleep_ms(20);
+  *skip = running_count(ids, 4) < 4 && getenv("SKYNET_UNDER_VALGRIND") != NULL;
+  if (!*skip)
+    return running_count(ids, 4) == 4;
+  fprintf(stderr, "skip: under valgrind no job is quick enough to prefetch\n");
+  for (int i = 0; i < 4; i++) {
+    orch_cancel(g_orch, g_l, ids[i], "test");
+    wait_final(ids[i], 30000, &j);
+    job_release(&j);
+  }
+  return 0;
+}
+
+/* Two workers, four slow jobs queued at once: one claim takes all four, two
+ * run and two wait in this process, RUNNING under its lease.  A cancel of a
+ * waiting one, from this process or (through the ledger only) from another,
+ * ends it CANCELLED before it starts, and its step never runs. */
+TEST(prefetched_jobs_are_cancelled_before_they_start)
+{
+  const char *slow = "{\"steps\":[{\"action\":\"shell\",\"args\":{\"argv\":[\"sleep\",\"2\"]}}]}";
+  int64_t ids[4];
+  struct job_step_rec *steps;
+  size_t n;
+  struct job j;
+
+  int skip;
+
+  ASSERT(warm_up());
+  ASSERT_EQ(submit_together(slow, ids, 4), 0);
+  if (!all_claimed(ids, &skip) && skip)
+    return;
+  ASSERT_EQ(running_count(ids, 4), 4);
+  ASSERT_EQ(orch_cancel(g_orch, g_l, ids[3], "op"), ERR_OK);
+  ASSERT_EQ(g_l->ops->job_request_cancel(g_l, ids[2]), ERR_OK);
+  for (int i = 0; i < 4; i++) {
+    ASSERT_EQ(wait_final(ids[i], 15000, &j), i < 2 ? JOB_SUCCEEDED : JOB_CANCELLED);
+    if (i >= 2)
+      ASSERT_CONTAINS(j.reason, "cancelled before step 1");
+    job_release(&j);
+    ASSERT_EQ(g_l->ops->step_list(g_l, ids[i], &steps, &n), ERR_OK);
+    ASSERT_EQ(n, (size_t)(i < 2));
+    job_step_list_free(steps, n);
+  }
+}
+
+/* Many quick jobs through prefetching workers and group commits: each ends
+ * once, claimed once, with one step record and one result message. */
+TEST(quick_jobs_finish_exactly_once)
+{
+  enum { N = 200 };
+  static int64_t ids[N];
+  struct outbox_msg *v;
+  struct job_step_rec *steps;
+  size_t n, ns;
+  struct job j;
+
+  ASSERT(warm_up());
+  for (int i = 0; i < N; i += 20)
+    ASSERT_EQ(submit_together(quick_plan, ids + i, 20), 0);
+  for (int i = 0; i < N; i++) {
+    ASSERT_EQ(wait_final(ids[i], 20000, &j), JOB_SUCCEEDED);
+    ASSERT_EQ(j.attempts, 1);
+    job_release(&j);
+    ASSERT_EQ(transitions_with(ids[i], JOB_RUNNING, NULL), 1);
+    ASSERT_EQ(transitions_with(ids[i], JOB_SUCCEEDED, NULL), 1);
+    ASSERT_EQ(g_l->ops->step_list(g_l, ids[i], &steps, &ns), ERR_OK);
+    ASSERT_EQ(ns, (size_t)1);
+    ASSERT_STREQ(steps[0].state, "SUCCEEDED");
+    job_step_list_free(steps, ns);
+  }
+  ASSERT_EQ(g_l->ops->outbox_pending(g_l, "unit", ledger_now_ms(), 100000, &v, &n), ERR_OK);
+  for (int i = 0; i < N; i++) {
+    int results = 0;
+    for (size_t k = 0; k < n; k++)
+      results += v[k].job_id == ids[i] && !v[k].edit_key && strstr(v[k].text, "SUCCEEDED");
+    ASSERT_EQ(results, 1);
+  }
+  outbox_list_free(v, n);
+}
+
+/* Stopping with jobs prefetched: the running ones and the waiting ones all
+ * go back to the queue, none is lost or left RUNNING; a new start runs
+ * them. */
+TEST(stop_hands_back_prefetched_jobs)
+{
+  const char *slow = "{\"steps\":[{\"action\":\"shell\",\"args\":{\"argv\":[\"sleep\",\"1\"]}}]}";
+  int64_t ids[4];
+  char err[256];
+  struct job j;
+
+  int skip;
+
+  ASSERT(warm_up());
+  ASSERT_EQ(submit_together(slow, ids, 4), 0);
+  if (!all_claimed(ids, &skip) && skip)
+    return;
+  ASSERT_EQ(running_count(ids, 4), 4);
+  orch_stop(g_orch, 0);
+  g_orch = NULL;
+  for (int i = 0; i < 4; i++) {
+    ASSERT_EQ(g_l->ops->job_get(g_l, ids[i], &j), ERR_OK);
+    ASSERT_EQ(j.state, JOB_QUEUED);
+    ASSERT(!j.lease_owner);
+    job_release(&j);
+    ASSERT_EQ(transitions_with(ids[i], JOB_QUEUED, "handed back"), 1);
+  }
+  ASSERT_EQ(orch_start(&g_cfg, &g_reg, 2, &g_orch, err, sizeof err), ERR_OK);
+  orch_wake(g_orch);
+  for (int i = 0; i < 4; i++) {
+    ASSERT_EQ(wait_final(ids[i], 15000, &j), JOB_SUCCEEDED);
+    job_release(&j);
+  }
+}
+
 int main(void)
 {
   char *dir = g_dir, env[600], conf[600], err[256];
@@ -511,6 +685,9 @@ int main(void)
   RUN(no_retry_after_a_step_that_is_not_idempotent);
   RUN(dead_runner_idempotent_work_runs_again_other_work_fails);
   RUN(this_process_is_in_the_worker_registry);
+  RUN(prefetched_jobs_are_cancelled_before_they_start);
+  RUN(quick_jobs_finish_exactly_once);
+  RUN(stop_hands_back_prefetched_jobs);
   orch_stop(g_orch, 1000);
   registry_release(&g_reg);
   ledger_close(g_l);
