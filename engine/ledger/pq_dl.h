@@ -26,7 +26,8 @@
   X(PQresultStatus) X(PQsetNoticeProcessor) X(PQsocket) X(PQstatus)           \
   X(PQtransactionStatus) X(PQresultErrorField) X(PQnfields) X(PQgetlength)    \
   X(PQescapeLiteral) X(PQescapeIdentifier) X(PQsendQuery) X(PQgetResult)      \
-  X(PQisBusy) X(PQflush) X(PQsetnonblocking) X(PQserverVersion)
+  X(PQisBusy) X(PQflush) X(PQsetnonblocking) X(PQserverVersion) X(PQprepare)  \
+  X(PQexecPrepared)
 
 struct pq_dl_table {
 #define PQ_DL_FIELD(name) __typeof__(&name) p_##name;
@@ -72,5 +73,7 @@ enum err pq_dl_load(char *errbuf, size_t errlen);
 #define PQflush (pq_dl.p_PQflush)
 #define PQsetnonblocking (pq_dl.p_PQsetnonblocking)
 #define PQserverVersion (pq_dl.p_PQserverVersion)
+#define PQprepare (pq_dl.p_PQprepare)
+#define PQexecPrepared (pq_dl.p_PQexecPrepared)
 
 #endif
