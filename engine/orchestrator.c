@@ -90,8 +90,11 @@ struct orch {
   const struct cfg *cfg;
   const struct registry *reg;
   pthread_mutex_t mu;
-  pthread_cond_t cv;            /* work queued, or stopping */
+  pthread_cond_t cv;            /* stopping (the supervisor waits on it) */
+  pthread_cond_t scv;           /* work queued, or stopping (idle slots) */
   int wake_seq;
+  int listener;                 /* slot index + 1 that polls the ledger's
+                                 * notifications for the process, 0 none (mu) */
   atomic_int stopping;          /* no new claims */
   struct slot *slots;
   int n_slots;
@@ -156,12 +159,23 @@ static int provider_marked_down(struct orch *o, const char *name)
   return sen && !sentinel_is_up(sen, name);
 }
 
+/* One idle slot is enough for one queued job: waking them all would send
+ * each to claim it (a thundering herd of claims, all but one empty). */
 void orch_wake(struct orch *o)
 {
   if (!o)
     return;
   pthread_mutex_lock(&o->mu);
   o->wake_seq++;
+  pthread_cond_signal(&o->scv);
+  pthread_mutex_unlock(&o->mu);
+}
+
+static void wake_all(struct orch *o)
+{
+  pthread_mutex_lock(&o->mu);
+  o->wake_seq++;
+  pthread_cond_broadcast(&o->scv);
   pthread_cond_broadcast(&o->cv);
   pthread_mutex_unlock(&o->mu);
 }
@@ -176,10 +190,10 @@ static int wake_seq(struct orch *o)
   return seq;
 }
 
-/* Waits up to ms for an orch_wake() after the one that made seq (taken
- * before looking for work, so that a wake-up in between is not lost), or
- * stop. */
-static void wait_for_work(struct orch *o, int seq, int ms)
+/* Waits on cv up to ms for an orch_wake() after the one that made seq
+ * (taken before looking for work, so that a wake-up in between is not
+ * lost), or stop. */
+static void wait_for_work(struct orch *o, pthread_cond_t *cv, int seq, int ms)
 {
   struct timespec ts;
 
@@ -192,7 +206,7 @@ static void wait_for_work(struct orch *o, int seq, int ms)
   }
   pthread_mutex_lock(&o->mu);
   while (seq == o->wake_seq && !atomic_load(&o->stopping))
-    if (pthread_cond_timedwait(&o->cv, &o->mu, &ts) == ETIMEDOUT)
+    if (pthread_cond_timedwait(cv, &o->mu, &ts) == ETIMEDOUT)
       break;
   pthread_mutex_unlock(&o->mu);
 }
@@ -1363,7 +1377,7 @@ static void ready_push(struct orch *o, struct ready *r)
     o->ready = r;
   o->ready_tail = r;
   o->wake_seq++;
-  pthread_cond_broadcast(&o->cv);
+  pthread_cond_signal(&o->scv);
   pthread_mutex_unlock(&o->mu);
 }
 
@@ -1469,6 +1483,70 @@ static void hand_back_ready(struct orch *o, struct ledger *l)
   }
 }
 
+/* Idle slots and a shared ledger's notifications (PostgreSQL NOTIFY, one
+ * per queued job): one idle slot per process, the listener, polls its
+ * connection; the others sleep on scv.  A notification sends the listener
+ * to claim, and it passes the role to one sleeping sibling first, which
+ * discards what its own connection heard while it was not listening (its
+ * claim, which follows, covers it) and listens.  So a queued job costs the
+ * process one claim or two, not one per idle slot. */
+/* 2: s takes the listener role now, 1: s had it, 0: a sibling has it. */
+static int listener_take(struct slot *s)
+{
+  struct orch *o = s->o;
+  int got = 0;
+
+  pthread_mutex_lock(&o->mu);
+  if (!o->listener) {
+    o->listener = s->index + 1;
+    got = 2;
+  } else if (o->listener == s->index + 1) {
+    got = 1;
+  }
+  pthread_mutex_unlock(&o->mu);
+  return got;
+}
+
+/* Gives the role up, if s has it, and wakes a sibling to take it. */
+static void listener_drop(struct slot *s)
+{
+  struct orch *o = s->o;
+
+  pthread_mutex_lock(&o->mu);
+  if (o->listener == s->index + 1) {
+    o->listener = 0;
+    o->wake_seq++;
+    pthread_cond_signal(&o->scv);
+  }
+  pthread_mutex_unlock(&o->mu);
+}
+
+/* An idle slot waits for work (seq from before it looked). */
+static void idle_wait(struct slot *s, struct ledger *l, int seq)
+{
+  struct orch *o = s->o;
+  enum err e;
+
+  if (!l->ops->wait_for_work) {
+    wait_for_work(o, &o->scv, seq, 500);
+    return;
+  }
+  switch (listener_take(s)) {
+  case 0:
+    wait_for_work(o, &o->scv, seq, 200);
+    return;
+  case 2:                       /* forget what was heard before; claim */
+    e = l->ops->wait_for_work(l, 0);
+    break;
+  default:                      /* short polls, so that stopping is noticed */
+    e = l->ops->wait_for_work(l, 250);
+  }
+  if (e == ERR_DB) {
+    listener_drop(s);
+    wait_for_work(o, &o->scv, seq, 200);
+  }
+}
+
 static void *worker_main(void *arg)
 {
   struct slot *s = arg;
@@ -1486,18 +1564,22 @@ static void *worker_main(void *arg)
     enum err e = ERR_OK;
     struct ready *r = ready_take(o);
 
+    /* A slot taking the listener role forgets what it heard before (its
+     * claim covers that), then claims. */
+    if (!r && l->ops->wait_for_work && listener_take(s) == 2 &&
+        l->ops->wait_for_work(l, 0) == ERR_DB)
+      listener_drop(s);
     if (!r && !(r = claim(s, l, k, &e))) {
       if (e)
         sleep_ms(200);
-      /* A shared ledger wakes us when any process queues a job (PostgreSQL
-       * LISTEN/NOTIFY); short waits so that stopping is noticed. */
-      if (!l->ops->wait_for_work || l->ops->wait_for_work(l, 250) == ERR_DB)
-        wait_for_work(o, seq, l->ops->wait_for_work ? 200 : 500);
+      idle_wait(s, l, seq);
       continue;
     }
+    listener_drop(s);
     run_ready(s, l, r);
     ready_free(r);
   }
+  listener_drop(s);
   hand_back_ready(o, l);
   ledger_close(l);
   return NULL;
@@ -1802,7 +1884,7 @@ static void reclaim(struct orch *o, struct ledger *l)
       if (owner_is_dead_here(all[i].lease_owner))
         take_back(o, l, &all[i]);
   job_list_free(all, na);
-  orch_wake(o);
+  wake_all(o);
 }
 
 static void *supervisor_main(void *arg)
@@ -1833,7 +1915,7 @@ static void *supervisor_main(void *arg)
      * time or stop. */
     for (int64_t until = mono_ms() + HEARTBEAT_MS;
          !atomic_load(&o->stopping) && mono_ms() < until;)
-      wait_for_work(o, wake_seq(o), (int)(until - mono_ms()));
+      wait_for_work(o, &o->cv, wake_seq(o), (int)(until - mono_ms()));
     if (atomic_load(&o->stopping))
       sleep_ms(HEARTBEAT_MS / 4);
   }
@@ -1856,6 +1938,7 @@ enum err orch_start(const struct cfg *cfg, const struct registry *reg,
   o->reg = reg;
   pthread_mutex_init(&o->mu, NULL);
   pthread_cond_init(&o->cv, NULL);
+  pthread_cond_init(&o->scv, NULL);
   pthread_mutex_init(&o->wmu, NULL);
   pthread_cond_init(&o->wcv, NULL);
   pthread_cond_init(&o->wdone, NULL);
@@ -1900,7 +1983,7 @@ void orch_stop(struct orch *o, int grace_ms)
   if (!o)
     return;
   atomic_store(&o->stopping, 1);
-  orch_wake(o);
+  wake_all(o);
   do {
     busy = 0;
     for (int i = 0; i < o->n_slots; i++)
@@ -1926,6 +2009,7 @@ void orch_stop(struct orch *o, int grace_ms)
   if (o->has_supervisor)
     pthread_join(o->supervisor, NULL);
   pthread_cond_destroy(&o->cv);
+  pthread_cond_destroy(&o->scv);
   pthread_mutex_destroy(&o->mu);
   pthread_cond_destroy(&o->wcv);
   pthread_cond_destroy(&o->wdone);
