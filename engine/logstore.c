@@ -1,10 +1,13 @@
 /* engine/logstore.c — see logstore.h.
  *
  * DESIGN
- * - Writing is appending whole lines to one file per job through stdio;
- *   each line is composed in memory first and written with one fwrite, and
- *   the file is flushed at every step end and every event, so a reader on
- *   another thread sees whole lines except at most the last.
+ * - Writing is appending whole lines to one file per job (O_APPEND): lines
+ *   are composed in memory and gathered in a pending buffer, which goes out
+ *   in one write(2) when it fills, at every logstore_flush (the orchestrator
+ *   flushes before a step runs and when it ends) and at close.  A reader on
+ *   another thread sees whole lines, except when the disk is full.  A job's
+ *   log costs open, a write per step start and per step end, and close;
+ *   events are not written one by one.
  * - JSON is written by hand (the fields are fixed) and read back with
  *   json-c; a line that does not parse (being written, or damaged) is
  *   skipped rather than failing the query.
@@ -13,6 +16,7 @@
 #include "logstore.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <json-c/json.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -20,18 +24,24 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "buf.h"
 
 #define READ_LINE_MAX (LOGSTORE_LINE_MAX * 6 + 512)  /* every byte escaped */
 
+#define PENDING_MAX (64 * 1024)  /* written out when it grows past this */
+
 struct logstore_writer {
-  FILE *f;
+  int fd;
+  struct buf pend;              /* whole lines not yet written */
   int step;                     /* the step of the partial line */
   size_t len;
   char line[LOGSTORE_LINE_MAX + 1];
   struct buf out;               /* one encoded line */
 };
+
+static void output_line_done(struct logstore_writer *w);
 
 static const char *const level_names[] = {"debug", "info", "warn", "error"};
 
@@ -46,39 +56,68 @@ static char *logstore_path(const char *home, int64_t job_id)
   return buf_detach(&b);
 }
 
+/* O_APPEND|O_CREAT, making the directory only when it is missing. */
+static enum err open_log(const char *home, const char *path, int *fd,
+                         char *errbuf, size_t errlen)
+{
+  char dir[4200], msg[128];
+
+  *fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+  if (*fd < 0 && errno == ENOENT) {
+    snprintf(dir, sizeof dir, "%s/logs", home);
+    if (mkdir(dir, 0700) < 0 && errno != EEXIST) {
+      snprintf(errbuf, errlen, "cannot create '%s': %s", dir,
+               strerror_r(errno, msg, sizeof msg));
+      return ERR_IO;
+    }
+    *fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+  }
+  if (*fd < 0) {
+    snprintf(errbuf, errlen, "cannot open '%s': %s", path,
+             strerror_r(errno, msg, sizeof msg));
+    return ERR_IO;
+  }
+  return ERR_OK;
+}
+
 enum err logstore_open(const char *home, int64_t job_id,
                        struct logstore_writer **out, char *errbuf,
                        size_t errlen)
 {
   struct logstore_writer *w = calloc(1, sizeof *w);
   char *path = logstore_path(home, job_id);
-  char dir[4200], msg[128];
   enum err e = ERR_NOMEM;
 
   *out = NULL;
   if (!w || !path)
     goto out;
-  snprintf(dir, sizeof dir, "%s/logs", home);
-  if (mkdir(dir, 0700) < 0 && errno != EEXIST) {
-    snprintf(errbuf, errlen, "cannot create '%s': %s", dir,
-             strerror_r(errno, msg, sizeof msg));
-    e = ERR_IO;
+  if ((e = open_log(home, path, &w->fd, errbuf, errlen)))
     goto out;
-  }
-  if (!(w->f = fopen(path, "ae"))) {
-    snprintf(errbuf, errlen, "cannot open '%s': %s", path,
-             strerror_r(errno, msg, sizeof msg));
-    e = ERR_IO;
-    goto out;
-  }
   buf_init(&w->out, READ_LINE_MAX);
+  buf_init(&w->pend, PENDING_MAX + READ_LINE_MAX);
   *out = w;
   w = NULL;
-  e = ERR_OK;
 out:
   free(w);
   free(path);
   return e;
+}
+
+/* Writes out the pending lines; what cannot be written is dropped. */
+static void write_pending(struct logstore_writer *w)
+{
+  size_t off = 0;
+  ssize_t k;
+
+  while (off < w->pend.len) {
+    k = write(w->fd, w->pend.data + off, w->pend.len - off);
+    if (k < 0 && errno == EINTR)
+      continue;
+    if (k <= 0)
+      break;
+    off += (size_t)k;
+  }
+  buf_clear(&w->pend);
 }
 
 /* Length of the valid UTF-8 sequence at p (at most n bytes), 0 if none. */
@@ -153,7 +192,9 @@ static void write_line(struct logstore_writer *w, enum log_level level,
     json_escape(&w->out, red, strlen(red));
   free(red);
   buf_appends(&w->out, "\"}\n");
-  fwrite(w->out.data, 1, w->out.len, w->f);
+  if (w->pend.len + w->out.len > PENDING_MAX)
+    write_pending(w);
+  buf_append(&w->pend, w->out.data, w->out.len);
 }
 
 void logstore_event(struct logstore_writer *w, enum log_level level, int step,
@@ -164,12 +205,12 @@ void logstore_event(struct logstore_writer *w, enum log_level level, int step,
 
   if (!w)
     return;
-  logstore_flush(w);
+  if (w->len)               /* ends a partial output line */
+    output_line_done(w);
   va_start(ap, fmt);
   vsnprintf(text, sizeof text, fmt, ap);
   va_end(ap);
   write_line(w, level, step, "skynet", text);
-  fflush(w->f);
 }
 
 static void output_line_done(struct logstore_writer *w)
@@ -219,7 +260,7 @@ void logstore_flush(struct logstore_writer *w)
     return;
   if (w->len)
     output_line_done(w);
-  fflush(w->f);
+  write_pending(w);
 }
 
 void logstore_close(struct logstore_writer *w)
@@ -227,8 +268,9 @@ void logstore_close(struct logstore_writer *w)
   if (!w)
     return;
   logstore_flush(w);
-  fclose(w->f);
+  close(w->fd);
   buf_release(&w->out);
+  buf_release(&w->pend);
   free(w);
 }
 

@@ -37,15 +37,16 @@ enum err logstore_open(const char *home, int64_t job_id,
                        size_t errlen);
 /* Flushes any partial line and closes.  NULL-safe. */
 void logstore_close(struct logstore_writer *w);
-/* One line from skynet itself (stream "skynet").  NULL-safe. */
+/* One line from skynet itself (stream "skynet"), written out at the next
+ * logstore_flush or close.  NULL-safe. */
 void logstore_event(struct logstore_writer *w, enum log_level level, int step,
                     const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 /* A chunk of a step's output (stream "output"), as it arrives; a line
  * may span chunks.  NULL-safe. */
 void logstore_output(struct logstore_writer *w, int step, const char *data,
                      size_t n);
-/* Writes out the partial line of the output, if any, and flushes the file
- * (call at the end of each step).  NULL-safe. */
+/* Writes out the partial line of the output, if any, and every line held
+ * (call before a step runs and at its end).  NULL-safe. */
 void logstore_flush(struct logstore_writer *w);
 
 struct log_line {

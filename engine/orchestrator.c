@@ -1239,6 +1239,7 @@ static void run_step(struct run_ctx *c, size_t i, struct step_outcome *out)
   req.cancel = &c->s->cancel;
   if (!strcmp(re->type, "sandbox"))
     sandbox_scope(c, st, i, &scope, writable, &req);
+  logstore_flush(c->log);       /* /status shows the step started */
   e = re->inst->backend->run(re->inst, &req, &res);
   judge_step(i, e, &res, &lim, out);
   logstore_flush(c->log);
