@@ -17,14 +17,15 @@
 #include "../log.h"
 #include "migrations.h"
 
-#define SL_KEPT 8
+#define SL_KEPT 32
 
 struct sqlite_ledger {
   struct ledger base;
   sqlite3 *db;
   int in_tx;                /* inside a caller's begin/commit */
   struct {
-    const char *sql;        /* a string literal: its address is the key */
+    const char *sql;        /* a string literal: its address is the key
+                             * (see sl_prep_keyed) */
     sqlite3_stmt *st;
   } kept[SL_KEPT];          /* hot statements, prepared once */
 };
@@ -81,26 +82,34 @@ static char *col_text(sqlite3_stmt *st, int i)
   return t ? strdup((const char *)t) : NULL;
 }
 
-/* A statement of the per-message hot path (an update's insert, the offset,
- * an outbox state), prepared once per connection: compiling it each time
- * was about half of the cost of handling an update.  sql must be a string
- * literal.  Finish it with sl_done(), which resets rather than finalizes. */
-static sqlite3_stmt *sl_prep_kept(struct sqlite_ledger *s, const char *sql)
+/* A statement of a hot path (an update's insert, the offset, an outbox
+ * state; a job's creation, claim, steps and result), prepared once per
+ * connection: compiling it each time was about half of the cost of
+ * handling an update.  key must be a string literal that stands for sql
+ * (usually sql itself).  Finish it with sl_done() or sl_release(), which
+ * reset rather than finalize it. */
+static sqlite3_stmt *sl_prep_keyed(struct sqlite_ledger *s, const char *key,
+                                   const char *sql)
 {
   sqlite3_stmt *st;
 
   for (int i = 0; i < SL_KEPT && s->kept[i].sql; i++)
-    if (s->kept[i].sql == sql)
+    if (s->kept[i].sql == key)
       return s->kept[i].st;
   if (!(st = sl_prep(s, sql)))
     return NULL;
   for (int i = 0; i < SL_KEPT; i++)
     if (!s->kept[i].sql) {
-      s->kept[i].sql = sql;
+      s->kept[i].sql = key;
       s->kept[i].st = st;
       break;
     }
   return st;                /* table full: an ordinary statement */
+}
+
+static sqlite3_stmt *sl_prep_kept(struct sqlite_ledger *s, const char *sql)
+{
+  return sl_prep_keyed(s, sql, sql);
 }
 
 static int sl_is_kept(const struct sqlite_ledger *s, const sqlite3_stmt *st)
@@ -109,6 +118,17 @@ static int sl_is_kept(const struct sqlite_ledger *s, const sqlite3_stmt *st)
     if (s->kept[i].st == st)
       return 1;
   return 0;
+}
+
+/* Done with st: reset when it is kept, else finalized. */
+static void sl_release(struct sqlite_ledger *s, sqlite3_stmt *st)
+{
+  if (sl_is_kept(s, st)) {
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+  } else {
+    sqlite3_finalize(st);
+  }
 }
 
 /* Runs a prepared statement that returns no rows, then finalizes it (or
@@ -120,12 +140,7 @@ static enum err sl_done(struct sqlite_ledger *s, sqlite3_stmt *st)
 
   if (rc != SQLITE_DONE && rc != SQLITE_ROW)
     e = sl_fail(s, "step");
-  if (sl_is_kept(s, st)) {
-    sqlite3_reset(st);
-    sqlite3_clear_bindings(st);
-  } else {
-    sqlite3_finalize(st);
-  }
+  sl_release(s, st);
   return e;
 }
 
@@ -236,7 +251,7 @@ static enum err add_transition(struct sqlite_ledger *s, int64_t id,
                                const char *actor, const char *reason,
                                int64_t now)
 {
-  sqlite3_stmt *st = sl_prep(s,
+  sqlite3_stmt *st = sl_prep_kept(s,
       "INSERT INTO transitions(job_id, from_state, to_state, actor, reason, at)"
       " VALUES (?, ?, ?, ?, ?, ?)");
 
@@ -293,7 +308,7 @@ static enum err sl_job_create_routed(struct ledger *l, struct job *j, const char
     return ERR_STATE;
   if ((e = tx_begin(s)))
     return e;
-  st = sl_prep(s, "INSERT INTO jobs(channel, chat_id, user_id, text, state, plan_json,"
+  st = sl_prep_kept(s, "INSERT INTO jobs(channel, chat_id, user_id, text, state, plan_json,"
                   " summary, risk, reason, created_at, updated_at) VALUES (?, ?, ?, ?,"
                   " ?, ?, ?, ?, ?, ?, ?)");
   if (!st)
@@ -355,7 +370,7 @@ static void row_to_job(sqlite3_stmt *st, struct job *j)
 static enum err sl_job_get(struct ledger *l, int64_t id, struct job *out)
 {
   struct sqlite_ledger *s = sl_of(l);
-  sqlite3_stmt *st = sl_prep(s, "SELECT " JOB_COLS " FROM jobs WHERE id = ?");
+  sqlite3_stmt *st = sl_prep_kept(s, "SELECT " JOB_COLS " FROM jobs WHERE id = ?");
   enum err e = ERR_NOTFOUND;
   int rc;
 
@@ -370,7 +385,7 @@ static enum err sl_job_get(struct ledger *l, int64_t id, struct job *out)
   } else if (rc != SQLITE_DONE) {
     e = sl_fail(s, "job_get");
   }
-  sqlite3_finalize(st);
+  sl_release(s, st);
   return e;
 }
 
@@ -467,7 +482,10 @@ static enum err sl_job_set_plan(struct ledger *l, int64_t id,
   return sl_done(s, st);
 }
 
-/* The state-changing core, inside a transaction: CAS from → to. */
+static const char move_plain[] = "move_state";
+
+/* The state-changing core, inside a transaction: CAS from → to.
+ * owner_sql_extra must be NULL or a string literal. */
 static enum err move_state(struct sqlite_ledger *s, int64_t id,
                            enum job_state from, enum job_state to,
                            const char *actor, const char *reason,
@@ -484,7 +502,8 @@ static enum err move_state(struct sqlite_ledger *s, int64_t id,
            "UPDATE jobs SET state = ?, reason = ?, updated_at = ?%s"
            " WHERE id = ? AND state = ?",
            owner_sql_extra ? owner_sql_extra : "");
-  if (!(st = sl_prep(s, sql)))
+  /* Each extra is a literal: it keys the statement. */
+  if (!(st = sl_prep_keyed(s, owner_sql_extra ? owner_sql_extra : move_plain, sql)))
     return ERR_DB;
   bind_text(st, 1, job_state_name(to));
   bind_text(st, 2, reason);
@@ -521,7 +540,7 @@ static enum err sl_job_transition(struct ledger *l, int64_t id,
 /* Whether a job is due in the queue (a read: no lock); 1 on doubt. */
 static int queued_exists(struct sqlite_ledger *s, int64_t only)
 {
-  sqlite3_stmt *st = sl_prep(s, "SELECT 1 FROM jobs WHERE state = 'QUEUED' AND"
+  sqlite3_stmt *st = sl_prep_kept(s, "SELECT 1 FROM jobs WHERE state = 'QUEUED' AND"
                                 " (?1 = 0 OR id = ?1) AND not_before <= ?2 LIMIT 1");
   int rc;
 
@@ -530,7 +549,7 @@ static int queued_exists(struct sqlite_ledger *s, int64_t only)
   sqlite3_bind_int64(st, 1, only);
   sqlite3_bind_int64(st, 2, ledger_now_ms());
   rc = sqlite3_step(st);
-  sqlite3_finalize(st);
+  sl_release(s, st);
   return rc != SQLITE_DONE;
 }
 
@@ -549,7 +568,7 @@ static enum err sl_job_claim(struct ledger *l, const char *owner, int lease_ms,
     return ERR_NOTFOUND;
   if ((e = tx_begin(s)))
     return e;
-  st = sl_prep(s, "SELECT id FROM jobs WHERE state = 'QUEUED' AND"
+  st = sl_prep_kept(s, "SELECT id FROM jobs WHERE state = 'QUEUED' AND"
                   " (?1 = 0 OR id = ?1) AND not_before <= ?2 ORDER BY id"
                   " LIMIT 1");
   if (!st)
@@ -558,14 +577,14 @@ static enum err sl_job_claim(struct ledger *l, const char *owner, int lease_ms,
   sqlite3_bind_int64(st, 2, ledger_now_ms());
   if (sqlite3_step(st) == SQLITE_ROW)
     id = sqlite3_column_int64(st, 0);
-  sqlite3_finalize(st);
+  sl_release(s, st);
   if (!id)
     return tx_end(s, ERR_NOTFOUND);
   snprintf(actor, sizeof actor, "worker:%s", owner);
   e = move_state(s, id, JOB_QUEUED, JOB_RUNNING, actor, NULL,
                  ", attempts = attempts + 1");
   if (e == ERR_OK) {
-    st = sl_prep(s, "UPDATE jobs SET lease_owner = ?, lease_expires = ? WHERE id = ?");
+    st = sl_prep_kept(s, "UPDATE jobs SET lease_owner = ?, lease_expires = ? WHERE id = ?");
     if (!st)
       return tx_end(s, ERR_DB);
     bind_text(st, 1, owner);
@@ -617,7 +636,7 @@ static enum err sl_job_finish(struct ledger *l, int64_t id, const char *owner,
 
   if ((e = tx_begin(s)))
     return e;
-  st = sl_prep(s, "UPDATE jobs SET exit_code = ?, output_tail = ? WHERE id = ?"
+  st = sl_prep_kept(s, "UPDATE jobs SET exit_code = ?, output_tail = ? WHERE id = ?"
                   " AND state = 'RUNNING' AND lease_owner = ?");
   if (!st)
     return tx_end(s, ERR_DB);
@@ -691,7 +710,7 @@ static enum err sl_step_record(struct ledger *l, int64_t job_id,
                                const struct job_step_rec *r)
 {
   struct sqlite_ledger *s = sl_of(l);
-  sqlite3_stmt *st = sl_prep(s,
+  sqlite3_stmt *st = sl_prep_kept(s,
       "INSERT INTO steps(job_id, idx, state, exit_code, output_tail, started_at,"
       " finished_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(job_id, idx) DO"
       " UPDATE SET state = excluded.state, exit_code = excluded.exit_code,"
