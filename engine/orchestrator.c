@@ -294,23 +294,19 @@ void orch_format_artifacts(struct ledger *l, int64_t id, struct buf *b)
 
 /* artifacts: whether the job may have kept any (else they are not looked
  * up). */
-static enum err notify_result(struct ledger *l, int64_t id, int artifacts)
+static enum err notify_result(struct ledger *l, const struct job *j, int artifacts)
 {
   struct buf b = BUF_INIT(RESULT_TAIL + 8192);
-  struct job j;
   char *text;
   enum err e;
 
-  if ((e = l->ops->job_get(l, id, &j)))
-    return e;
-  text = orch_format_result(&j, RESULT_TAIL);
+  text = orch_format_result(j, RESULT_TAIL);
   buf_appends(&b, text);
   if (artifacts)
-    orch_format_artifacts(l, id, &b);
-  e = notify(l, &j, buf_str(&b), NULL);
+    orch_format_artifacts(l, j->id, &b);
+  e = notify(l, j, buf_str(&b), NULL);
   buf_release(&b);
   free(text);
-  job_release(&j);
   return e;
 }
 
@@ -728,9 +724,13 @@ static enum err apply_write(struct orch *o, struct ledger *l, struct write *w)
   j.channel = w->channel;
   j.chat_id = w->chat_id;
   if (w->kind == W_FINISH) {
-    e = l->ops->job_finish(l, w->job_id, w->owner, w->to, w->exit_code, w->tail, w->reason);
-    if (!e)
-      e = notify_result(l, w->job_id, w->artifacts);
+    struct job done;
+    e = l->ops->job_finish(l, w->job_id, w->owner, w->to, w->exit_code, w->tail, w->reason,
+                           &done);
+    if (!e) {
+      e = notify_result(l, &done, w->artifacts);
+      job_release(&done);
+    }
     else if (e == ERR_STATE)
       log_warn("orch", "job #%lld is no longer ours (lease lost): its result %s is dropped",
                (long long)w->job_id, job_state_name(w->to));
@@ -1737,8 +1737,11 @@ static void take_back(struct orch *o, struct ledger *l, const struct job *j)
     snprintf(reason, sizeof reason, "%s; %s", cause, why);
     e = l->ops->job_transition(l, j->id, JOB_RUNNING, JOB_FAILED, "supervisor",
                                reason);
-    if (!e)
-      notify_result(l, j->id, 1);
+    struct job now;
+    if (!e && l->ops->job_get(l, j->id, &now) == ERR_OK) {
+      notify_result(l, &now, 1);
+      job_release(&now);
+    }
   }
   if (!e)
     log_warn("orch", "took back job #%lld from %s", (long long)j->id,

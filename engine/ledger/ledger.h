@@ -199,10 +199,13 @@ struct ledger_ops {
    * no longer ours (taken back, job ended). */
   enum err (*job_heartbeat)(struct ledger *l, int64_t id, const char *owner,
                             int lease_ms, int *cancel_requested);
-  /* Ends a RUNNING job that `owner` holds: state, result and transition. */
+  /* Ends a RUNNING job that `owner` holds: state, result and transition.
+   * out, when not NULL, gets the job as it now is (release it with
+   * job_release) on ERR_OK; PostgreSQL returns it from the same statement. */
   enum err (*job_finish)(struct ledger *l, int64_t id, const char *owner,
                          enum job_state to, int exit_code,
-                         const char *output_tail, const char *reason);
+                         const char *output_tail, const char *reason,
+                         struct job *out);
   enum err (*job_request_cancel)(struct ledger *l, int64_t id);
   /* RUNNING jobs whose lease ended before now_ms (or held by owner_prefix
    * when given, for a process that restarts under the same name).

@@ -683,10 +683,12 @@ static enum err pl_job_heartbeat(struct ledger *l, int64_t id, const char *owner
 }
 
 /* One statement: the result, the state and the transition, only while
- * `owner` holds the lease. */
+ * `owner` holds the lease; it returns the row, so that the announcement
+ * needs no second round trip. */
 static enum err pl_job_finish(struct ledger *l, int64_t id, const char *owner,
                               enum job_state to, int exit_code,
-                              const char *output_tail, const char *reason)
+                              const char *output_tail, const char *reason,
+                              struct job *out)
 {
   struct pg_ledger *s = pl_of(l);
   struct params p = {0};
@@ -694,6 +696,8 @@ static enum err pl_job_finish(struct ledger *l, int64_t id, const char *owner,
   PGresult *r;
   enum err e;
 
+  if (out)
+    memset(out, 0, sizeof *out);
   if (!job_transition_allowed(JOB_RUNNING, to))
     return ERR_STATE;
   snprintf(actor, sizeof actor, "worker:%s", owner);
@@ -707,13 +711,18 @@ static enum err pl_job_finish(struct ledger *l, int64_t id, const char *owner,
   e = pl_q(s, "WITH done AS (UPDATE jobs SET exit_code = $1, output_tail = $2,"
               " state = $5, reason = $6, updated_at = " NOW_MS ", lease_owner ="
               " NULL, lease_expires = NULL WHERE id = $3 AND state = 'RUNNING'"
-              " AND lease_owner = $4 RETURNING id, updated_at), t AS (INSERT"
+              " AND lease_owner = $4 RETURNING *), t AS (INSERT"
               " INTO transitions(job_id, from_state, to_state, actor, reason,"
               " at) SELECT id, 'RUNNING', $5, $7, $6, updated_at FROM done)"
-              " SELECT id FROM done", &p, &r);
+              " SELECT " JOB_COLS " FROM done", &p, &r);
   if (e)
     return e;
-  e = PQntuples(r) == 1 ? ERR_OK : ERR_STATE;
+  e = ERR_STATE;
+  if (PQntuples(r) == 1) {
+    if (out)
+      row_to_job(r, 0, out);
+    e = ERR_OK;
+  }
   PQclear(r);
   return e;
 }

@@ -627,13 +627,17 @@ static enum err sl_job_heartbeat(struct ledger *l, int64_t id, const char *owner
 
 static enum err sl_job_finish(struct ledger *l, int64_t id, const char *owner,
                               enum job_state to, int exit_code,
-                              const char *output_tail, const char *reason)
+                              const char *output_tail, const char *reason,
+                              struct job *out)
 {
   struct sqlite_ledger *s = sl_of(l);
   sqlite3_stmt *st;
   char actor[160];
   enum err e;
+  int got;
 
+  if (out)
+    memset(out, 0, sizeof *out);
   if ((e = tx_begin(s)))
     return e;
   st = sl_prep_kept(s, "UPDATE jobs SET exit_code = ?, output_tail = ? WHERE id = ?"
@@ -651,7 +655,11 @@ static enum err sl_job_finish(struct ledger *l, int64_t id, const char *owner,
   snprintf(actor, sizeof actor, "worker:%s", owner);
   e = move_state(s, id, JOB_RUNNING, to, actor, reason,
                  ", lease_owner = NULL, lease_expires = NULL");
-  return tx_end(s, e);
+  if (!e && out)
+    e = sl_job_get(l, id, out);
+  if ((got = !e && out) && (e = tx_end(s, e)))
+    job_release(out);           /* the commit failed */
+  return got ? e : tx_end(s, e);
 }
 
 static enum err sl_job_request_cancel(struct ledger *l, int64_t id)

@@ -136,7 +136,7 @@ static void batch_claimer(struct ledger *l, const char *owner)
     if (l->ops->begin(l))
       break;
     for (int i = 0; ok && i < n; i++)
-      ok = l->ops->job_finish(l, held[i].id, owner, JOB_SUCCEEDED, 0, NULL, NULL) == ERR_OK;
+      ok = l->ops->job_finish(l, held[i].id, owner, JOB_SUCCEEDED, 0, NULL, NULL, NULL) == ERR_OK;
     while (ok && m < PREFETCH && l->ops->job_claim(l, owner, 30000, 0, &next[m]) == ERR_OK)
       m++;
     if (!ok || l->ops->commit(l)) {
@@ -184,7 +184,7 @@ static void *claimer(void *arg)
       continue;
     }
     note_claim(&j);
-    l->ops->job_finish(l, j.id, owner, JOB_SUCCEEDED, 0, NULL, NULL);
+    l->ops->job_finish(l, j.id, owner, JOB_SUCCEEDED, 0, NULL, NULL, NULL);
     job_release(&j);
     atomic_fetch_add(&g_finished, 1);
   }

@@ -114,8 +114,8 @@ TEST(claim_heartbeat_finish)
   ASSERT_EQ(l->ops->job_request_cancel(l, a), ERR_OK);
   ASSERT_EQ(l->ops->job_heartbeat(l, a, "w1", 5000, &cancel), ERR_OK);
   ASSERT_EQ(cancel, 1);
-  ASSERT_EQ(l->ops->job_finish(l, a, "w2", JOB_SUCCEEDED, 0, "x", NULL), ERR_STATE);
-  ASSERT_EQ(l->ops->job_finish(l, a, "w1", JOB_FAILED, 3, "boom", "step 1 exited with 3"), ERR_OK);
+  ASSERT_EQ(l->ops->job_finish(l, a, "w2", JOB_SUCCEEDED, 0, "x", NULL, NULL), ERR_STATE);
+  ASSERT_EQ(l->ops->job_finish(l, a, "w1", JOB_FAILED, 3, "boom", "step 1 exited with 3", NULL), ERR_OK);
   ASSERT_EQ(l->ops->job_get(l, a, &j), ERR_OK);
   ASSERT_EQ(j.state, JOB_FAILED);
   ASSERT_EQ(j.has_exit_code, 1);
@@ -170,7 +170,7 @@ static void *racer(void *arg)
   while (l && l->ops->job_claim(l, owner, 5000, 0, &j) == ERR_OK) {
     if (j.id >= r->first && j.id <= r->last)
       r->claimed++;
-    l->ops->job_finish(l, j.id, owner, JOB_SUCCEEDED, 0, "", NULL);
+    l->ops->job_finish(l, j.id, owner, JOB_SUCCEEDED, 0, "", NULL, NULL);
     job_release(&j);
   }
   ledger_close(l);

@@ -50,7 +50,7 @@ static int claim_all(int fd, int who)
     int64_t id = j.id;
     if (write(fd, &id, sizeof id) != (ssize_t)sizeof id)
       return 1;
-    l->ops->job_finish(l, j.id, owner, JOB_SUCCEEDED, 0, "", NULL);
+    l->ops->job_finish(l, j.id, owner, JOB_SUCCEEDED, 0, "", NULL, NULL);
     job_release(&j);
   }
   ledger_close(l);
