@@ -98,6 +98,7 @@ struct orch {
   atomic_int stopping;          /* no new claims */
   struct slot *slots;
   int n_slots;
+  int n_workers;                /* slots asked for (set before they start) */
   struct ready *ready;          /* prefetched jobs, oldest first (mu) */
   struct ready *ready_tail;
   atomic_int quick;             /* quick jobs in a row */
@@ -106,6 +107,7 @@ struct orch {
   pthread_cond_t wdone;         /* a group committed */
   struct write *w_head, *w_tail;
   uint64_t w_seq, w_done;       /* last queued, last done */
+  int w_eager;                  /* queued writes that are not lazy */
   int64_t w_last;               /* monotonic ms of the last group commit */
   int w_stop;
   pthread_t writer;
@@ -663,19 +665,26 @@ static void write_free(struct write *w)
   free(w);
 }
 
-/* Queues w; the writer owns it unless w->sync.  Returns its sequence. */
+/* Queues w; the writer owns it unless w->sync.  Returns its sequence.
+ * The writer is woken only when w changes what it waits for: the first
+ * write, the first that may not linger, one a slot waits for; otherwise
+ * it is asleep until a time it already knows (write_take). */
 static uint64_t write_push(struct orch *o, struct write *w)
 {
   uint64_t seq;
+  int wake;
 
   pthread_mutex_lock(&o->wmu);
+  wake = !o->w_head || w->sync || (!w->lazy && !o->w_eager);
+  o->w_eager += !w->lazy;
   seq = w->seq = ++o->w_seq;
   if (o->w_tail)
     o->w_tail->next = w;
   else
     o->w_head = w;
   o->w_tail = w;
-  pthread_cond_signal(&o->wcv);
+  if (wake)
+    pthread_cond_signal(&o->wcv);
   pthread_mutex_unlock(&o->wmu);
   return seq;
 }
@@ -861,8 +870,8 @@ static struct write *write_take(struct orch *o, int *n)
   while (lingering(o, &until) || spacing(o, &until))
     pthread_cond_timedwait(&o->wcv, &o->wmu, &until);
   g = w = o->w_head;
-  for (*n = 0; w && *n < GROUP_MAX; w = w->next)
-    ++*n;
+  for (*n = 0; w && *n < GROUP_MAX; w = w->next, ++*n)
+    o->w_eager -= !w->lazy;
   o->w_head = w;
   if (!w)
     o->w_tail = NULL;
@@ -1508,6 +1517,16 @@ static int listener_take(struct slot *s)
   return got;
 }
 
+static int listener_has(struct slot *s)
+{
+  int has;
+
+  pthread_mutex_lock(&s->o->mu);
+  has = s->o->listener == s->index + 1;
+  pthread_mutex_unlock(&s->o->mu);
+  return has;
+}
+
 /* Gives the role up, if s has it, and wakes a sibling to take it. */
 static void listener_drop(struct slot *s)
 {
@@ -1579,6 +1598,10 @@ static void *worker_main(void *arg)
     listener_drop(s);
     run_ready(s, l, r);
     ready_free(r);
+    /* The listener's connection alone hears of queued jobs (each one a
+     * wake-up of every listening session on the server). */
+    if (o->n_workers > 1 && l->ops->stop_listening && !listener_has(s))
+      l->ops->stop_listening(l);
   }
   listener_drop(s);
   hand_back_ready(o, l);
@@ -1950,6 +1973,7 @@ enum err orch_start(const struct cfg *cfg, const struct registry *reg,
     snprintf(host, sizeof o->host, "host");
   host[sizeof o->host - 1] = '\0';
   snprintf(o->id, sizeof o->id, "%.60s:%ld", host, (long)getpid());
+  o->n_workers = workers;
   o->slots = calloc(workers > 0 ? (size_t)workers : 1, sizeof *o->slots);
   if (!o->slots) {
     free(o);

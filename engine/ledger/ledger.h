@@ -273,6 +273,11 @@ struct ledger_ops {
    * connection (reset for the next call).  Wake-ups may be spurious: claim
    * and see.  Not inside begin/commit (ERR_STATE). */
   enum err (*wait_for_work)(struct ledger *l, int timeout_ms);
+  /* Optional (NULL with wait_for_work): this connection stops hearing of
+   * queued jobs until its next wait_for_work, so that a process's idle
+   * connections do not all get every notification.  Not inside
+   * begin/commit. */
+  enum err (*stop_listening)(struct ledger *l);
 
   /* Optional (NULL: every commit is durable).  on != 0: this connection's
    * commits (PostgreSQL: only those of transactions that claimed a job) may

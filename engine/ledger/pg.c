@@ -1170,6 +1170,23 @@ static enum err pl_wait_for_work(struct ledger *l, int timeout_ms)
   return drain_notifies(s) ? ERR_OK : ERR_TIMEOUT;
 }
 
+static enum err pl_stop_listening(struct ledger *l)
+{
+  struct pg_ledger *s = pl_of(l);
+  enum err e;
+
+  if (s->in_tx)
+    return ERR_STATE;
+  if (!s->listening)
+    return ERR_OK;
+  if ((e = pl_q(s, "UNLISTEN skynet_jobs", NULL, NULL)))
+    return e;
+  s->listening = 0;
+  if (PQconsumeInput(s->c))
+    drain_notifies(s);
+  return ERR_OK;
+}
+
 /* Here only claims are lazy: job_claim sets synchronous_commit off for its
  * own transaction (set_config(..., true): no extra round trip), so that
  * transaction commits asynchronously: visible at once, flushed by the WAL
@@ -1472,6 +1489,7 @@ const struct ledger_ops ledger_pg_ops = {
   .usage_add = pl_usage_add,
   .usage_sum = pl_usage_sum,
   .wait_for_work = pl_wait_for_work,
+  .stop_listening = pl_stop_listening,
   .lazy_commits = pl_lazy_commits,
   .job_requeue = pl_job_requeue,
   .worker_register = pl_worker_register,
