@@ -1527,18 +1527,21 @@ static int listener_has(struct slot *s)
   return has;
 }
 
-/* Gives the role up, if s has it, and wakes a sibling to take it. */
-static void listener_drop(struct slot *s)
+/* Gives the role up, if s has it (returns 1), and wakes a sibling to take
+ * it. */
+static int listener_drop(struct slot *s)
 {
   struct orch *o = s->o;
+  int had;
 
   pthread_mutex_lock(&o->mu);
-  if (o->listener == s->index + 1) {
+  if ((had = o->listener == s->index + 1)) {
     o->listener = 0;
     o->wake_seq++;
     pthread_cond_signal(&o->scv);
   }
   pthread_mutex_unlock(&o->mu);
+  return had;
 }
 
 /* An idle slot waits for work (seq from before it looked). */
@@ -1595,7 +1598,11 @@ static void *worker_main(void *arg)
       idle_wait(s, l, seq);
       continue;
     }
-    listener_drop(s);
+    /* orch_wake wakes one slot: where there was one job there may be more
+     * (a batch committed at once), so the next idle slot looks too; the
+     * first that finds none ends the chain. */
+    if (!listener_drop(s))
+      orch_wake(o);
     run_ready(s, l, r);
     ready_free(r);
     /* The listener's connection alone hears of queued jobs (each one a
