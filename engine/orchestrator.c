@@ -1576,6 +1576,7 @@ static void *worker_main(void *arg)
   struct orch *o = s->o;
   struct ledger *l = NULL;
   char err[256];
+  int idle = 0;                 /* the last look found no work */
 
   if (ledger_open(o->cfg->database_url, &l, err, sizeof err)) {
     log_error("orch", "worker %d cannot open the ledger: %s", s->index, err);
@@ -1587,21 +1588,26 @@ static void *worker_main(void *arg)
     enum err e = ERR_OK;
     struct ready *r = ready_take(o);
 
-    /* A slot taking the listener role forgets what it heard before (its
-     * claim covers that), then claims. */
-    if (!r && l->ops->wait_for_work && listener_take(s) == 2 &&
+    /* A slot woken from idle that takes the listener role forgets what it
+     * heard before (its claim covers that), then claims.  Slots going
+     * from job to job never take it: it would cost them a LISTEN and an
+     * UNLISTEN per job. */
+    if (!r && idle && l->ops->wait_for_work && listener_take(s) == 2 &&
         l->ops->wait_for_work(l, 0) == ERR_DB)
       listener_drop(s);
     if (!r && !(r = claim(s, l, k, &e))) {
       if (e)
         sleep_ms(200);
       idle_wait(s, l, seq);
+      idle = 1;
       continue;
     }
+    idle = 0;
     /* orch_wake wakes one slot: where there was one job there may be more
      * (a batch committed at once), so the next idle slot looks too; the
-     * first that finds none ends the chain. */
-    if (!listener_drop(s))
+     * first that finds none ends the chain.  A lone slot keeps the
+     * listener role. */
+    if (o->n_workers > 1 && !listener_drop(s))
       orch_wake(o);
     run_ready(s, l, r);
     ready_free(r);
