@@ -1266,7 +1266,9 @@ static void run_step(struct run_ctx *c, size_t i, struct step_outcome *out)
 }
 
 /* A transient failure: retried when that is safe and attempts are left
- * (returns 1), else the reason to fail with says why not. */
+ * (returns 1), else the reason to fail with says why not (0).  -1: it may
+ * be retried but the ledger did not take the requeue (the database is
+ * away): the job keeps its lease until the reclaimer takes it back. */
 static int retry_transient(struct run_ctx *c, const struct step_outcome *oc,
                            char *reason, size_t n)
 {
@@ -1282,10 +1284,8 @@ static int retry_transient(struct run_ctx *c, const struct step_outcome *oc,
   char actor[128];
 
   snprintf(actor, sizeof actor, "worker:%s", c->owner);
-  if (requeue(cfg, c->l, c->job, c->owner, actor, oc->reason, delay)) {
-    snprintf(reason, n, "%s", oc->reason);
-    return 0;
-  }
+  if (requeue(cfg, c->l, c->job, c->owner, actor, oc->reason, delay))
+    return -1;
   return 1;
 }
 
@@ -1308,9 +1308,14 @@ static void finish(struct run_ctx *c, const struct step_outcome *oc)
     return;
   }
   snprintf(reason, sizeof reason, "%s", oc->reason);
-  if (oc->state == JOB_FAILED && oc->transient &&
-      retry_transient(c, oc, reason, sizeof reason))
-    return;
+  if (oc->state == JOB_FAILED && oc->transient) {
+    int r = retry_transient(c, oc, reason, sizeof reason);
+    if (r < 0)
+      log_warn("orch", "job #%lld: %s; cannot requeue it now, so it is taken back when its "
+               "lease runs out", (long long)c->job->id, oc->reason);
+    if (r)
+      return;
+  }
   /* The result and its announcement land together in the writer's next
    * group commit; it keeps trying while the lease can hold. */
   if (!(w = write_new(W_FINISH, c->job, c->owner, s->o->cfg->lease_ms))) {
