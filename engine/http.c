@@ -75,7 +75,13 @@ struct http {
  * chain: the file is read again, those blocks decoded and their subjects
  * compared in full (a hash only picks candidates).  A bundle that changed
  * since (size or mtime) is indexed again first.  Every other check of the
- * handshake (key usage, host name, dates) must have passed as well. */
+ * handshake (key usage, host name, dates) must have passed as well.
+ *
+ * Indexing reads and base64-decodes the whole bundle (~3 ms for Debian's),
+ * and nothing needs the index before the handshake is over: so the first
+ * https connection starts it on a short-lived thread of its own and goes on
+ * with name resolution, connect and handshake meanwhile; tls_verify() waits
+ * for it (or indexes itself if no thread could be started). */
 
 struct ca_ix {
   uint64_t subj_hash;                /* FNV-1a of the subject (tag and length included) */
@@ -83,9 +89,12 @@ struct ca_ix {
 };
 
 static struct {
-  pthread_once_t once;
+  pthread_once_t once;               /* the random generator */
   int ok;
   char why[200];
+  pthread_once_t ix_once;            /* the first index (ca_init) */
+  int ix_started;                    /* ca_prefetch() ran (atomic) */
+  char ix_why[200];                  /* no CA bundle: why */
   mbedtls_entropy_context entropy;
   mbedtls_ctr_drbg_context drbg;
   pthread_mutex_t mu;                /* the index below (re-indexed if the file changes) */
@@ -95,7 +104,8 @@ static struct {
   struct ca_ix *ix;
   size_t n;
   mbedtls_x509_crt none;             /* the handshake's (empty) trust list */
-} g_tls = {.once = PTHREAD_ONCE_INIT, .mu = PTHREAD_MUTEX_INITIALIZER};
+} g_tls = {.once = PTHREAD_ONCE_INIT, .ix_once = PTHREAD_ONCE_INIT,
+         .mu = PTHREAD_MUTEX_INITIALIZER};
 
 static const char *const ca_paths[] = {
   "/etc/ssl/certs/ca-certificates.crt",   /* Debian, Ubuntu, Alpine */
@@ -241,8 +251,6 @@ static size_t ca_index(const char *path)
 
 static void tls_global_init(void)
 {
-  const char *env = getenv("SSL_CERT_FILE");
-
   mbedtls_entropy_init(&g_tls.entropy);
   mbedtls_ctr_drbg_init(&g_tls.drbg);
   mbedtls_x509_crt_init(&g_tls.none);
@@ -251,18 +259,51 @@ static void tls_global_init(void)
     snprintf(g_tls.why, sizeof g_tls.why, "cannot seed the TLS random generator");
     return;
   }
+  g_tls.ok = 1;
+}
+
+/* The first index of the CA bundle: $SSL_CERT_FILE, else the first system
+ * bundle found. */
+static void ca_init(void)
+{
+  const char *env = getenv("SSL_CERT_FILE");
+
   if (env && *env) {
     if (!ca_index(env))
-      snprintf(g_tls.why, sizeof g_tls.why, "cannot read CA bundle '%.120s' (SSL_CERT_FILE)", env);
+      snprintf(g_tls.ix_why, sizeof g_tls.ix_why, "cannot read CA bundle '%.120s' (SSL_CERT_FILE)",
+               env);
   } else {
     for (int i = 0; ca_paths[i] && !g_tls.n; i++)
       if (access(ca_paths[i], R_OK) == 0)
         ca_index(ca_paths[i]);
     if (!g_tls.n)
-      snprintf(g_tls.why, sizeof g_tls.why,
+      snprintf(g_tls.ix_why, sizeof g_tls.ix_why,
                "no CA bundle found (install ca-certificates or set SSL_CERT_FILE)");
   }
-  g_tls.ok = g_tls.n > 0;
+}
+
+static void *ca_init_thread(void *arg)
+{
+  (void)arg;
+  pthread_once(&g_tls.ix_once, ca_init);
+  return NULL;
+}
+
+/* Starts the first index on a thread of its own, once per process, so that
+ * it runs while the first connection resolves, connects and shakes hands. */
+static void ca_prefetch(void)
+{
+  pthread_attr_t a;
+  pthread_t th;
+
+  if (__atomic_exchange_n(&g_tls.ix_started, 1, __ATOMIC_ACQ_REL))
+    return;
+  if (pthread_attr_init(&a))
+    return;
+  pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
+  pthread_attr_setstacksize(&a, 256 * 1024);
+  (void)pthread_create(&th, &a, ca_init_thread, NULL);   /* else tls_verify() indexes */
+  pthread_attr_destroy(&a);
 }
 
 /* Whether the CA of index entry x may anchor chain: its hash matches the
@@ -578,7 +619,7 @@ static enum err tls_conf(struct http *h)
   pthread_once(&g_tls.once, tls_global_init);
   if (h->conf_ready)
     return ERR_OK;
-  if (!g_tls.ok && !h->own_ca_set)
+  if (!g_tls.ok)
     return fail(h, ERR_NET, "TLS: %s", g_tls.why);
   mbedtls_ssl_config_init(&h->conf);
   if (mbedtls_ssl_config_defaults(&h->conf, MBEDTLS_SSL_IS_CLIENT, MBEDTLS_SSL_TRANSPORT_STREAM,
@@ -625,6 +666,12 @@ static enum err tls_verify(struct http *h, const char *host)
   flags &= ~(uint32_t)MBEDTLS_X509_BADCERT_NOT_TRUSTED;   /* that is decided here */
   if (!peer)
     return fail(h, ERR_NET, "TLS: '%s' sent no certificate", host);
+  pthread_once(&g_tls.ix_once, ca_init);   /* waits for ca_prefetch()'s thread */
+  pthread_mutex_lock(&g_tls.mu);
+  size_t n_ca = g_tls.n;
+  pthread_mutex_unlock(&g_tls.mu);
+  if (!n_ca)
+    return fail(h, ERR_NET, "TLS: %s", g_tls.ix_why);
   if (!flags) {
     mbedtls_x509_crt_init(&trust);
     ca_collect(peer, &trust);
@@ -825,6 +872,8 @@ static enum err conn_get(struct http *h, const struct http_url *u, long ctimeout
     return ERR_OK;
   }
   http_close(h);
+  if (u->tls && !h->own_ca_set)
+    ca_prefetch();
   if (via) {
     if ((e = tcp_connect(h, px.host, px.port, ctimeout)) || (e = proxy_tunnel(h, u, &px)))
       goto out;
