@@ -670,8 +670,9 @@ static enum err tls_verify(struct http *h, const char *host)
   pthread_mutex_lock(&g_tls.mu);
   size_t n_ca = g_tls.n;
   pthread_mutex_unlock(&g_tls.mu);
-  if (!n_ca)
-    return fail(h, ERR_NET, "TLS: %s", g_tls.ix_why);
+  if (!n_ca)   /* none at start (ix_why says why), or the bundle went unreadable since */
+    return fail(h, ERR_NET, "TLS: %s",
+                g_tls.ix_why[0] ? g_tls.ix_why : "the CA bundle can no longer be read");
   if (!flags) {
     mbedtls_x509_crt_init(&trust);
     ca_collect(peer, &trust);
