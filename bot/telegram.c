@@ -67,6 +67,10 @@ struct tg {
   struct tg_http out;               /* the sender's connection */
   char bot_name[128];
   char username[64];
+  pthread_t opener;                 /* tg_open_begin's getMe */
+  int opening;
+  enum err open_err;
+  char open_msg[512];
   pthread_t sender;
   int sender_started;
   volatile sig_atomic_t sender_stop;
@@ -344,34 +348,74 @@ static void tg_set_commands(struct tg_http *h)
   json_object_put(body);
 }
 
-enum err tg_open(const struct cfg *cfg, struct tg **out, char *errbuf, size_t errlen)
+/* getMe on t's poller connection; the outcome in t->open_err and t->open_msg. */
+static void *tg_get_me(void *arg)
 {
-  struct tg *t = calloc(1, sizeof *t);
+  struct tg *t = arg;
   struct tg_res r;
   const char *name;
   enum err e;
 
+  if ((e = tg_call(&t->http, "getMe", NULL, NULL, 20, &r)) || !r.result) {
+    if (r.status == 401 || r.status == 404 || r.error_code == 401)
+      snprintf(t->open_msg, sizeof t->open_msg,
+               "Telegram rejected the bot token (telegram.token): %s", r.desc);
+    else
+      snprintf(t->open_msg, sizeof t->open_msg, "cannot reach the Telegram Bot API at %s: %s",
+               t->cfg->telegram_api_base, r.desc[0] ? r.desc : err_str(e));
+    t->open_err = e ? e : ERR_UNAVAILABLE;
+  } else {
+    name = tg_get_str(r.result, "username");
+    snprintf(t->username, sizeof t->username, "%s", name ? name : "");
+    snprintf(t->bot_name, sizeof t->bot_name, "@%s", t->username);
+  }
+  tg_res_release(&r);
+  return NULL;
+}
+
+enum err tg_open_begin(const struct cfg *cfg, struct tg **out)
+{
+  struct tg *t = calloc(1, sizeof *t);
+
   *out = NULL;
   if (!t || tg_http_init(&t->http, cfg)) {
     free(t);
-    snprintf(errbuf, errlen, "out of memory");
     return ERR_NOMEM;
   }
   t->cfg = cfg;
-  if ((e = tg_call(&t->http, "getMe", NULL, NULL, 20, &r)) || !r.result) {
-    if (r.status == 401 || r.status == 404 || r.error_code == 401)
-      snprintf(errbuf, errlen, "Telegram rejected the bot token (telegram.token): %s", r.desc);
-    else
-      snprintf(errbuf, errlen, "cannot reach the Telegram Bot API at %s: %s",
-               cfg->telegram_api_base, r.desc[0] ? r.desc : err_str(e));
-    tg_res_release(&r);
-    tg_free(t);
-    return e ? e : ERR_UNAVAILABLE;
+  if (pthread_create(&t->opener, NULL, tg_get_me, t) == 0)
+    t->opening = 1;
+  else
+    tg_get_me(t);   /* no thread: the caller waits here instead */
+  *out = t;
+  return ERR_OK;
+}
+
+enum err tg_open_end(struct tg *t, char *errbuf, size_t errlen)
+{
+  if (t->opening) {
+    pthread_join(t->opener, NULL);
+    t->opening = 0;
   }
-  name = tg_get_str(r.result, "username");
-  snprintf(t->username, sizeof t->username, "%s", name ? name : "");
-  snprintf(t->bot_name, sizeof t->bot_name, "@%s", t->username);
-  tg_res_release(&r);
+  if (t->open_err)
+    snprintf(errbuf, errlen, "%s", t->open_msg);
+  return t->open_err;
+}
+
+enum err tg_open(const struct cfg *cfg, struct tg **out, char *errbuf, size_t errlen)
+{
+  struct tg *t;
+  enum err e;
+
+  *out = NULL;
+  if (tg_open_begin(cfg, &t)) {
+    snprintf(errbuf, errlen, "out of memory");
+    return ERR_NOMEM;
+  }
+  if ((e = tg_open_end(t, errbuf, errlen))) {
+    tg_free(t);
+    return e;
+  }
   *out = t;
   return ERR_OK;
 }
@@ -380,6 +424,8 @@ void tg_free(struct tg *t)
 {
   if (!t)
     return;
+  if (t->opening)
+    pthread_join(t->opener, NULL);
   tg_http_release(&t->http);
   free(t);
 }

@@ -52,6 +52,13 @@ struct tg;
 /* Checks the token with getMe.  A bad token or unreachable server is an
  * error written to errbuf (the token is never in it). */
 enum err tg_open(const struct cfg *cfg, struct tg **out, char *errbuf, size_t errlen);
+/* tg_open in two halves, so that start-up can do other work during getMe:
+ * begin starts getMe on a thread of its own (ERR_NOMEM only); end waits for
+ * it and returns what tg_open would (the caller then tg_free()s t on an
+ * error).  Nothing may use t in between but tg_open_end and tg_free.  Both
+ * from the thread that owns t. */
+enum err tg_open_begin(const struct cfg *cfg, struct tg **out);
+enum err tg_open_end(struct tg *t, char *errbuf, size_t errlen);
 void tg_free(struct tg *t);
 /* "@name (id N)" of the bot after tg_open. */
 const char *tg_bot_name(const struct tg *t);

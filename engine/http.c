@@ -17,6 +17,7 @@
 #include <strings.h>
 #include <sys/random.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -63,32 +64,48 @@ struct http {
 
 /* ---- process-wide TLS state --------------------------------------------- *
  *
- * A parsed CA bundle costs about 460 KB of heap for ~150 certificates, and
- * a handshake needs the one or two that issued the server's chain.  So the
- * bundle is parsed once into an index: every CA's DER, one after another,
- * and where its subject is.  The handshake runs with an empty trust list and
- * VERIFY_OPTIONAL; before a byte is sent, tls_verify() verifies the server's
- * chain (mbedtls_x509_crt_verify_with_profile, host name included) against
- * just the CAs whose subject is the issuer or subject of a certificate in
- * that chain, parsed from the index for the moment.  Every other check of
- * the handshake (key usage, host name, dates) must have passed as well. */
+ * A parsed CA bundle costs about 460 KB of heap for ~150 certificates, its
+ * DER alone ~200 KB, and a handshake needs the one or two that issued the
+ * server's chain.  So the bundle is indexed once: for every CA, a hash of
+ * its subject and where its base64 lies in the PEM file (16 bytes a CA).
+ * The handshake runs with an empty trust list and VERIFY_OPTIONAL; before a
+ * byte is sent, tls_verify() verifies the server's chain
+ * (mbedtls_x509_crt_verify_with_profile, host name included) against just
+ * the CAs whose subject is the issuer or subject of a certificate in that
+ * chain: the file is read again, those blocks decoded and their subjects
+ * compared in full (a hash only picks candidates).  A bundle that changed
+ * since (size or mtime) is indexed again first.  Every other check of the
+ * handshake (key usage, host name, dates) must have passed as well.
+ *
+ * Indexing reads and base64-decodes the whole bundle (~3 ms for Debian's),
+ * and nothing needs the index before the handshake is over: so the first
+ * https connection starts it on a short-lived thread of its own and goes on
+ * with name resolution, connect and handshake meanwhile; tls_verify() waits
+ * for it (or indexes itself if no thread could be started). */
 
 struct ca_ix {
-  size_t off, len;                   /* the certificate in g_tls.der */
-  size_t subj_off, subj_len;         /* its subject, likewise */
+  uint64_t subj_hash;                /* FNV-1a of the subject (tag and length included) */
+  uint32_t b64_off, b64_len;         /* the base64 between BEGIN and END in the file */
 };
 
 static struct {
-  pthread_once_t once;
+  pthread_once_t once;               /* the random generator */
   int ok;
   char why[200];
+  pthread_once_t ix_once;            /* the first index (ca_init) */
+  int ix_started;                    /* ca_prefetch() ran (atomic) */
+  char ix_why[200];                  /* no CA bundle: why */
   mbedtls_entropy_context entropy;
   mbedtls_ctr_drbg_context drbg;
-  unsigned char *der;                /* the CAs' DER, one after another */
+  pthread_mutex_t mu;                /* the index below (re-indexed if the file changes) */
+  char path[512];                    /* the bundle indexed */
+  off_t size;
+  struct timespec mtime;
   struct ca_ix *ix;
   size_t n;
   mbedtls_x509_crt none;             /* the handshake's (empty) trust list */
-} g_tls = {.once = PTHREAD_ONCE_INIT};
+} g_tls = {.once = PTHREAD_ONCE_INIT, .ix_once = PTHREAD_ONCE_INIT,
+         .mu = PTHREAD_MUTEX_INITIALIZER};
 
 static const char *const ca_paths[] = {
   "/etc/ssl/certs/ca-certificates.crt",   /* Debian, Ubuntu, Alpine */
@@ -98,16 +115,17 @@ static const char *const ca_paths[] = {
   NULL,
 };
 
-/* Whole file into a NUL-terminated malloc'd buffer; NULL if unreadable. */
-static char *slurp(const char *path)
+/* Whole file into a NUL-terminated malloc'd buffer; NULL if unreadable.
+ * st gets its size and mtime. */
+static char *slurp(const char *path, struct stat *st)
 {
   FILE *f = fopen(path, "re");
   char *d = NULL;
-  long n;
+  size_t n;
 
-  if (f && fseek(f, 0, SEEK_END) == 0 && (n = ftell(f)) > 0 && n < (64L << 20) &&
-      fseek(f, 0, SEEK_SET) == 0 && (d = malloc((size_t)n + 1))) {
-    if (fread(d, 1, (size_t)n, f) != (size_t)n) {
+  if (f && fstat(fileno(f), st) == 0 && st->st_size > 0 && st->st_size < (64L << 20) &&
+      (d = malloc((size_t)st->st_size + 1))) {
+    if ((n = fread(d, 1, (size_t)st->st_size, f)) != (size_t)st->st_size) {
       free(d);
       d = NULL;
     } else {
@@ -119,31 +137,13 @@ static char *slurp(const char *path)
   return d;
 }
 
-/* Adds one certificate (DER) to the index. */
-static int ca_add(const unsigned char *der, size_t len, size_t subj_off, size_t subj_len,
-                  size_t *cap, size_t *used)
+static uint64_t fnv1a(const unsigned char *p, size_t n)
 {
-  struct ca_ix *ix;
+  uint64_t h = 0xcbf29ce484222325ULL;
 
-  if (*used + len > *cap) {
-    size_t ncap = (*cap ? *cap * 2 : 65536) + len;
-    unsigned char *d = realloc(g_tls.der, ncap);
-    if (!d)
-      return -1;
-    g_tls.der = d;
-    *cap = ncap;
-  }
-  if (!(ix = realloc(g_tls.ix, (g_tls.n + 1) * sizeof *ix)))
-    return -1;
-  g_tls.ix = ix;
-  ix += g_tls.n++;
-  memcpy(g_tls.der + *used, der, len);
-  ix->off = *used;
-  ix->len = len;
-  ix->subj_off = *used + subj_off;
-  ix->subj_len = subj_len;
-  *used += len;
-  return 0;
+  while (n--)
+    h = (h ^ *p++) * 0x100000001b3ULL;
+  return h;
 }
 
 /* Where the subject Name (tag and length included, as mbedtls' subject_raw)
@@ -185,44 +185,72 @@ static int der_subject(const unsigned char *der, size_t n, size_t *len, size_t *
   return 0;
 }
 
-/* Indexes every CA certificate of a PEM bundle; the number indexed. */
+/* Decodes the base64 b64[0..len) into *der (grown as needed); its length, 0 if bad. */
+static size_t pem_decode(const char *b64, size_t len, unsigned char **der, size_t *dcap)
+{
+  size_t n;
+
+  if (len > *dcap) {
+    unsigned char *d = realloc(*der, len);
+    if (!d)
+      return 0;
+    *der = d;
+    *dcap = len;
+  }
+  if (mbedtls_base64_decode(*der, *dcap, &n, (const unsigned char *)b64, len))
+    return 0;
+  return n;
+}
+
+#define PEM_BEGIN "-----BEGIN CERTIFICATE-----"
+#define PEM_END "-----END CERTIFICATE-----"
+
+/* Indexes every CA certificate of the PEM bundle at path into g_tls (whose
+ * old index it replaces); the number indexed.  Called with g_tls.mu held or
+ * before any other thread can see g_tls. */
 static size_t ca_index(const char *path)
 {
-  static const char BEGIN[] = "-----BEGIN CERTIFICATE-----", END[] = "-----END CERTIFICATE-----";
-  char *pem = slurp(path), *p = pem, *e;
+  struct stat st;
+  char *pem = slurp(path, &st), *p = pem, *e;
   unsigned char *der = NULL;
-  size_t cap = 0, used = 0, dcap = 0;
+  size_t dcap = 0, cap = 0;
 
-  while (p && (p = strstr(p, BEGIN)) && (e = strstr(p, END))) {
+  free(g_tls.ix);
+  g_tls.ix = NULL;
+  g_tls.n = 0;
+  while (p && (p = strstr(p, PEM_BEGIN)) && (e = strstr(p, PEM_END))) {
     size_t n, len, so, sl;
-    p += sizeof BEGIN - 1;
-    if ((size_t)(e - p) > dcap) {
-      unsigned char *d = realloc(der, (size_t)(e - p));
-      if (!d)
-        break;
-      der = d;
-      dcap = (size_t)(e - p);
+    p += sizeof PEM_BEGIN - 1;
+    if ((n = pem_decode(p, (size_t)(e - p), &der, &dcap)) &&
+        der_subject(der, n, &len, &so, &sl) == 0 && len <= n && (size_t)(e - pem) < UINT32_MAX) {
+      if (g_tls.n == cap) {
+        struct ca_ix *ix = realloc(g_tls.ix, (cap = cap ? cap * 2 : 256) * sizeof *ix);
+        if (!ix)
+          break;
+        g_tls.ix = ix;
+      }
+      g_tls.ix[g_tls.n++] = (struct ca_ix){fnv1a(der + so, sl), (uint32_t)(p - pem),
+                                           (uint32_t)(e - p)};
     }
-    if (mbedtls_base64_decode(der, dcap, &n, (const unsigned char *)p, (size_t)(e - p)) == 0 &&
-        der_subject(der, n, &len, &so, &sl) == 0 && len <= n &&
-        ca_add(der, len, so, sl, &cap, &used))
-      break;
-    p = e + sizeof END - 1;
+    p = e + sizeof PEM_END - 1;
+  }
+  if (g_tls.ix && g_tls.n < cap) {   /* give back the slack */
+    struct ca_ix *ix = realloc(g_tls.ix, (g_tls.n ? g_tls.n : 1) * sizeof *ix);
+    if (ix)
+      g_tls.ix = ix;
   }
   free(der);
   free(pem);
-  if (g_tls.der && used < cap) {   /* give back the slack */
-    unsigned char *d = realloc(g_tls.der, used);
-    if (d)
-      g_tls.der = d;
+  if (pem) {
+    snprintf(g_tls.path, sizeof g_tls.path, "%s", path);
+    g_tls.size = st.st_size;
+    g_tls.mtime = st.st_mtim;
   }
   return g_tls.n;
 }
 
 static void tls_global_init(void)
 {
-  const char *env = getenv("SSL_CERT_FILE");
-
   mbedtls_entropy_init(&g_tls.entropy);
   mbedtls_ctr_drbg_init(&g_tls.drbg);
   mbedtls_x509_crt_init(&g_tls.none);
@@ -231,34 +259,121 @@ static void tls_global_init(void)
     snprintf(g_tls.why, sizeof g_tls.why, "cannot seed the TLS random generator");
     return;
   }
+  g_tls.ok = 1;
+}
+
+/* The first index of the CA bundle: $SSL_CERT_FILE, else the first system
+ * bundle found. */
+static void ca_init(void)
+{
+  const char *env = getenv("SSL_CERT_FILE");
+
   if (env && *env) {
     if (!ca_index(env))
-      snprintf(g_tls.why, sizeof g_tls.why, "cannot read CA bundle '%.120s' (SSL_CERT_FILE)", env);
+      snprintf(g_tls.ix_why, sizeof g_tls.ix_why, "cannot read CA bundle '%.120s' (SSL_CERT_FILE)",
+               env);
   } else {
     for (int i = 0; ca_paths[i] && !g_tls.n; i++)
       if (access(ca_paths[i], R_OK) == 0)
         ca_index(ca_paths[i]);
     if (!g_tls.n)
-      snprintf(g_tls.why, sizeof g_tls.why,
+      snprintf(g_tls.ix_why, sizeof g_tls.ix_why,
                "no CA bundle found (install ca-certificates or set SSL_CERT_FILE)");
   }
-  g_tls.ok = g_tls.n > 0;
 }
 
-/* The indexed CAs that may anchor chain: subject equal to the issuer or the
- * subject of one of its certificates.  Parsed into trust. */
-static void ca_collect(const mbedtls_x509_crt *chain, mbedtls_x509_crt *trust)
+static void *ca_init_thread(void *arg)
 {
-  for (size_t i = 0; i < g_tls.n; i++) {
+  (void)arg;
+  pthread_once(&g_tls.ix_once, ca_init);
+  return NULL;
+}
+
+/* Starts the first index on a thread of its own, once per process, so that
+ * it runs while the first connection resolves, connects and shakes hands. */
+static void ca_prefetch(void)
+{
+  pthread_attr_t a;
+  pthread_t th;
+
+  if (__atomic_exchange_n(&g_tls.ix_started, 1, __ATOMIC_ACQ_REL))
+    return;
+  if (pthread_attr_init(&a))
+    return;
+  pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
+  pthread_attr_setstacksize(&a, 256 * 1024);
+  (void)pthread_create(&th, &a, ca_init_thread, NULL);   /* else tls_verify() indexes */
+  pthread_attr_destroy(&a);
+}
+
+/* Whether the CA of index entry x may anchor chain: its hash matches the
+ * issuer or the subject of one of the chain's certificates. */
+static int ca_candidate(const struct ca_ix *x, const mbedtls_x509_crt *chain)
+{
+  for (const mbedtls_x509_crt *c = chain; c; c = c->next)
+    if (fnv1a(c->issuer_raw.p, c->issuer_raw.len) == x->subj_hash ||
+        fnv1a(c->subject_raw.p, c->subject_raw.len) == x->subj_hash)
+      return 1;
+  return 0;
+}
+
+/* Parses into trust the candidates of pem (the bundle as indexed) whose
+ * subject really is an issuer or subject in chain; -1 if pem no longer
+ * matches the index. */
+static int ca_parse_candidates(const char *pem, size_t pem_len, const mbedtls_x509_crt *chain,
+                               mbedtls_x509_crt *trust)
+{
+  unsigned char *der = NULL;
+  size_t dcap = 0;
+  int rc = 0;
+
+  for (size_t i = 0; i < g_tls.n && rc == 0; i++) {
     const struct ca_ix *x = &g_tls.ix[i];
-    const unsigned char *subj = g_tls.der + x->subj_off;
+    size_t n, len, so, sl;
+    if (!ca_candidate(x, chain))
+      continue;
+    if ((size_t)x->b64_off + x->b64_len > pem_len ||
+        !(n = pem_decode(pem + x->b64_off, x->b64_len, &der, &dcap)) ||
+        der_subject(der, n, &len, &so, &sl) || len > n || fnv1a(der + so, sl) != x->subj_hash) {
+      rc = -1;
+      break;
+    }
     for (const mbedtls_x509_crt *c = chain; c; c = c->next)
-      if ((c->issuer_raw.len == x->subj_len && !memcmp(c->issuer_raw.p, subj, x->subj_len)) ||
-          (c->subject_raw.len == x->subj_len && !memcmp(c->subject_raw.p, subj, x->subj_len))) {
-        mbedtls_x509_crt_parse_der(trust, g_tls.der + x->off, x->len);
+      if ((c->issuer_raw.len == sl && !memcmp(c->issuer_raw.p, der + so, sl)) ||
+          (c->subject_raw.len == sl && !memcmp(c->subject_raw.p, der + so, sl))) {
+        mbedtls_x509_crt_parse_der(trust, der, len);
         break;
       }
   }
+  free(der);
+  return rc;
+}
+
+/* The indexed CAs that may anchor chain, parsed into trust: the bundle is
+ * read again (indexed again if it changed since). */
+static void ca_collect(const mbedtls_x509_crt *chain, mbedtls_x509_crt *trust)
+{
+  struct stat st;
+  char *pem;
+
+  pthread_mutex_lock(&g_tls.mu);
+  pem = slurp(g_tls.path, &st);
+  if (pem && (st.st_size != g_tls.size || st.st_mtim.tv_sec != g_tls.mtime.tv_sec ||
+              st.st_mtim.tv_nsec != g_tls.mtime.tv_nsec))
+    ca_index(g_tls.path);
+  if (pem && ca_parse_candidates(pem, strlen(pem), chain, trust)) {
+    mbedtls_x509_crt_free(trust);   /* changed under us: once more, indexed afresh */
+    mbedtls_x509_crt_init(trust);
+    free(pem);
+    ca_index(g_tls.path);
+    pem = slurp(g_tls.path, &st);
+    if (pem && ca_parse_candidates(pem, strlen(pem), chain, trust)) {
+      mbedtls_x509_crt_free(trust);
+      mbedtls_x509_crt_init(trust);
+    }
+  }
+  free(pem);
+  pthread_mutex_unlock(&g_tls.mu);
 }
 
 /* ---- small helpers ------------------------------------------------------ */
@@ -504,7 +619,7 @@ static enum err tls_conf(struct http *h)
   pthread_once(&g_tls.once, tls_global_init);
   if (h->conf_ready)
     return ERR_OK;
-  if (!g_tls.ok && !h->own_ca_set)
+  if (!g_tls.ok)
     return fail(h, ERR_NET, "TLS: %s", g_tls.why);
   mbedtls_ssl_config_init(&h->conf);
   if (mbedtls_ssl_config_defaults(&h->conf, MBEDTLS_SSL_IS_CLIENT, MBEDTLS_SSL_TRANSPORT_STREAM,
@@ -551,6 +666,13 @@ static enum err tls_verify(struct http *h, const char *host)
   flags &= ~(uint32_t)MBEDTLS_X509_BADCERT_NOT_TRUSTED;   /* that is decided here */
   if (!peer)
     return fail(h, ERR_NET, "TLS: '%s' sent no certificate", host);
+  pthread_once(&g_tls.ix_once, ca_init);   /* waits for ca_prefetch()'s thread */
+  pthread_mutex_lock(&g_tls.mu);
+  size_t n_ca = g_tls.n;
+  pthread_mutex_unlock(&g_tls.mu);
+  if (!n_ca)   /* none at start (ix_why says why), or the bundle went unreadable since */
+    return fail(h, ERR_NET, "TLS: %s",
+                g_tls.ix_why[0] ? g_tls.ix_why : "the CA bundle can no longer be read");
   if (!flags) {
     mbedtls_x509_crt_init(&trust);
     ca_collect(peer, &trust);
@@ -751,6 +873,8 @@ static enum err conn_get(struct http *h, const struct http_url *u, long ctimeout
     return ERR_OK;
   }
   http_close(h);
+  if (u->tls && !h->own_ca_set)
+    ca_prefetch();
   if (via) {
     if ((e = tcp_connect(h, px.host, px.port, ctimeout)) || (e = proxy_tunnel(h, u, &px)))
       goto out;

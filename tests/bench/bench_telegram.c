@@ -136,8 +136,8 @@ static void print_smaps(pid_t pid)
   fclose(f);
   if (getenv("BENCH_SMAPS")) {   /* resident KB per mapping, for looking into it */
     char cmd[200];
-    snprintf(cmd, sizeof cmd, "awk '/^[0-9a-f]+-/{m=$6} /^Rss:/{r[m]+=$2} END{for (k in r) "
-             "if (r[k]) print r[k], k}' /proc/%d/smaps | sort -rn | head -25", (int)pid);
+    snprintf(cmd, sizeof cmd, "awk '/^[0-9a-f]+-/{m=$1" "$2" "$6} /^Rss:/{r[m]+=$2} END{for (k in r) "
+             "if (r[k]) print r[k], k}' /proc/%d/smaps | sort -rn | head -40", (int)pid);
     if (system(cmd) != 0)
       printf("  (smaps not readable)\n");
   }

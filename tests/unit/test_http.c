@@ -655,6 +655,38 @@ TEST(tls_wrong_name_or_untrusted_fails)
   http_free(h);
 }
 
+/* The bundle is re-read at each new connection (only an index of it is kept):
+ * rewritten since, with the CA at another place, or without it. */
+TEST(tls_bundle_rewritten)
+{
+  struct http *h;
+  char u[128], cmd[3000];
+  struct http_req rq = {.url = u, .timeout_ms = 10000};
+  struct http_resp rs;
+
+  if (tls_skip()) {
+    ASSERT(!getenv("CI"));
+    return;
+  }
+  snprintf(u, sizeof u, "https://localhost:%d/x", g_tls[0].port);
+  set_mode(M_ECHO);
+  snprintf(cmd, sizeof cmd, "cat '%s/ca.crt' '%s/ca.crt' /etc/ssl/certs/ca-certificates.crt > "
+           "'%s/bundle.new' 2>/dev/null; mv '%s/bundle.new' '%s/bundle.pem'",
+           g_dir[1], g_dir[0], g_dir[0], g_dir[0], g_dir[0]);
+  ASSERT_EQ(system(cmd), 0);
+  h = http_new();
+  ASSERT_EQ(http_do(h, &rq, &rs), ERR_OK);
+  ASSERT_EQ(rs.status, 200);
+  http_resp_release(&rs);
+  http_free(h);
+  snprintf(cmd, sizeof cmd, "cp '%s/ca.crt' '%s/bundle.new' && mv '%s/bundle.new' '%s/bundle.pem'",
+           g_dir[1], g_dir[0], g_dir[0], g_dir[0]);
+  ASSERT_EQ(system(cmd), 0);
+  h = http_new();
+  ASSERT(tls_refused(h, u));
+  http_free(h);
+}
+
 int main(void)
 {
   signal(SIGPIPE, SIG_IGN);
@@ -678,6 +710,7 @@ int main(void)
   tls_setup();
   RUN(tls_verified_and_kept_alive);
   RUN(tls_wrong_name_or_untrusted_fails);
+  RUN(tls_bundle_rewritten);
   tu_rmrf(g_dir[0]);
   tu_rmrf(g_dir[1]);
   return test_summary();
