@@ -32,6 +32,7 @@
 #include "../pgutil.h"
 #include "../ledgerutil.h"
 #include "../testutil.h"
+#include "celery.h"
 #include "engine/ledger/ledger.h"
 #include "engine/log.h"
 
@@ -360,39 +361,6 @@ static void run_backend(const char *backend, int jobs)
   run_rtt(backend, jobs / 10 > 200 ? 200 : jobs / 10);
 }
 
-/* Runs the Celery baseline; fills rate and round trip p99, or says why not. */
-static int run_celery(int jobs, double *rate, double *rtt_p99)
-{
-  char cmd[1200], line[512];
-  const char *off = getenv("SKYNET_BENCH_CELERY");
-  FILE *f;
-  int got = 0;
-
-  if (off && strcmp(off, "0") == 0) {
-    printf("celery: skipped (SKYNET_BENCH_CELERY=0)\n");
-    return 0;
-  }
-  snprintf(cmd, sizeof cmd, "%s/tests/bench/celery_baseline.sh %d 2>&1", SKYNET_SOURCE_DIR, jobs);
-  if (!(f = popen(cmd, "r"))) {
-    printf("celery: skipped: cannot run %s\n", cmd);
-    return 0;
-  }
-  while (fgets(line, sizeof line, f)) {
-    if (sscanf(line, "celery-figures rate=%lf start_p99=%*f rtt_p50=%*f rtt_p99=%lf", rate,
-               rtt_p99) == 2)
-      got = 1;
-    else if (strncmp(line, "celery", 6) == 0)
-      fputs(line, stdout);
-  }
-  pclose(f);
-  return got;
-}
-
-static void verdict(const char *what, double ratio, double target)
-{
-  printf("  %-34s %6.2fx Celery (target >= %.0fx: %s)\n", what, ratio, target,
-         ratio >= target ? "met" : "NOT met");
-}
 
 static void summary(int have_pg, int have_celery, double c_rate, double c_rtt)
 {
@@ -442,7 +410,8 @@ int main(int argc, char **argv)
     tpg_schema_drop(pg, "bench_ledger");
     have_pg = 1;
   }
-  have_celery = run_celery(jobs, &c_rate, &c_rtt);
+  double c_start, c_rtt50;
+  have_celery = run_celery(jobs, &c_rate, &c_start, &c_rtt50, &c_rtt);
   summary(have_pg, have_celery, c_rate, c_rtt);
   return 0;
 }

@@ -102,32 +102,33 @@ TEST(down_provider_refused_at_run_time)
   job_release(&j);
 }
 
-static int64_t approved_write(const char *path)
+/* Submits a plan that must wait for approval, approves it; its id or 0. */
+static int64_t approved(const char *plan)
 {
-  char plan[512];
   enum job_state st;
-  int64_t id;
+  int64_t id = submit_plan(plan, &st, NULL, 0);
 
-  snprintf(plan, sizeof plan, "{\"steps\":[{\"action\":\"file_write\",\"args\":{\"path\":\"%s\","
-           "\"content\":\"written\\n\"}}]}", path);
-  id = submit_plan(plan, &st, NULL, 0);
   if (st != JOB_AWAITING_APPROVAL || orch_decide(g_orch, g_l, id, 1, "op") != ERR_OK)
     return 0;
   return id;
 }
 
+static int64_t approved_write(const char *path)
+{
+  char plan[512];
+
+  snprintf(plan, sizeof plan, "{\"steps\":[{\"action\":\"file_write\",\"args\":{\"path\":\"%s\","
+           "\"content\":\"written\\n\"}}]}", path);
+  return approved(plan);
+}
+
 static int64_t approved_shell(const char *script)
 {
   char plan[1024];
-  enum job_state st;
-  int64_t id;
 
   snprintf(plan, sizeof plan, "{\"steps\":[{\"action\":\"shell\",\"args\":{\"argv\":"
            "[\"sh\",\"-c\",\"%s\"]}}]}", script);
-  id = submit_plan(plan, &st, NULL, 0);
-  if (st != JOB_AWAITING_APPROVAL || orch_decide(g_orch, g_l, id, 1, "op") != ERR_OK)
-    return 0;
-  return id;
+  return approved(plan);
 }
 
 /* A WRITE step on the default (local) provider runs in the sandbox: what
