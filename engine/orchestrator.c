@@ -814,6 +814,17 @@ static void supersede(struct write *g, int n)
   }
 }
 
+/* until = now + ms on the realtime clock, for pthread_cond_timedwait. */
+static void deadline_in(struct timespec *until, int64_t ms)
+{
+  clock_gettime(CLOCK_REALTIME, until);
+  until->tv_nsec += (long)ms * 1000000L;
+  if (until->tv_nsec >= 1000000000L) {
+    until->tv_sec++;
+    until->tv_nsec -= 1000000000L;
+  }
+}
+
 /* Whether only lazy writes are queued, the first for less than LINGER_MS. */
 static int lingering(struct orch *o, struct timespec *until)
 {
@@ -824,12 +835,7 @@ static int lingering(struct orch *o, struct timespec *until)
       return 0;
   if (!o->w_head || o->w_stop || (left = o->w_head->queued + LINGER_MS - mono_ms()) <= 0)
     return 0;
-  clock_gettime(CLOCK_REALTIME, until);
-  until->tv_nsec += (long)left * 1000000L;
-  if (until->tv_nsec >= 1000000000L) {
-    until->tv_sec++;
-    until->tv_nsec -= 1000000000L;
-  }
+  deadline_in(until, left);
   return 1;
 }
 
@@ -846,12 +852,7 @@ static int spacing(struct orch *o, struct timespec *until)
   for (struct write *w = o->w_head; w; w = w->next)
     if (w->sync)
       return 0;
-  clock_gettime(CLOCK_REALTIME, until);
-  until->tv_nsec += (long)left * 1000000L;
-  if (until->tv_nsec >= 1000000000L) {
-    until->tv_sec++;
-    until->tv_nsec -= 1000000000L;
-  }
+  deadline_in(until, left);
   return 1;
 }
 
