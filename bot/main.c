@@ -327,10 +327,11 @@ static void stop_runtime(const struct cfg *c, struct runtime *rt)
   log_info("main", "skynet stopped");
 }
 
-static int cmd_run(const struct cfg *c)
+/* tg: the Telegram channel with getMe under way (main started it before
+ * loading the persona), or NULL for the console. */
+static int cmd_run(const struct cfg *c, struct tg *tg)
 {
   struct runtime rt;
-  struct tg *tg = NULL;
   char err[512];
   enum err e;
   int rc;
@@ -338,10 +339,6 @@ static int cmd_run(const struct cfg *c)
   /* getMe (with the TLS handshake) runs while the database is opened and
    * migrated; it must have accepted the token before anything starts. */
   memset(&rt, 0, sizeof rt);
-  if (c->telegram_token && tg_open_begin(c, &tg)) {
-    fprintf(stderr, "skynet: out of memory\n");
-    return 1;
-  }
   if (open_ledger(c, &rt.l, 1)) {
     tg_free(tg);
     return 1;
@@ -353,6 +350,8 @@ static int cmd_run(const struct cfg *c)
     tg_free(tg);
     return 1;
   }
+  if (tg)
+    tg_poll_ahead(tg, rt.l, &g_stop);
   if (start_services(c, c->workers, &rt)) {
     tg_free(tg);
     return 1;
@@ -419,6 +418,7 @@ static void tune_memory(void)
 int main(int argc, char **argv)
 {
   struct args a;
+  struct tg *tg = NULL;
   struct cfg c;
   char err[512];
   enum err e;
@@ -433,10 +433,18 @@ int main(int argc, char **argv)
     return 2;
   }
   setup_logging(&c);
+  /* skynet run: getMe (name resolution, TLS handshake) starts first, as
+   * the rest of start-up can run beside it. */
+  if (strcmp(a.cmd, "run") == 0 && c.telegram_token && tg_open_begin(&c, &tg)) {
+    fprintf(stderr, "skynet: out of memory\n");
+    cfg_release(&c);
+    return 1;
+  }
   if (strcmp(a.cmd, "migrate") != 0) {
     struct persona *p;
     if (persona_load(c.persona, c.home, &p, err, sizeof err)) {
       fprintf(stderr, "skynet: %s\n", err);
+      tg_free(tg);
       cfg_release(&c);
       return 2;
     }
@@ -449,7 +457,7 @@ int main(int argc, char **argv)
   else if (strcmp(a.cmd, "worker") == 0)
     rc = cmd_worker(&c);
   else
-    rc = cmd_run(&c);
+    rc = cmd_run(&c, tg);
   persona_set_current(NULL);
   cfg_release(&c);
   return rc;

@@ -49,6 +49,7 @@ struct tg_http {
   struct http *h;
   char *base;                       /* <api_base>/bot<token>/ */
   volatile sig_atomic_t *stop;
+  volatile sig_atomic_t quit;       /* tg_free: cancel what is in flight */
 };
 
 struct tg_res {
@@ -67,8 +68,18 @@ struct tg {
   struct tg_http out;               /* the sender's connection */
   char bot_name[128];
   char username[64];
-  pthread_t opener;                 /* tg_open_begin's getMe */
-  int opening;
+  /* The opener thread: getMe, then (tg_poll_ahead) the first getUpdates. */
+  pthread_t opener;
+  int opening;                      /* opener not joined yet */
+  pthread_mutex_t omu;
+  pthread_cond_t ocv;
+  int me_done;                      /* getMe answered (omu) */
+  int ahead;                        /* 1: poll from ahead_offset; -1: don't (omu) */
+  int64_t ahead_offset;
+  int64_t ahead_t0;
+  enum err ahead_err;
+  struct tg_res ahead_res;          /* valid when ahead_err was set by a poll */
+  int ahead_done;
   enum err open_err;
   char open_msg[512];
   pthread_t sender;
@@ -86,7 +97,7 @@ struct tg {
 static int tg_cancelled(void *ud)
 {
   struct tg_http *h = ud;
-  return h->stop && *h->stop ? 1 : 0;
+  return h->quit || (h->stop && *h->stop) ? 1 : 0;
 }
 
 static enum err tg_http_init(struct tg_http *c, const struct cfg *cfg)
@@ -348,10 +359,11 @@ static void tg_set_commands(struct tg_http *h)
   json_object_put(body);
 }
 
+static enum err tg_get_updates(struct tg *t, int64_t offset, struct tg_res *r);
+
 /* getMe on t's poller connection; the outcome in t->open_err and t->open_msg. */
-static void *tg_get_me(void *arg)
+static void tg_get_me(struct tg *t)
 {
-  struct tg *t = arg;
   struct tg_res r;
   const char *name;
   enum err e;
@@ -370,7 +382,42 @@ static void *tg_get_me(void *arg)
     snprintf(t->bot_name, sizeof t->bot_name, "@%s", t->username);
   }
   tg_res_release(&r);
+}
+
+/* The opener: getMe, then, once tg_poll_ahead gives it the offset, the
+ * first getUpdates on the same (already open) connection. */
+static void *tg_opener_main(void *arg)
+{
+  struct tg *t = arg;
+  int go;
+
+  tg_get_me(t);
+  pthread_mutex_lock(&t->omu);
+  t->me_done = 1;
+  pthread_cond_broadcast(&t->ocv);
+  while (!t->open_err && !t->ahead)
+    pthread_cond_wait(&t->ocv, &t->omu);
+  go = !t->open_err && t->ahead > 0;
+  pthread_mutex_unlock(&t->omu);
+  if (go) {
+    t->ahead_err = tg_get_updates(t, t->ahead_offset, &t->ahead_res);
+    t->ahead_done = 1;
+  }
   return NULL;
+}
+
+/* Joins the opener, telling it first not to poll if nobody asked it to. */
+static void tg_opener_join(struct tg *t)
+{
+  if (!t->opening)
+    return;
+  pthread_mutex_lock(&t->omu);
+  if (!t->ahead)
+    t->ahead = -1;
+  pthread_cond_broadcast(&t->ocv);
+  pthread_mutex_unlock(&t->omu);
+  pthread_join(t->opener, NULL);
+  t->opening = 0;
 }
 
 enum err tg_open_begin(const struct cfg *cfg, struct tg **out)
@@ -383,20 +430,26 @@ enum err tg_open_begin(const struct cfg *cfg, struct tg **out)
     return ERR_NOMEM;
   }
   t->cfg = cfg;
-  if (pthread_create(&t->opener, NULL, tg_get_me, t) == 0)
+  pthread_mutex_init(&t->omu, NULL);
+  pthread_cond_init(&t->ocv, NULL);
+  if (pthread_create(&t->opener, NULL, tg_opener_main, t) == 0) {
     t->opening = 1;
-  else
+  } else {
     tg_get_me(t);   /* no thread: the caller waits here instead */
+    t->me_done = 1;
+  }
   *out = t;
   return ERR_OK;
 }
 
 enum err tg_open_end(struct tg *t, char *errbuf, size_t errlen)
 {
-  if (t->opening) {
-    pthread_join(t->opener, NULL);
-    t->opening = 0;
-  }
+  pthread_mutex_lock(&t->omu);
+  while (!t->me_done)
+    pthread_cond_wait(&t->ocv, &t->omu);
+  pthread_mutex_unlock(&t->omu);
+  if (t->open_err)
+    tg_opener_join(t);
   if (t->open_err)
     snprintf(errbuf, errlen, "%s", t->open_msg);
   return t->open_err;
@@ -424,8 +477,12 @@ void tg_free(struct tg *t)
 {
   if (!t)
     return;
-  if (t->opening)
-    pthread_join(t->opener, NULL);
+  t->http.quit = 1;
+  tg_opener_join(t);
+  if (t->ahead_done)
+    tg_res_release(&t->ahead_res);
+  pthread_mutex_destroy(&t->omu);
+  pthread_cond_destroy(&t->ocv);
   tg_http_release(&t->http);
   free(t);
 }
@@ -767,8 +824,9 @@ static int64_t tg_send_round(struct tg *t, struct ledger *l, size_t *left, size_
 /* glibc keeps freed heap (start-up, a burst of messages) for reuse; a bot
  * idles most of its life, so once the outbox has been empty for a while the
  * sender hands free pages back (malloc_trim also releases whole free pages
- * inside the heap, not only its top).  Once per quiet spell. */
-static void tg_trim_when_idle(size_t had, int64_t *busy_at, int *trimmed)
+ * inside the heap, not only its top), its page cache first (the other
+ * threads give theirs back when they go idle).  Once per quiet spell. */
+static void tg_trim_when_idle(struct ledger *l, size_t had, int64_t *busy_at, int *trimmed)
 {
   int64_t now = ledger_now_ms();
 
@@ -779,10 +837,12 @@ static void tg_trim_when_idle(size_t had, int64_t *busy_at, int *trimmed)
   }
 #ifdef __GLIBC__
   if (!*trimmed && now - *busy_at >= TG_TRIM_IDLE_MS) {
+    ledger_release_memory(l);
     malloc_trim(0);
     *trimmed = 1;
   }
 #else
+  (void)l;
   (void)trimmed;
 #endif
 }
@@ -819,7 +879,7 @@ static void *tg_sender_main(void *arg)
   for (;;) {
     size_t left, had;
     int64_t wait = tg_send_round(t, l, &left, &had);
-    tg_trim_when_idle(had, &busy_at, &trimmed);
+    tg_trim_when_idle(l, had, &busy_at, &trimmed);
     if (t->sender_stop && (left == 0 || ledger_now_ms() >= t->flush_deadline))
       break;
     if (t->sender_stop && wait > t->flush_deadline - ledger_now_ms())
@@ -1027,17 +1087,24 @@ static json_object *tg_poll_body(int64_t offset, int timeout_s)
   return b;
 }
 
-static void tg_poll_once(struct tg *t, struct conv *c, struct ledger *l, int64_t *offset,
-                         int *fails)
+/* getUpdates from offset on the poller's connection. */
+static enum err tg_get_updates(struct tg *t, int64_t offset, struct tg_res *r)
 {
   int timeout_s = t->cfg->telegram_poll_timeout_s;
-  json_object *body = tg_poll_body(*offset, timeout_s);
-  struct tg_res r;
-  int64_t t0 = ledger_now_ms();
-  size_t n = 0;
-  enum err e = tg_call(&t->http, "getUpdates", body, NULL, timeout_s + 15L, &r);
+  json_object *body = tg_poll_body(offset, timeout_s);
+  enum err e = tg_call(&t->http, "getUpdates", body, NULL, timeout_s + 15L, r);
 
   json_object_put(body);
+  return e;
+}
+
+/* Handles the outcome e, r of a getUpdates from *offset sent at t0 (ms):
+ * the batch, or the wait before the next try. */
+static void tg_poll_done(struct tg *t, struct conv *c, struct ledger *l, int64_t *offset,
+                         int *fails, enum err e, struct tg_res r, int64_t t0)
+{
+  size_t n = 0;
+
   if (e == ERR_CANCELLED) {
     tg_res_release(&r);
     return;
@@ -1061,15 +1128,53 @@ static void tg_poll_once(struct tg *t, struct conv *c, struct ledger *l, int64_t
     tg_sleep_ms(TG_MIN_POLL_MS - (ledger_now_ms() - t0));
 }
 
-int tg_run(struct tg *t, struct conv *c, struct ledger *l, volatile sig_atomic_t *stop)
+static void tg_poll_once(struct tg *t, struct conv *c, struct ledger *l, int64_t *offset,
+                         int *fails)
+{
+  int64_t t0 = ledger_now_ms();
+  struct tg_res r;
+  enum err e;
+
+  /* While the poll waits, another thread's commit (the sender's, a job's)
+   * would empty the page cache anyway. */
+  ledger_release_memory(l);
+  e = tg_get_updates(t, *offset, &r);
+  tg_poll_done(t, c, l, offset, fails, e, r, t0);
+}
+
+static enum err tg_offset(struct ledger *l, int64_t *offset)
 {
   char *v = NULL;
+  enum err e = l->ops->kv_get(l, "telegram.offset", &v);
+
+  *offset = e == ERR_OK && v ? strtoll(v, NULL, 10) : 0;
+  free(v);
+  return e == ERR_NOTFOUND ? ERR_OK : e;
+}
+
+void tg_poll_ahead(struct tg *t, struct ledger *l, volatile sig_atomic_t *stop)
+{
+  int64_t offset;
+
+  if (!t->opening || tg_offset(l, &offset))
+    return;
+  pthread_mutex_lock(&t->omu);
+  if (!t->ahead) {
+    t->http.stop = stop;
+    t->ahead_offset = offset;
+    t->ahead_t0 = ledger_now_ms();
+    t->ahead = 1;
+    pthread_cond_broadcast(&t->ocv);
+  }
+  pthread_mutex_unlock(&t->omu);
+}
+
+int tg_run(struct tg *t, struct conv *c, struct ledger *l, volatile sig_atomic_t *stop)
+{
   int64_t offset = 0;
   int fails = 0;
 
-  if (l->ops->kv_get(l, "telegram.offset", &v) == ERR_OK && v)
-    offset = strtoll(v, NULL, 10);
-  free(v);
+  tg_offset(l, &offset);
   if (pthread_create(&t->sender, NULL, tg_sender_main, t) != 0) {
     log_error("telegram", "cannot start the sender thread");
     return 1;
@@ -1077,6 +1182,15 @@ int tg_run(struct tg *t, struct conv *c, struct ledger *l, volatile sig_atomic_t
   t->sender_started = 1;
   t->http.stop = stop;
   log_info("telegram", "polling as %s from offset %" PRId64, t->bot_name, offset);
+  ledger_release_memory(l);   /* what start-up read, while the first poll waits */
+  tg_opener_join(t);
+  if (t->ahead_done) {   /* the first poll, sent while skynet started */
+    t->ahead_done = 0;
+    if (t->ahead_offset == offset)   /* released by tg_poll_done */
+      tg_poll_done(t, c, l, &offset, &fails, t->ahead_err, t->ahead_res, t->ahead_t0);
+    else
+      tg_res_release(&t->ahead_res);
+  }
   while (!*stop)
     tg_poll_once(t, c, l, &offset, &fails);
   t->flush_deadline = ledger_now_ms() + (int64_t)t->cfg->shutdown_grace_s * 1000;

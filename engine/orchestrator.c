@@ -859,13 +859,19 @@ static int spacing(struct orch *o, struct timespec *until)
 /* Takes up to GROUP_MAX queued writes; NULL when stopping with none.  The
  * start of an idempotent step lingers a little, so that when the step is
  * quick its end comes along and both need one commit, or none for the
- * start (supersede). */
-static struct write *write_take(struct orch *o, int *n)
+ * start (supersede).  Before it waits with nothing queued, l (NULL-safe)
+ * gives its page cache back. */
+static struct write *write_take(struct orch *o, int *n, struct ledger *l)
 {
   struct timespec until;
   struct write *g, *w;
 
   pthread_mutex_lock(&o->wmu);
+  if (!o->w_head && !o->w_stop) {   /* about to idle: the page cache goes back */
+    pthread_mutex_unlock(&o->wmu);
+    ledger_release_memory(l);
+    pthread_mutex_lock(&o->wmu);
+  }
   while (!o->w_head && !o->w_stop)
     pthread_cond_wait(&o->wcv, &o->wmu);
   while (lingering(o, &until) || spacing(o, &until))
@@ -890,7 +896,7 @@ static void *writer_main(void *arg)
 
   if (ledger_open(o->cfg->database_url, &l, err, sizeof err))
     log_error("orch", "the writer cannot open the ledger: %s", err);
-  while ((g = write_take(o, &n))) {
+  while ((g = write_take(o, &n, l))) {
     uint64_t last = 0;
     supersede(g, n);
     if (l)
@@ -1604,6 +1610,8 @@ static void *worker_main(void *arg)
     if (!r && !(r = claim(s, l, k, &e))) {
       if (e)
         sleep_ms(200);
+      if (!idle)
+        ledger_release_memory(l);
       idle_wait(s, l, seq);
       idle = 1;
       continue;
@@ -1956,6 +1964,7 @@ static void *supervisor_main(void *arg)
       reclaim(o, l);
       last_reclaim = mono_ms();
     }
+    ledger_release_memory(l);
     /* Not woken by queued work (that is the workers' business, and a
      * registry beat per submitted job would cost a commit each): only by
      * time or stop. */

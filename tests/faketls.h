@@ -44,11 +44,11 @@ static inline int ft_make_certs(const char *dir)
   snprintf(cmd, sizeof cmd,
            "cd '%s' && "
            "printf 'subjectAltName=DNS:localhost\\nbasicConstraints=CA:FALSE\\n' > ext && "
-           "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes "
+           "openssl req -x509 -newkey rsa:2048 -nodes "
            "-keyout ca.key -out ca.crt -subj /CN=skynet-test-ca -days 2 "
            "-addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign "
            ">/dev/null 2>&1 && "
-           "openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes "
+           "openssl req -newkey rsa:2048 -nodes "
            "-keyout srv.key -out srv.csr -subj /CN=localhost >/dev/null 2>&1 && "
            "openssl x509 -req -in srv.csr -CA ca.crt -CAkey ca.key -CAcreateserial "
            "-out srv.crt -days 2 -extfile ext >/dev/null 2>&1", dir);

@@ -34,6 +34,12 @@ void ledger_close(struct ledger *l)
     l->ops->close(l);
 }
 
+void ledger_release_memory(struct ledger *l)
+{
+  if (l && l->ops->release_memory)
+    l->ops->release_memory(l);
+}
+
 enum err ledger_outbox_put(struct ledger *l, const struct outbox_msg *m,
                            int64_t *id)
 {

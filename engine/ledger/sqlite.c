@@ -1347,6 +1347,7 @@ static enum err sl_usage_sum(struct ledger *l, const struct usage_filter *f,
 }
 
 static enum err sl_lazy_commits(struct ledger *l, int on);
+static void sl_release_memory(struct ledger *l);
 
 const struct ledger_ops ledger_sqlite_ops = {
   .name = "sqlite",
@@ -1397,7 +1398,18 @@ const struct ledger_ops ledger_sqlite_ops = {
   .usage_add = sl_usage_add,
   .usage_sum = sl_usage_sum,
   .lazy_commits = sl_lazy_commits,
+  .release_memory = sl_release_memory,
 };
+
+/* Unpinned pages of the page cache back to the heap (kept statements stay:
+ * preparing them again would cost more than they hold). */
+static void sl_release_memory(struct ledger *l)
+{
+  struct sqlite_ledger *s = sl_of(l);
+
+  if (!s->in_tx)
+    sqlite3_db_release_memory(s->db);
+}
 
 /* WAL: a commit under synchronous=NORMAL is not synced; the next FULL one,
  * of any connection, syncs the log with it. */

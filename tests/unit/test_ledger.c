@@ -9,6 +9,8 @@
 #include "engine/ledger/ledger.h"
 #include "engine/log.h"
 
+#include <sqlite3.h>
+
 static char g_url[1024];
 
 static struct ledger *open_l(void)
@@ -343,6 +345,48 @@ TEST(data_survives_reopen)
   ledger_close(l);
 }
 
+/* Giving back the page cache loses nothing, is a no-op inside a
+ * transaction, and on SQLite really shrinks what the connection holds. */
+TEST(release_memory_keeps_everything)
+{
+  struct ledger *l = open_l();
+  char text[2048], *v = NULL;
+  struct job j;
+  int64_t first = 0, last = 0;
+  int sqlite = strncmp(g_url, "sqlite:", 7) == 0;
+
+  ASSERT(l);
+  memset(text, 'x', sizeof text - 1);
+  text[sizeof text - 1] = '\0';
+  ASSERT_EQ(l->ops->begin(l), ERR_OK);
+  for (int i = 0; i < 300; i++) {
+    last = new_job(l, text);
+    ASSERT(last > 0);
+    if (!first)
+      first = last;
+  }
+  ASSERT_EQ(l->ops->commit(l), ERR_OK);
+  for (int64_t id = first; id <= last; id++) {   /* reads every page into the cache */
+    ASSERT_EQ(l->ops->job_get(l, id, &j), ERR_OK);
+    job_release(&j);
+  }
+  sqlite3_int64 before = sqlite3_memory_used();
+  ledger_release_memory(l);
+  if (sqlite)   /* 300 rows of 2 KB: well over 100 KB of cached pages */
+    ASSERT(sqlite3_memory_used() < before - 100 * 1024);
+  ASSERT_EQ(l->ops->job_get(l, last, &j), ERR_OK);
+  ASSERT_STREQ(j.text, text);
+  job_release(&j);
+  ASSERT_EQ(l->ops->begin(l), ERR_OK);
+  ASSERT_EQ(l->ops->kv_set(l, "release.test", "kept"), ERR_OK);
+  ledger_release_memory(l);
+  ASSERT_EQ(l->ops->commit(l), ERR_OK);
+  ASSERT_EQ(l->ops->kv_get(l, "release.test", &v), ERR_OK);
+  ASSERT_STREQ(v, "kept");
+  free(v);
+  ledger_close(l);
+}
+
 TEST(chat_turns_and_token_usage)
 {
   struct ledger *l = open_l();
@@ -667,6 +711,7 @@ static void run_suite(void)
   RUN(steps_messages_outbox_kv);
   RUN(transactions_roll_back_together);
   RUN(data_survives_reopen);
+  RUN(release_memory_keeps_everything);
   RUN(artifacts_recorded_and_listed);
   RUN(chat_turns_and_token_usage);
   RUN(bad_urls_are_refused);
