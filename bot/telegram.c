@@ -17,7 +17,13 @@
  *   without waking.  A long text goes one piece per turn, its progress kept
  *   in the ledger, so pacing applies between pieces and a restart resumes.
  * Nothing else is shared between the two but the read-only cfg and the
- * stop flags. */
+ * stop flags.
+ * Before them, at start-up, an opener thread calls getMe on the poller's
+ * connection while main opens the database, then (tg_poll_ahead) sends the
+ * first getUpdates from the stored offset while the orchestrator starts;
+ * tg_run joins it and handles that answer like any other batch.  Its
+ * updates are only confirmed by the next getUpdates, after the batch is
+ * committed, so a start-up that fails midway loses nothing. */
 #include "telegram.h"
 
 #include <inttypes.h>
