@@ -316,6 +316,40 @@ TEST(kill9_then_restart_answers_each_update_once)
   ASSERT_EQ(stop(&p), 0);
 }
 
+/* Updates that arrived while skynet was down come with the first
+ * getUpdates, which is sent while skynet is still starting: it asks from
+ * the stored offset, and each of them is answered once, none before. */
+TEST(updates_waiting_at_start_are_answered_once)
+{
+  struct proc p;
+  size_t m = fk_mark(&g_fk), m2;
+  long hit;
+
+  ASSERT(start(&p) == 0);
+  fk_msg(&g_fk, 10, 80, "\\/help");
+  ASSERT(fk_wait(&g_fk, m, "sendMessage", "\"chat_id\":80,", NULL, 10000) >= 0);
+  ASSERT_EQ(stop(&p), 0);
+  for (int i = 1; i <= 3; i++)
+    fk_msg(&g_fk, 10, 80 + i, "\\/help");
+  m2 = fk_mark(&g_fk);
+  ASSERT(start(&p) == 0);
+  hit = fk_wait(&g_fk, m2, "getUpdates", "\"offset\":", NULL, 1000);
+  ASSERT(hit >= 0);
+  ASSERT(strstr(g_fk.recs[hit].body, "\"offset\":0,") == NULL);
+  for (int i = 1; i <= 3; i++) {
+    char chat[32];
+    snprintf(chat, sizeof chat, "\"chat_id\":%d,", 80 + i);
+    ASSERT(fk_wait(&g_fk, m2, "sendMessage", chat, NULL, 15000) >= 0);
+  }
+  tu_sleep_ms(1500);
+  for (int i = 0; i <= 3; i++) {
+    char chat[32];
+    snprintf(chat, sizeof chat, "\"chat_id\":%d,", 80 + i);
+    ASSERT_EQ(fk_count_ok(&g_fk, m, "sendMessage", chat), 1);
+  }
+  ASSERT_EQ(stop(&p), 0);
+}
+
 /* 400 "can't parse entities": the same message again as plain text. */
 TEST(formatting_rejected_resends_plain)
 {
@@ -650,6 +684,7 @@ int main(void)
   RUN(rate_limits_and_server_faults);
   reap();
   RUN(kill9_then_restart_answers_each_update_once);
+  RUN(updates_waiting_at_start_are_answered_once);
   reap();
   RUN(formatting_rejected_resends_plain);
   reap();
