@@ -252,7 +252,7 @@ static int bench_latency(int tls)
 static int bench_throughput(long long total)
 {
   static struct fk fk;
-  struct run r;
+  struct run r = {0};
   long long until;
 
   if (fk_start(&fk))
@@ -313,7 +313,7 @@ static void pacing_rate(struct fk *f, const char *what, long long lo, long long 
 static int bench_pacing(void)
 {
   static struct fk fk;
-  struct run r;
+  struct run r = {0};
   int want = 300 + 5 + 6;
   long long until;
 
@@ -322,8 +322,11 @@ static int bench_pacing(void)
   fk.enforce = 1;
   if (run_start(&r, &fk, 7000, 400))
     return 1;
-  if (fk_wait(&fk, 0, "getUpdates", NULL, NULL, 10000) < 0)
+  if (fk_wait(&fk, 0, "getUpdates", NULL, NULL, 10000) < 0) {
+    printf("pacing: skynet never polled\n");
+    run_stop(&r);
     return 1;
+  }
   for (int i = 1; i <= 300; i++)
     fk_msg(&fk, 7000 + i, 7000 + i, "/help");
   for (int i = 0; i < 5; i++)
