@@ -206,8 +206,11 @@ static int bench_latency(int tls)
   t0 = fk_ms();
   if (run_start(&r, f, 1000, 200))
     return 1;
-  if ((hit = fk_wait(f, 0, "getUpdates", NULL, NULL, 10000)) < 0)
+  if ((hit = fk_wait(f, 0, "getUpdates", NULL, NULL, 10000)) < 0) {
+    printf("skynet never polled\n");
+    run_stop(&r);
     return 1;
+  }
   printf("exec → first getUpdates: %lld ms (includes creating and migrating a new database)\n",
          f->recs[hit].at - t0);
   printf("  floor: exec → exit of skynet --version (loading the libraries): %lld ms\n",
@@ -229,9 +232,13 @@ static int bench_latency(int tls)
   for (int i = 0; i < 10; i++) {
     size_t m = fk_mark(f);
     t0 = fk_ms();
-    if (run_restart(&r, f, 1000, 200) ||
-        (hit = fk_wait(f, m, "getUpdates", NULL, NULL, 10000)) < 0)
+    if (run_restart(&r, f, 1000, 200))
       return 1;
+    if ((hit = fk_wait(f, m, "getUpdates", NULL, NULL, 10000)) < 0) {
+      printf("skynet never polled after a restart\n");
+      run_stop(&r);
+      return 1;
+    }
     rs[nr++] = f->recs[hit].at - t0;
     kill(r.p.pid, SIGTERM);
     proc_finish(&r.p, 20000);
