@@ -607,10 +607,11 @@ TEST(quick_jobs_finish_exactly_once)
 
 /* Stopping with jobs prefetched: the running ones and the waiting ones all
  * go back to the queue, none is lost or left RUNNING; a new start runs
- * them. */
+ * them.  The steps sleep 3 s: under valgrind on a busy machine, claiming
+ * all four took over a second, and a 1 s step ended before the stop. */
 TEST(stop_hands_back_prefetched_jobs)
 {
-  const char *slow = "{\"steps\":[{\"action\":\"shell\",\"args\":{\"argv\":[\"sleep\",\"1\"]}}]}";
+  const char *slow = "{\"steps\":[{\"action\":\"shell\",\"args\":{\"argv\":[\"sleep\",\"3\"]}}]}";
   int64_t ids[4];
   char err[256];
   struct job j;
