@@ -777,6 +777,20 @@ void http_close(struct http *h)
   h->rx_off = h->rx_len = 0;
 }
 
+/* After send() or recv() on the plain socket failed: ERR_OK once the socket
+ * is ready for events again when it would only have blocked, else the
+ * failure ("<lost>: <reason>", or a timeout while <waiting>). */
+static enum err sock_again(struct http *h, short events, const char *lost, const char *waiting)
+{
+  enum err e;
+
+  if (errno != EAGAIN && errno != EINTR)
+    return fail(h, ERR_NET, "%s: %s", lost, strerror(errno));
+  if ((e = wait_fd(h, events, h->deadline)))
+    return e == ERR_TIMEOUT ? timed_out(h, waiting) : e;
+  return ERR_OK;
+}
+
 /* Whether the idle kept connection is still usable: readable while idle
  * means EOF, a reset or a close_notify. */
 static int conn_alive(struct http *h)
@@ -801,10 +815,8 @@ static enum err raw_write(struct http *h, const char *b, size_t n)
     } else {
       w = (int)send(h->fd, b, n > (1u << 30) ? (1u << 30) : n, MSG_NOSIGNAL);
       if (w < 0) {
-        if (errno != EAGAIN && errno != EINTR)
-          return fail(h, ERR_NET, "connection lost while sending: %s", strerror(errno));
-        if ((e = wait_fd(h, POLLOUT, h->deadline)))
-          return e == ERR_TIMEOUT ? timed_out(h, "sending the request") : e;
+        if ((e = sock_again(h, POLLOUT, "connection lost while sending", "sending the request")))
+          return e;
         continue;
       }
     }
@@ -849,10 +861,8 @@ static enum err raw_read(struct http *h)
       if (r == 0)
         return ERR_IO;
       if (r < 0) {
-        if (errno != EAGAIN && errno != EINTR)
-          return fail(h, ERR_NET, "connection lost: %s", strerror(errno));
-        if ((e = wait_fd(h, POLLIN, h->deadline)))
-          return e == ERR_TIMEOUT ? timed_out(h, "waiting for the answer") : e;
+        if ((e = sock_again(h, POLLIN, "connection lost", "waiting for the answer")))
+          return e;
         continue;
       }
     }
