@@ -31,6 +31,7 @@
 #include <malloc.h>
 #endif
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -55,7 +56,7 @@ struct tg_http {
   struct http *h;
   char *base;                       /* <api_base>/bot<token>/ */
   volatile sig_atomic_t *stop;
-  volatile sig_atomic_t quit;       /* tg_free: cancel what is in flight */
+  atomic_int quit;                  /* tg_free: cancel what is in flight */
 };
 
 struct tg_res {
@@ -103,7 +104,7 @@ struct tg {
 static int tg_cancelled(void *ud)
 {
   struct tg_http *h = ud;
-  return h->quit || (h->stop && *h->stop) ? 1 : 0;
+  return atomic_load(&h->quit) || (h->stop && *h->stop) ? 1 : 0;
 }
 
 static enum err tg_http_init(struct tg_http *c, const struct cfg *cfg)
@@ -454,10 +455,10 @@ enum err tg_open_end(struct tg *t, char *errbuf, size_t errlen)
   while (!t->me_done)
     pthread_cond_wait(&t->ocv, &t->omu);
   pthread_mutex_unlock(&t->omu);
-  if (t->open_err)
+  if (t->open_err) {
     tg_opener_join(t);
-  if (t->open_err)
     snprintf(errbuf, errlen, "%s", t->open_msg);
+  }
   return t->open_err;
 }
 
@@ -483,7 +484,7 @@ void tg_free(struct tg *t)
 {
   if (!t)
     return;
-  t->http.quit = 1;
+  atomic_store(&t->http.quit, 1);
   tg_opener_join(t);
   if (t->ahead_done)
     tg_res_release(&t->ahead_res);
@@ -1104,32 +1105,32 @@ static enum err tg_get_updates(struct tg *t, int64_t offset, struct tg_res *r)
   return e;
 }
 
-/* Handles the outcome e, r of a getUpdates from *offset sent at t0 (ms):
- * the batch, or the wait before the next try. */
+/* Handles the outcome e, *r of a getUpdates from *offset sent at t0 (ms):
+ * the batch, or the wait before the next try; releases *r. */
 static void tg_poll_done(struct tg *t, struct conv *c, struct ledger *l, int64_t *offset,
-                         int *fails, enum err e, struct tg_res r, int64_t t0)
+                         int *fails, enum err e, struct tg_res *r, int64_t t0)
 {
   size_t n = 0;
 
   if (e == ERR_CANCELLED) {
-    tg_res_release(&r);
+    tg_res_release(r);
     return;
   }
-  if (e || !r.result || !json_object_is_type(r.result, json_type_array)) {
-    int64_t wait = r.retry_after > 0 ? r.retry_after * 1000LL
-                                     : (500LL << (*fails < 5 ? *fails : 5)) + rand() % 250;
+  if (e || !r->result || !json_object_is_type(r->result, json_type_array)) {
+    int64_t wait = r->retry_after > 0 ? r->retry_after * 1000LL
+                                      : (500LL << (*fails < 5 ? *fails : 5)) + rand() % 250;
     log_warn("telegram", "getUpdates failed (%s); retry in %" PRId64 " ms",
-             r.desc[0] ? r.desc : err_str(e), wait);
+             r->desc[0] ? r->desc : err_str(e), wait);
     (*fails)++;
-    tg_res_release(&r);
+    tg_res_release(r);
     tg_sleep_ms(wait);
     return;
   }
   *fails = 0;
-  n = json_object_array_length(r.result);
-  tg_batch_typing(t, r.result, *offset);
-  tg_handle_batch(t, c, l, r.result, offset);
-  tg_res_release(&r);
+  n = json_object_array_length(r->result);
+  tg_batch_typing(t, r->result, *offset);
+  tg_handle_batch(t, c, l, r->result, offset);
+  tg_res_release(r);
   if (n == 0 && ledger_now_ms() - t0 < TG_MIN_POLL_MS)
     tg_sleep_ms(TG_MIN_POLL_MS - (ledger_now_ms() - t0));
 }
@@ -1145,7 +1146,7 @@ static void tg_poll_once(struct tg *t, struct conv *c, struct ledger *l, int64_t
    * would empty the page cache anyway. */
   ledger_release_memory(l);
   e = tg_get_updates(t, *offset, &r);
-  tg_poll_done(t, c, l, offset, fails, e, r, t0);
+  tg_poll_done(t, c, l, offset, fails, e, &r, t0);
 }
 
 static enum err tg_offset(struct ledger *l, int64_t *offset)
@@ -1193,7 +1194,7 @@ int tg_run(struct tg *t, struct conv *c, struct ledger *l, volatile sig_atomic_t
   if (t->ahead_done) {   /* the first poll, sent while skynet started */
     t->ahead_done = 0;
     if (t->ahead_offset == offset)   /* released by tg_poll_done */
-      tg_poll_done(t, c, l, &offset, &fails, t->ahead_err, t->ahead_res, t->ahead_t0);
+      tg_poll_done(t, c, l, &offset, &fails, t->ahead_err, &t->ahead_res, t->ahead_t0);
     else
       tg_res_release(&t->ahead_res);
   }

@@ -59,9 +59,9 @@ enum err tg_open(const struct cfg *cfg, struct tg **out, char *errbuf, size_t er
  * from the thread that owns t. */
 enum err tg_open_begin(const struct cfg *cfg, struct tg **out);
 enum err tg_open_end(struct tg *t, char *errbuf, size_t errlen);
-/* After tg_open_end, from the same thread: sends the first getUpdates
- * (from the offset stored in l) on a thread of its own, so that it is under
- * way while the rest of skynet starts; tg_run takes its answer.  Nothing
+/* After tg_open_end, from the same thread: has the getMe thread send the
+ * first getUpdates (from the offset stored in l), so that it is under way
+ * while the rest of skynet starts; tg_run takes its answer.  Nothing
  * is confirmed to Telegram before tg_run has handled it. */
 void tg_poll_ahead(struct tg *t, struct ledger *l, volatile sig_atomic_t *stop);
 void tg_free(struct tg *t);
