@@ -30,7 +30,7 @@
 #define PREFETCH_MAX 8          /* jobs one claim takes when jobs are quick */
 #define QUICK_MS 20             /* a job this short counts as quick */
 #define QUICK_STREAK 2          /* quick jobs in a row before prefetching */
-#define GROUP_MAX 64            /* writes in one group commit */
+#define GROUP_MAX 256           /* writes in one group commit */
 #define LINGER_MS 20            /* a status line waits this long for company */
 #define GROUP_GAP_MS 5          /* between group commits, unless a slot waits */
 
@@ -108,6 +108,7 @@ struct orch {
   struct write *w_head, *w_tail;
   uint64_t w_seq, w_done;       /* last queued, last done */
   int w_eager;                  /* queued writes that are not lazy */
+  int w_sync;                   /* queued writes a slot waits for */
   int64_t w_last;               /* monotonic ms of the last group commit */
   int w_stop;
   pthread_t writer;
@@ -677,6 +678,7 @@ static uint64_t write_push(struct orch *o, struct write *w)
   pthread_mutex_lock(&o->wmu);
   wake = !o->w_head || w->sync || (!w->lazy && !o->w_eager);
   o->w_eager += !w->lazy;
+  o->w_sync += w->sync;
   seq = w->seq = ++o->w_seq;
   if (o->w_tail)
     o->w_tail->next = w;
@@ -830,10 +832,8 @@ static int lingering(struct orch *o, struct timespec *until)
 {
   int64_t left;
 
-  for (struct write *w = o->w_head; w; w = w->next)
-    if (!w->lazy)
-      return 0;
-  if (!o->w_head || o->w_stop || (left = o->w_head->queued + LINGER_MS - mono_ms()) <= 0)
+  if (o->w_eager || !o->w_head || o->w_stop ||
+      (left = o->w_head->queued + LINGER_MS - mono_ms()) <= 0)
     return 0;
   deadline_in(until, left);
   return 1;
@@ -847,11 +847,8 @@ static int spacing(struct orch *o, struct timespec *until)
 {
   int64_t left = o->w_last + GROUP_GAP_MS - mono_ms();
 
-  if (left <= 0 || o->w_stop)
+  if (left <= 0 || o->w_stop || o->w_sync)
     return 0;
-  for (struct write *w = o->w_head; w; w = w->next)
-    if (w->sync)
-      return 0;
   deadline_in(until, left);
   return 1;
 }
@@ -878,7 +875,7 @@ static struct write *write_take(struct orch *o, int *n, struct ledger *l)
     pthread_cond_timedwait(&o->wcv, &o->wmu, &until);
   g = w = o->w_head;
   for (*n = 0; w && *n < GROUP_MAX; w = w->next, ++*n)
-    o->w_eager -= !w->lazy;
+    o->w_eager -= !w->lazy, o->w_sync -= w->sync;
   o->w_head = w;
   if (!w)
     o->w_tail = NULL;

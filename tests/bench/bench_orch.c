@@ -23,7 +23,8 @@
  * return instead.  Round trip from the start of the submission until the
  * submitter sees SUCCEEDED.
  *
- * BENCH_ORCH_IDLE_ONLY=1 runs only the idle part.  Databases and homes
+ * BENCH_ORCH_IDLE_ONLY=1 runs only the idle part, BENCH_ORCH_BATCH_ONLY=1
+ * only the batched burst; BENCH_ORCH_PG_ONLY=1 skips SQLite.  Databases and homes
  * (one log file per job) live under $TMPDIR (else /tmp): on a machine where
  * /tmp sees heavy file churn from other programs, creating a file there can
  * cost 0.5 ms (ext4 inode allocation), so TMPDIR=/var/tmp measures skynet
@@ -367,12 +368,14 @@ static void run_backend(const char *name, const char *pg, int jobs, struct figur
   tu_tmpdir(dir, sizeof dir);
   b->name = name;
   b->jobs = jobs;
-  for (size_t i = 0; i < (getenv("BENCH_ORCH_IDLE_ONLY") ? 0 : 3); i++, run++) {
+  int bursts = !getenv("BENCH_ORCH_IDLE_ONLY") && !getenv("BENCH_ORCH_BATCH_ONLY");
+
+  for (size_t i = 0; i < (bursts ? 3 : 0); i++, run++) {
     if (!fresh(b, pg, dir, run))
       fig->rate[i] = burst(b, counts[i], 1, dir);
     done_with(pg, run);
   }
-  if (!getenv("BENCH_ORCH_IDLE_ONLY") && !fresh(b, pg, dir, run))
+  if (bursts && !fresh(b, pg, dir, run))
     fig->rate_x4 = burst(b, 4, SUBMITTERS, dir);
   done_with(pg, run++);
   b->batch = TG_BATCH;
@@ -380,7 +383,7 @@ static void run_backend(const char *name, const char *pg, int jobs, struct figur
     fig->rate_tg = burst(b, 2, 1, dir);
   done_with(pg, run++);
   b->batch = 1;
-  if (!fresh(b, pg, dir, run))
+  if (!getenv("BENCH_ORCH_BATCH_ONLY") && !fresh(b, pg, dir, run))
     idle(b, dir, fig);
   done_with(pg, run);
   tu_rmrf(dir);
@@ -438,7 +441,8 @@ int main(int argc, char **argv)
     jobs = 2000;
   log_setup(LOGL_ERROR, 0, NULL);
   unsetenv("TELEGRAM_BOT_TOKEN");
-  run_backend("sqlite", NULL, jobs, &fig[0]);
+  if (!getenv("BENCH_ORCH_PG_ONLY"))
+    run_backend("sqlite", NULL, jobs, &fig[0]);
   if (have_pg)
     run_backend("postgresql", pg, jobs, &fig[1]);
   else
