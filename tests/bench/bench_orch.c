@@ -48,9 +48,12 @@
 #include "engine/log.h"
 #include "engine/orchestrator.h"
 
+#include <sqlite3.h>
+
 #define IDLE_JOBS 500
 #define SUBMITTERS 4
 #define TG_BATCH 100            /* getUpdates returns at most 100 updates */
+#define FLOOR_COMMITS 1000
 
 static const char plan[] =
     "{\"summary\": \"noop\", \"steps\": [{\"action\": \"uptime\", \"provider\": \"mock\", "
@@ -63,6 +66,7 @@ struct figures {
   double start_p50, start_p99;  /* idle enqueue->start, ms */
   double done_p50, done_p99;    /* the same from the commit's return */
   double rtt_p50, rtt_p99;      /* idle submit->result, ms */
+  double floor;                 /* durable commits/s, one at a time */
 };
 
 struct bench {
@@ -262,7 +266,7 @@ static double burst(struct bench *b, int workers, int submitters, const char *di
          "  (submit %6.0f/s)%s\n", b->name, submitters, workers, done, b->jobs, t1 - t0,
          done / ((t1 - t0) / 1000.0), b->jobs / ((t_sub - t0) / 1000.0),
          b->batch > 1 ? "  <- submissions committed per getUpdates batch of 100, as the"
-                        " Telegram channel does (not the headline)" : "");
+                        " Telegram channel does" : "");
   fflush(stdout);
   teardown(b);
   ledger_close(l);
@@ -358,6 +362,65 @@ static void done_with(const char *pg, int run)
     tpg_schema_drop(pg, tag);
 }
 
+/* The disk's floor: how many transactions of one small INSERT commit per
+ * second, durably and one at a time, in a fresh SQLite file under dir (WAL,
+ * synchronous=FULL, as the ledger) or a fresh PostgreSQL schema.  No
+ * submitter that waits for each job's commit can pass it.  0 on failure. */
+static double floor_sqlite(const char *dir)
+{
+  char path[600];
+  sqlite3 *db = NULL;
+  double t0, t1;
+  int i = 0;
+
+  snprintf(path, sizeof path, "%s/floor.db", dir);
+  if (sqlite3_open(path, &db) != SQLITE_OK ||
+      sqlite3_exec(db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
+                       " CREATE TABLE t(x TEXT)", NULL, NULL, NULL) != SQLITE_OK) {
+    sqlite3_close(db);
+    return 0;
+  }
+  t0 = now_ms();
+  while (i < FLOOR_COMMITS &&
+         sqlite3_exec(db, "BEGIN IMMEDIATE; INSERT INTO t VALUES ('job'); COMMIT", NULL, NULL,
+                      NULL) == SQLITE_OK)
+    i++;
+  t1 = now_ms();
+  sqlite3_close(db);
+  return i == FLOOR_COMMITS ? i / ((t1 - t0) / 1000.0) : 0;
+}
+
+static int pg_ok(PGconn *c, const char *sql)
+{
+  PGresult *r = PQexec(c, sql);
+  int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+
+  PQclear(r);
+  return ok;
+}
+
+static double floor_pg(const char *pg)
+{
+  char url[1400];
+  PGconn *c;
+  double t0, t1;
+  int i = 0;
+
+  if (tpg_schema_url(pg, "bench_floor", url, sizeof url))
+    return 0;
+  c = PQconnectdb(url);
+  if (PQstatus(c) == CONNECTION_OK && pg_ok(c, "CREATE TABLE t(x TEXT)")) {
+    t0 = now_ms();
+    while (i < FLOOR_COMMITS && pg_ok(c, "BEGIN") && pg_ok(c, "INSERT INTO t VALUES ('job')") &&
+           pg_ok(c, "COMMIT"))
+      i++;
+    t1 = now_ms();
+  }
+  PQfinish(c);
+  tpg_schema_drop(pg, "bench_floor");
+  return i == FLOOR_COMMITS ? i / ((t1 - t0) / 1000.0) : 0;
+}
+
 static void run_backend(const char *name, const char *pg, int jobs, struct figures *fig)
 {
   static const int counts[] = {1, 2, 4};
@@ -368,6 +431,9 @@ static void run_backend(const char *name, const char *pg, int jobs, struct figur
   tu_tmpdir(dir, sizeof dir);
   b->name = name;
   b->jobs = jobs;
+  fig->floor = pg ? floor_pg(pg) : floor_sqlite(dir);
+  printf("%-10s floor: %.0f durable commits/s one at a time (one small INSERT each)\n", name,
+         fig->floor);
   int bursts = !getenv("BENCH_ORCH_IDLE_ONLY") && !getenv("BENCH_ORCH_BATCH_ONLY");
 
   for (size_t i = 0; i < (bursts ? 3 : 0); i++, run++) {
@@ -412,13 +478,26 @@ static void summary(const struct figures *fig, int have_pg, int have_celery, dou
   for (int b = 0; b < 1 + have_pg; b++)
     printf("  %-11s %6.0f jobs/s  enqueue->start p99 %6.2f ms  submit->result p50 %6.2f"
            " p99 %6.2f ms (1/2/4 workers %.0f/%.0f/%.0f; 4 submitters %.0f; Telegram-style"
-           " batches of %d, 2 workers: %.0f)\n", names[b],
+           " batches of %d, 2 workers: %.0f; floor %.0f commits/s)\n", names[b],
            best(&fig[b]), fig[b].start_p99, fig[b].rtt_p50, fig[b].rtt_p99, fig[b].rate[0],
-           fig[b].rate[1], fig[b].rate[2], fig[b].rate_x4, TG_BATCH, fig[b].rate_tg);
+           fig[b].rate[1], fig[b].rate[2], fig[b].rate_x4, TG_BATCH, fig[b].rate_tg,
+           fig[b].floor);
   if (have_celery) {
-    verdict("sqlite throughput", best(&fig[0]) / c_rate, 5);
-    if (have_pg)
-      verdict("postgresql throughput", best(&fig[1]) / c_rate, 2);
+    /* Two ways jobs arrive: one at a time, each waiting for its own commit
+     * (a console, a lone chat), and in the batches the Telegram channel
+     * commits together (the /task commands of one getUpdates answer). */
+    for (int b = 0; b < 1 + have_pg; b++) {
+      char what[80];
+      double target = b ? 2 : 5;
+      snprintf(what, sizeof what, "%s, a commit per job", names[b]);
+      verdict(what, best(&fig[b]) / c_rate, target);
+      if (fig[b].floor > 0 && fig[b].floor < target * c_rate)
+        printf("  %-34s (the disk's floor of %.0f durable commits/s one at a time is %.2fx"
+               " Celery: no submitter that waits for each commit can reach %.0fx here)\n",
+               "", fig[b].floor, fig[b].floor / c_rate, target);
+      snprintf(what, sizeof what, "%s, Telegram batches", names[b]);
+      verdict(what, fig[b].rate_tg / c_rate, target);
+    }
     if (have_pg)
       printf("  postgresql round trip p99 %.2f ms vs Celery %.2f ms: %s\n", fig[1].rtt_p99,
              c_rtt99, fig[1].rtt_p99 <= c_rtt99 ? "met" : "NOT met");
