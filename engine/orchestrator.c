@@ -1418,48 +1418,41 @@ static void ready_free(struct ready *r)
   free(r);
 }
 
-/* Claims up to k jobs (the first on its own, the others in one more
- * transaction); the first is returned, the rest go to the ready list.  NULL when none (or on an error: *e).  The claim
- * does not wait for the disk (lazy_commits): nobody is told of it, a crash
- * that loses it leaves the job queued, which only idempotent work can
- * notice, and a step that must not run twice first makes its start durable
- * (step_start), which flushes the claim with it.  Results always wait. */
+/* Claims up to k jobs in one step (one statement on PostgreSQL); the first
+ * is returned, the rest go to the ready list.  NULL when none (or on an
+ * error: *e).  The claim does not wait for the disk (lazy_commits): nobody
+ * is told of it, a crash that loses it leaves the job queued, which only
+ * idempotent work can notice, and a step that must not run twice first
+ * makes its start durable (step_start), which flushes the claim with it.
+ * Results always wait. */
 static struct ready *claim(struct slot *s, struct ledger *l, int k, enum err *e)
 {
-  const struct cfg *cfg = s->o->cfg;
+  struct job jobs[PREFETCH_MAX];
   struct ready *got[PREFETCH_MAX];
   int lazy = l->ops->lazy_commits && l->ops->lazy_commits(l, 1) == ERR_OK;
-  int n = 0, own = 0;
+  int n = 0, kept = 0;
 
-  *e = ERR_OK;
-  while (n < k && !*e) {
-    if (!(got[n] = calloc(1, sizeof *got[n]))) {
-      *e = ERR_NOMEM;
-      break;
-    }
-    snprintf(got[n]->owner, sizeof got[n]->owner, "%s", s->owner);
-    if ((*e = l->ops->job_claim(l, s->owner, cfg->lease_ms, 0, &got[n]->job))) {
-      free(got[n]);
-      break;
-    }
-    /* The first on its own (an empty queue costs no transaction), the
-     * others, when prefetching, together. */
-    if (++n == 1 && k > 1)
-      own = l->ops->begin(l) == ERR_OK;
-  }
-  if (*e == ERR_NOTFOUND || (*e == ERR_NOMEM && n))
-    *e = ERR_OK;
-  if (own && (*e || (*e = l->ops->commit(l)))) {
-    l->ops->rollback(l);
-    while (n > 1)               /* the first committed on its own */
-      ready_free(got[--n]);
-    *e = ERR_OK;
-  }
+  *e = ledger_claim_some(l, s->owner, s->o->cfg->lease_ms, k, jobs, &n);
   if (lazy)
     l->ops->lazy_commits(l, 0);
-  for (int i = 1; i < n; i++)
+  if (*e == ERR_NOTFOUND)
+    *e = ERR_OK;
+  for (int i = 0; i < n; i++) {
+    if (!(got[kept] = calloc(1, sizeof *got[kept]))) {
+      /* Claimed but not runnable here: back to the queue now rather than
+       * after its lease. */
+      if (l->ops->job_transition(l, jobs[i].id, JOB_RUNNING, JOB_QUEUED, s->owner,
+                                 "out of memory"))
+        log_error("orch", "cannot hand back job #%lld", (long long)jobs[i].id);
+      job_release(&jobs[i]);
+      continue;
+    }
+    snprintf(got[kept]->owner, sizeof got[kept]->owner, "%s", s->owner);
+    got[kept++]->job = jobs[i];
+  }
+  for (int i = 1; i < kept; i++)
     ready_push(s->o, got[i]);
-  return n ? got[0] : NULL;
+  return kept ? got[0] : NULL;
 }
 
 /* Runs a claimed job in slot s unless it was cancelled or lost meanwhile. */

@@ -40,6 +40,29 @@ void ledger_release_memory(struct ledger *l)
     l->ops->release_memory(l);
 }
 
+enum err ledger_claim_some(struct ledger *l, const char *owner, int lease_ms, int max,
+                           struct job *out, int *n)
+{
+  int own = max > 1;
+  enum err e;
+
+  *n = 0;
+  if (l->ops->job_claim_some)
+    return l->ops->job_claim_some(l, owner, lease_ms, max, out, n);
+  if (own && (e = l->ops->begin(l)))
+    return e;
+  while (*n < max && !(e = l->ops->job_claim(l, owner, lease_ms, 0, &out[*n])))
+    ++*n;
+  if (e == ERR_NOTFOUND && *n)
+    e = ERR_OK;
+  if (own && (e || (e = l->ops->commit(l)))) {
+    l->ops->rollback(l);
+    while (*n)
+      job_release(&out[--*n]);
+  }
+  return e;
+}
+
 enum err ledger_outbox_put(struct ledger *l, const struct outbox_msg *m,
                            int64_t *id)
 {

@@ -195,6 +195,12 @@ struct ledger_ops {
    * to RUNNING with a lease for `owner` of lease_ms.  ERR_NOTFOUND if none. */
   enum err (*job_claim)(struct ledger *l, const char *owner, int lease_ms,
                         int64_t only, struct job *out);
+  /* Optional (NULL: ledger_claim_some claims one at a time in a
+   * transaction): takes up to max of the oldest due QUEUED jobs, as
+   * job_claim does one, atomically, into out[0..*n) in id order.
+   * ERR_NOTFOUND (and *n = 0) if none. */
+  enum err (*job_claim_some)(struct ledger *l, const char *owner, int lease_ms, int max,
+                             struct job *out, int *n);
   /* Extends the lease; reports a cancel request.  ERR_STATE if the lease is
    * no longer ours (taken back, job ended). */
   enum err (*job_heartbeat)(struct ledger *l, int64_t id, const char *owner,
@@ -349,6 +355,10 @@ enum err ledger_open(const char *url, struct ledger **out, char *errbuf,
 void ledger_close(struct ledger *l);
 /* l->ops->release_memory when the backend has it and l is not NULL. */
 void ledger_release_memory(struct ledger *l);
+/* Up to max jobs claimed atomically (ops->job_claim_some, else job_claim in
+ * one transaction); see job_claim_some.  Not inside begin/commit. */
+enum err ledger_claim_some(struct ledger *l, const char *owner, int lease_ms, int max,
+                           struct job *out, int *n);
 
 /* Queues a notification with every registered secret redacted from its text:
  * the one way into the outbox, so no channel can send a secret and none is

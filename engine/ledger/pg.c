@@ -657,6 +657,43 @@ static enum err pl_job_claim(struct ledger *l, const char *owner, int lease_ms,
   return e;
 }
 
+/* pl_job_claim for up to max jobs, in the same one statement. */
+static enum err pl_job_claim_some(struct ledger *l, const char *owner, int lease_ms, int max,
+                                  struct job *out, int *n)
+{
+  struct pg_ledger *s = pl_of(l);
+  struct params p = {0};
+  char actor[160];
+  PGresult *r;
+  enum err e;
+
+  *n = 0;
+  if (s->in_tx)
+    return ERR_STATE;
+  snprintf(actor, sizeof actor, "worker:%s", owner);
+  par_text(&p, owner);
+  par_i64(&p, max);
+  par_i64(&p, lease_ms);
+  par_text(&p, actor);
+  par_text(&p, s->lazy_claims ? "off" : "on");
+  e = pl_q(s, "WITH picked AS (SELECT id FROM jobs WHERE state = 'QUEUED' AND"
+              " not_before <= " NOW_MS " ORDER BY id FOR UPDATE SKIP LOCKED LIMIT $2),"
+              " claimed AS (UPDATE jobs j SET state = 'RUNNING', reason = NULL,"
+              " updated_at = " NOW_MS ", attempts = j.attempts + 1, lease_owner = $1,"
+              " lease_expires = " NOW_MS " + $3 FROM picked WHERE j.id = picked.id"
+              " RETURNING j.*), moved AS (INSERT INTO transitions(job_id, from_state,"
+              " to_state, actor, reason, at) SELECT id, 'QUEUED', 'RUNNING', $4, NULL,"
+              " updated_at FROM claimed ORDER BY id) SELECT " JOB_COLS ","
+              " set_config('synchronous_commit', $5, true) FROM claimed ORDER BY id",
+           &p, &r);
+  if (e)
+    return e;
+  for (int i = 0; i < PQntuples(r) && i < max; i++)
+    row_to_job(r, i, &out[(*n)++]);
+  PQclear(r);
+  return *n ? ERR_OK : ERR_NOTFOUND;
+}
+
 static enum err pl_job_heartbeat(struct ledger *l, int64_t id, const char *owner,
                                  int lease_ms, int *cancel_requested)
 {
@@ -1464,6 +1501,7 @@ const struct ledger_ops ledger_pg_ops = {
   .job_set_plan = pl_job_set_plan,
   .job_transition = pl_job_transition,
   .job_claim = pl_job_claim,
+  .job_claim_some = pl_job_claim_some,
   .job_heartbeat = pl_job_heartbeat,
   .job_finish = pl_job_finish,
   .job_request_cancel = pl_job_request_cancel,

@@ -597,6 +597,35 @@ static enum err sl_job_claim(struct ledger *l, const char *owner, int lease_ms,
   return sl_job_get(l, id, out);
 }
 
+/* The claims in one write transaction, taken only when the queue has a
+ * due job. */
+static enum err sl_job_claim_some(struct ledger *l, const char *owner, int lease_ms, int max,
+                                  struct job *out, int *n)
+{
+  struct sqlite_ledger *s = sl_of(l);
+  enum err e;
+
+  *n = 0;
+  if (s->in_tx)
+    return ERR_STATE;
+  if (!queued_exists(s, 0))
+    return ERR_NOTFOUND;
+  if ((e = sl_begin(l)))
+    return e;
+  while (*n < max && !(e = sl_job_claim(l, owner, lease_ms, 0, &out[*n])))
+    ++*n;
+  if (e == ERR_NOTFOUND && *n)
+    e = ERR_OK;
+  if (e || (e = sl_commit(l))) {
+    s->in_tx = 0;
+    if (!sqlite3_get_autocommit(s->db))
+      sl_exec(s, "ROLLBACK");
+    while (*n)
+      job_release(&out[--*n]);
+  }
+  return e;
+}
+
 static enum err sl_job_heartbeat(struct ledger *l, int64_t id, const char *owner,
                                  int lease_ms, int *cancel_requested)
 {
@@ -1364,6 +1393,7 @@ const struct ledger_ops ledger_sqlite_ops = {
   .job_set_plan = sl_job_set_plan,
   .job_transition = sl_job_transition,
   .job_claim = sl_job_claim,
+  .job_claim_some = sl_job_claim_some,
   .job_heartbeat = sl_job_heartbeat,
   .job_finish = sl_job_finish,
   .job_request_cancel = sl_job_request_cancel,

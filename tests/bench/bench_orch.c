@@ -91,6 +91,24 @@ static double now_ms(void)
   return (double)ts.tv_sec * 1000.0 + (double)ts.tv_nsec / 1e6;
 }
 
+/* CPU time the whole machine spent busy so far, ms (user, nice, system,
+ * irq, softirq from /proc/stat: this process, the database server and
+ * anything else running; not idle, iowait or steal). */
+static double busy_ms(void)
+{
+  unsigned long long v[8] = {0};
+  FILE *f = fopen("/proc/stat", "r");
+  long hz = sysconf(_SC_CLK_TCK);
+
+  if (!f)
+    return 0;
+  if (fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2], &v[3],
+             &v[4], &v[5], &v[6], &v[7]) != 8)
+    v[0] = v[1] = v[2] = v[5] = v[6] = 0;
+  fclose(f);
+  return (double)(v[0] + v[1] + v[2] + v[5] + v[6]) * 1000.0 / (double)(hz > 0 ? hz : 100);
+}
+
 static int cmp_d(const void *a, const void *b)
 {
   double x = *(const double *)a, y = *(const double *)b;
@@ -243,7 +261,7 @@ static double burst(struct bench *b, int workers, int submitters, const char *di
 {
   pthread_t t[SUBMITTERS];
   struct ledger *l;
-  double t0, t_sub, t1;
+  double t0, t_sub, t1, cpu0;
   int done;
 
   if (!(l = tu_ledger_open(b->url)) || setup(b, workers, dir)) {
@@ -254,6 +272,7 @@ static double burst(struct bench *b, int workers, int submitters, const char *di
   atomic_store(&b->first, 0);
   atomic_store(&b->last, 0);
   atomic_store(&b->failed, 0);
+  cpu0 = busy_ms();
   t0 = now_ms();
   for (int i = 0; i < submitters; i++)
     pthread_create(&t[i], NULL, submitter, b);
@@ -263,8 +282,9 @@ static double burst(struct bench *b, int workers, int submitters, const char *di
   done = wait_all(l, atomic_load(&b->first), atomic_load(&b->last), t0);
   t1 = now_ms();
   printf("%-10s burst %d sub %d wrk: %5d/%d SUCCEEDED in %7.1f ms = %6.0f jobs/s end to end"
-         "  (submit %6.0f/s)%s\n", b->name, submitters, workers, done, b->jobs, t1 - t0,
-         done / ((t1 - t0) / 1000.0), b->jobs / ((t_sub - t0) / 1000.0),
+         "  (submit %6.0f/s; machine CPU %.2f ms/job)%s\n", b->name, submitters, workers, done,
+         b->jobs, t1 - t0, done / ((t1 - t0) / 1000.0), b->jobs / ((t_sub - t0) / 1000.0),
+         (busy_ms() - cpu0) / b->jobs,
          b->batch > 1 ? "  <- submissions committed per getUpdates batch of 100, as the"
                         " Telegram channel does" : "");
   fflush(stdout);

@@ -156,9 +156,84 @@ TEST(expired_leases_are_found)
   ledger_close(l);
 }
 
+/* Claims every due job there is (left by earlier tests), so that a test
+ * sees only its own. */
+static void drain_queue(struct ledger *l)
+{
+  struct job v[8];
+  int n;
+
+  while (ledger_claim_some(l, "drain", 60000, 8, v, &n) == ERR_OK)
+    while (n)
+      job_release(&v[--n]);
+}
+
+/* Five queued jobs: claims of three, then of what is left, then none; each
+ * RUNNING under its lease, oldest first, with its transition.  Checked for
+ * the backend's own job_claim_some and for ledger_claim_some's fallback. */
+static void claim_some_checks(struct ledger *l)
+{
+  struct job v[8];
+  struct transition *t;
+  int64_t ids[5];
+  size_t nt;
+  int n = -1;
+
+  drain_queue(l);
+  for (int i = 0; i < 5; i++) {
+    ids[i] = new_job(l, "some");
+    ASSERT(ids[i] && !queue_job(l, ids[i]));
+  }
+  ASSERT_EQ(ledger_claim_some(l, "w:some", 5000, 3, v, &n), ERR_OK);
+  ASSERT_EQ(n, 3);
+  for (int i = 0; i < 3; i++) {
+    ASSERT_EQ(v[i].id, ids[i]);
+    ASSERT_EQ(v[i].state, JOB_RUNNING);
+    ASSERT_STREQ(v[i].lease_owner, "w:some");
+    ASSERT(v[i].lease_expires > 0);
+    ASSERT_EQ(v[i].attempts, 1);
+    job_release(&v[i]);
+  }
+  ASSERT_EQ(l->ops->job_transitions(l, ids[1], &t, &nt), ERR_OK);
+  ASSERT(nt >= 1);
+  ASSERT_EQ(t[nt - 1].from, JOB_QUEUED);
+  ASSERT_EQ(t[nt - 1].to, JOB_RUNNING);
+  ASSERT_STREQ(t[nt - 1].actor, "worker:w:some");
+  transition_list_free(t, nt);
+  ASSERT_EQ(ledger_claim_some(l, "w:rest", 5000, 8, v, &n), ERR_OK);
+  ASSERT_EQ(n, 2);
+  ASSERT_EQ(v[0].id, ids[3]);
+  ASSERT_EQ(v[1].id, ids[4]);
+  ASSERT_STREQ(v[1].lease_owner, "w:rest");
+  job_release(&v[0]);
+  job_release(&v[1]);
+  ASSERT_EQ(ledger_claim_some(l, "w:none", 5000, 8, v, &n), ERR_NOTFOUND);
+  ASSERT_EQ(n, 0);
+}
+
+TEST(claim_some_takes_the_oldest_in_order)
+{
+  struct ledger *l = open_l();
+  const struct ledger_ops *ops;
+  struct ledger_ops plain;
+
+  ASSERT(l);
+  ASSERT(l->ops->job_claim_some != NULL);
+  claim_some_checks(l);
+  /* The fallback: job_claim one at a time in a transaction. */
+  ops = l->ops;
+  plain = *ops;
+  plain.job_claim_some = NULL;
+  l->ops = &plain;
+  claim_some_checks(l);
+  l->ops = ops;
+  ledger_close(l);
+}
+
 struct race {
   int64_t first, last;
   int claimed;
+  int some;                     /* claim with ledger_claim_some, 3 at a time */
 };
 
 static void *racer(void *arg)
@@ -169,7 +244,18 @@ static void *racer(void *arg)
   struct job j;
 
   snprintf(owner, sizeof owner, "r%p", (void *)r);
-  while (l && l->ops->job_claim(l, owner, 5000, 0, &j) == ERR_OK) {
+  while (l && r->some) {
+    struct job v[3];
+    int n;
+    if (ledger_claim_some(l, owner, 5000, 3, v, &n) != ERR_OK)
+      break;
+    for (int i = 0; i < n; i++) {
+      r->claimed += v[i].id >= r->first && v[i].id <= r->last;
+      l->ops->job_finish(l, v[i].id, owner, JOB_SUCCEEDED, 0, "", NULL, NULL);
+      job_release(&v[i]);
+    }
+  }
+  while (l && !r->some && l->ops->job_claim(l, owner, 5000, 0, &j) == ERR_OK) {
     if (j.id >= r->first && j.id <= r->last)
       r->claimed++;
     l->ops->job_finish(l, j.id, owner, JOB_SUCCEEDED, 0, "", NULL, NULL);
@@ -195,8 +281,9 @@ TEST(concurrent_claims_take_each_job_once)
       first = id;
     last = id;
   }
+  /* Two take one at a time, two take some at a time. */
   for (int i = 0; i < 4; i++) {
-    r[i] = (struct race){first, last, 0};
+    r[i] = (struct race){first, last, 0, i % 2};
     pthread_create(&t[i], NULL, racer, &r[i]);
   }
   for (int i = 0; i < 4; i++) {
@@ -707,6 +794,7 @@ static void run_suite(void)
   RUN(claim_heartbeat_finish);
   RUN(expired_leases_are_found);
   RUN(concurrent_claims_take_each_job_once);
+  RUN(claim_some_takes_the_oldest_in_order);
   RUN(list_filters_and_orders);
   RUN(steps_messages_outbox_kv);
   RUN(transactions_roll_back_together);
