@@ -53,6 +53,8 @@ struct pg_ledger {
   struct ledger base;
   PGconn *c;
   int in_tx;                /* inside a caller's begin/commit */
+  int begin_pending;        /* in_tx, but BEGIN not sent yet: it goes with
+                             * the first statement, in one round trip */
   int tx_lost;              /* the connection, and so the caller's
                              * transaction, was lost: only rollback helps */
   int own_tx;               /* inside a transaction of one operation */
@@ -139,12 +141,71 @@ static const char *prepared_name(struct pg_ledger *s, const char *sql, char *nam
   return name;
 }
 
+/* BEGIN and the statement in one pipeline, one round trip: the result of
+ * BEGIN when it failed, else the statement's; NULL when the connection
+ * failed.  Unless BEGIN took, the caller's transaction is lost (tx_lost):
+ * nothing more may run until its rollback, or it would run outside one.
+ * Leaves pipeline mode in every case (resetting the connection if it
+ * cannot). */
+static PGresult *run_with_begin(struct pg_ledger *s, const char *sql, const struct params *p,
+                                const char *name)
+{
+  PGresult *r, *got[2] = {NULL, NULL};
+  int n = 0, sent;
+
+  if (!PQenterPipelineMode(s->c))
+    return NULL;
+  sent = PQsendQueryParams(s->c, "BEGIN", 0, NULL, NULL, NULL, NULL, 0) &&
+         (name ? PQsendQueryPrepared(s->c, name, p->n, p->v, NULL, NULL, 0)
+               : PQsendQueryParams(s->c, sql, p ? p->n : 0, NULL, p ? p->v : NULL, NULL,
+                                   NULL, 0)) &&
+         PQpipelineSync(s->c);
+  /* Each query's results end with a NULL; the sync's result ends it all. */
+  for (int nulls = 0; sent && nulls < 3;) {
+    if (!(r = PQgetResult(s->c))) {
+      if (PQstatus(s->c) == CONNECTION_BAD)
+        break;
+      nulls++;
+      continue;
+    }
+    nulls = 0;
+    if (PQresultStatus(r) == PGRES_PIPELINE_SYNC) {
+      PQclear(r);
+      break;
+    }
+    if (n < 2)
+      got[n++] = r;
+    else
+      PQclear(r);
+  }
+  if (!PQexitPipelineMode(s->c)) {
+    PQclear(got[0]);
+    PQclear(got[1]);
+    pl_fail(s, "pipeline", PQerrorMessage(s->c));
+    PQreset(s->c);
+    forget_session(s);
+    s->tx_lost = 1;
+    return NULL;
+  }
+  if (!got[0] || !res_ok(got[0])) {
+    s->tx_lost = 1;
+    PQclear(got[1]);
+    return got[0];
+  }
+  PQclear(got[0]);
+  return got[1];
+}
+
 static PGresult *run_once(struct pg_ledger *s, const char *sql,
                           const struct params *p)
 {
   char buf[16];
   const char *name = p && p->n ? prepared_name(s, sql, buf, sizeof buf) : NULL;
 
+  if (s->begin_pending) {
+    s->begin_pending = 0;
+    return run_with_begin(s, sql, p, name);
+  }
   if (name)
     return PQexecPrepared(s->c, name, p->n, p->v, NULL, NULL, 0);
   return PQexecParams(s->c, sql, p ? p->n : 0, NULL, p ? p->v : NULL, NULL,
@@ -334,6 +395,10 @@ static enum err pl_begin(struct ledger *l)
 
   if (s->in_tx)
     return ERR_STATE;
+  if (PQenterPipelineMode && PQstatus(s->c) == CONNECTION_OK) {
+    s->in_tx = s->begin_pending = 1;   /* sent with the first statement */
+    return ERR_OK;
+  }
   if ((e = pl_q(s, "BEGIN", NULL, NULL)))
     return e;
   s->in_tx = 1;
@@ -351,6 +416,10 @@ static enum err pl_commit(struct ledger *l)
     s->tx_lost = 0;
     return pl_fail(s, "commit", "the transaction was lost with its connection");
   }
+  if (s->begin_pending) {       /* nothing was sent: nothing to commit */
+    s->begin_pending = 0;
+    return ERR_OK;
+  }
   return pl_q(s, "COMMIT", NULL, NULL);
 }
 
@@ -364,6 +433,10 @@ static enum err pl_rollback(struct ledger *l)
   if (s->tx_lost) {
     s->tx_lost = 0;
     return ERR_OK;          /* the server already threw it away */
+  }
+  if (s->begin_pending) {
+    s->begin_pending = 0;
+    return ERR_OK;
   }
   return pl_q(s, "ROLLBACK", NULL, NULL);
 }

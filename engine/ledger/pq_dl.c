@@ -28,6 +28,9 @@ static void pq_dl_open(void)
     miss = #name;
   PQ_DL_FUNCS(PQ_DL_SYM)
 #undef PQ_DL_SYM
+#define PQ_DL_OPT(name) *(void **)&pq_dl.p_##name = dlsym(lib, #name);
+  PQ_DL_OPTIONAL(PQ_DL_OPT)
+#undef PQ_DL_OPT
   if (miss)   /* an older libpq than the header: keep it loaded, refuse to use it */
     snprintf(pq_dl_why, sizeof pq_dl_why, "%s has no %s", PQ_DL_LIB, miss);
 }

@@ -6,7 +6,9 @@
  *
  * To use one more libpq function in pg.c: add X(PQname) to PQ_DL_FUNCS and a
  * "#define PQname (pq_dl.p_PQname)" line below.  A function left out shows at
- * link time (an undefined reference to PQname), never at run time.
+ * link time (an undefined reference to PQname), never at run time.  One that
+ * older libpq versions lack goes in PQ_DL_OPTIONAL instead, and its caller
+ * checks it for NULL.
  *
  * Thread contract: pq_dl_load() may be called from any thread, any number of
  * times; the table is written once (under a pthread_once) and only read after. */
@@ -29,9 +31,16 @@
   X(PQisBusy) X(PQflush) X(PQsetnonblocking) X(PQserverVersion) X(PQprepare)  \
   X(PQexecPrepared)
 
+/* Functions of newer libpq versions (pipeline mode: 14): NULL when the
+ * installed libpq lacks them, and pg.c does without. */
+#define PQ_DL_OPTIONAL(X)                                                     \
+  X(PQenterPipelineMode) X(PQexitPipelineMode) X(PQpipelineSync)              \
+  X(PQsendQueryParams) X(PQsendQueryPrepared)
+
 struct pq_dl_table {
 #define PQ_DL_FIELD(name) __typeof__(&name) p_##name;
   PQ_DL_FUNCS(PQ_DL_FIELD)
+  PQ_DL_OPTIONAL(PQ_DL_FIELD)
 #undef PQ_DL_FIELD
 };
 
@@ -75,5 +84,10 @@ enum err pq_dl_load(char *errbuf, size_t errlen);
 #define PQserverVersion (pq_dl.p_PQserverVersion)
 #define PQprepare (pq_dl.p_PQprepare)
 #define PQexecPrepared (pq_dl.p_PQexecPrepared)
+#define PQenterPipelineMode (pq_dl.p_PQenterPipelineMode)
+#define PQexitPipelineMode (pq_dl.p_PQexitPipelineMode)
+#define PQpipelineSync (pq_dl.p_PQpipelineSync)
+#define PQsendQueryParams (pq_dl.p_PQsendQueryParams)
+#define PQsendQueryPrepared (pq_dl.p_PQsendQueryPrepared)
 
 #endif

@@ -495,7 +495,7 @@ static void summary(const struct figures *fig, int have_pg, int have_celery, dou
     printf("  %-11s %6.0f jobs/s  enqueue->start p99 %6.2f ms  submit->result p50 %6.2f"
            " p99 %6.2f ms (2 prefork workers, redis)\n", "celery", c_rate, c_start, c_rtt50,
            c_rtt99);
-  for (int b = 0; b < 1 + have_pg; b++)
+  for (int b = getenv("BENCH_ORCH_PG_ONLY") ? 1 : 0; b < 1 + have_pg; b++)
     printf("  %-11s %6.0f jobs/s  enqueue->start p99 %6.2f ms  submit->result p50 %6.2f"
            " p99 %6.2f ms (1/2/4 workers %.0f/%.0f/%.0f; 4 submitters %.0f; Telegram-style"
            " batches of %d, 2 workers: %.0f; floor %.0f commits/s)\n", names[b],
@@ -506,7 +506,7 @@ static void summary(const struct figures *fig, int have_pg, int have_celery, dou
     /* Two ways jobs arrive: one at a time, each waiting for its own commit
      * (a console, a lone chat), and in the batches the Telegram channel
      * commits together (the /task commands of one getUpdates answer). */
-    for (int b = 0; b < 1 + have_pg; b++) {
+    for (int b = getenv("BENCH_ORCH_PG_ONLY") ? 1 : 0; b < 1 + have_pg; b++) {
       char what[80];
       double target = b ? 2 : 5;
       snprintf(what, sizeof what, "%s, a commit per job", names[b]);
