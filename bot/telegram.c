@@ -119,6 +119,16 @@ static enum err tg_http_init(struct tg_http *c, const struct cfg *cfg)
   if (!c->base || !c->h)
     return ERR_NOMEM;
   http_set_cancel(c->h, tg_cancelled, c);
+  /* A restart resumes the last TLS session instead of a full handshake. */
+  if (cfg->telegram_tls_resume && cfg->home) {
+    buf_clear(&b);
+    if (buf_printf(&b, "%s/telegram.tls", cfg->home) ||
+        http_set_session_file(c->h, buf_str(&b))) {
+      buf_release(&b);
+      return ERR_NOMEM;
+    }
+    buf_release(&b);
+  }
   return ERR_OK;
 }
 

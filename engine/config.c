@@ -523,7 +523,7 @@ static enum err parse_id(struct ld *ld, const struct at *at, const char *s,
 
 enum kkind {
   K_SECTION, K_STR, K_URL, K_IDS, K_STRS, K_INT, K_SIZE, K_LEVEL, K_FORMAT,
-  K_LLM, K_PROVIDERS
+  K_LLM, K_PROVIDERS, K_BOOL
 };
 
 struct key_spec {
@@ -546,6 +546,7 @@ static const struct key_spec keys[] = {
   {"telegram.rate_global_per_s", K_INT, F(telegram_rate_global_per_s), 0, 1, 1000},
   {"telegram.rate_chat_per_s", K_INT, F(telegram_rate_chat_per_s), 0, 1, 100},
   {"telegram.rate_group_per_min", K_INT, F(telegram_rate_group_per_min), 0, 1, 6000},
+  {"telegram.tls_resume", K_BOOL, F(telegram_tls_resume), 0, 0, 0},
   {"database", K_SECTION, 0, 0, 0, 0},
   {"database.url", K_STR, F(database_url), 0, 0, 0},
   {"llm", K_SECTION, 0, 0, 0, 0},
@@ -609,6 +610,11 @@ static enum err apply_scalar(struct ld *ld, const struct key_spec *k,
     return check_level(ld, at, v, field(ld->c, k->off));
   case K_FORMAT:
     return check_format(ld, at, v, field(ld->c, k->off));
+  case K_BOOL:
+    if (strcmp(v, "true") && strcmp(v, "false"))
+      return bad_value(ld, at, "true or false", v);
+    *(int *)field(ld->c, k->off) = !strcmp(v, "true");
+    return ERR_OK;
   case K_INT:
     if ((e = parse_ranged(ld, at, v, k->min, k->max, &n)))
       return e;
@@ -1156,6 +1162,7 @@ static enum err set_defaults(struct ld *ld)
   c->max_attempts = 3;
   c->backoff_ms = 1000;
   c->telegram_poll_timeout_s = 50;
+  c->telegram_tls_resume = 1;
   c->telegram_rate_global_per_s = 30;
   c->telegram_rate_chat_per_s = 1;
   c->telegram_rate_group_per_min = 20;

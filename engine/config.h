@@ -41,6 +41,8 @@ struct cfg {
   int telegram_rate_global_per_s;   /* messages per second overall, 30 */
   int telegram_rate_chat_per_s;     /* per private chat, 1 */
   int telegram_rate_group_per_min;  /* per group chat, 20 */
+  int telegram_tls_resume;          /* keep the TLS session across restarts
+                                     * (HOME/telegram.tls), default on */
 
   char *database_url;     /* sqlite://PATH or postgresql://... (secret) */
 

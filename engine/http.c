@@ -53,6 +53,13 @@ struct http {
   int own_ca_set;
   int (*cancel)(void *ud);
   void *cancel_ud;
+  /* TLS session resumption (http_set_session_file) */
+  char *sess_path;                   /* NULL: sessions are kept in memory only */
+  int sess_loaded;                   /* the file was looked at */
+  mbedtls_ssl_session sess;          /* the last good session, if sess_ok */
+  int sess_ok;
+  char sess_key[HTTP_HOST_MAX + 40]; /* "host:port ca" it belongs to */
+  int chain_seen;                    /* this handshake verified a chain */
   int64_t deadline;                  /* monotonic ms; 0: none */
   char rx[HTTP_READ_CHUNK];          /* bytes read and not yet used */
   size_t rx_off, rx_len;
@@ -679,6 +686,7 @@ static enum err tls_conf(struct http *h)
    * exchange: offer what browsers do. */
   mbedtls_ssl_conf_curves(&h->conf, tls_curves);
   mbedtls_ssl_conf_min_version(&h->conf, MBEDTLS_SSL_MAJOR_VERSION_3, MBEDTLS_SSL_MINOR_VERSION_3);
+  mbedtls_ssl_conf_session_tickets(&h->conf, MBEDTLS_SSL_SESSION_TICKETS_ENABLED);
   h->conf_ready = 1;
   return ERR_OK;
 }
@@ -730,11 +738,131 @@ static enum err tls_verify(struct http *h, const char *host)
   return fail(h, ERR_NET, "TLS: certificate of '%s' not trusted: %s", host, msg);
 }
 
-static enum err tls_start(struct http *h, const char *host)
+/* ---- TLS session resumption ---------------------------------------------
+ * After a full handshake whose chain passed, the session (TLS 1.2: the
+ * master secret and the server's ticket or session id) is kept, and the next
+ * connection to the same host and port offers it: a server that accepts it
+ * skips the key exchange, its signature and the certificate chain, which is
+ * most of a handshake's cost.  A resumed session was verified when it was
+ * made, so there is no chain to check; a server that refuses it gets a full
+ * handshake, verified as always.  With http_set_session_file() it is also
+ * written to a file (mode 0600, replaced atomically) and read back by the
+ * next process: a restart then resumes too.  The file holds the session's
+ * master secret, so it is only read when it is a regular file of ours that
+ * nobody else can read or write, and only used for the host, port and trust
+ * setting it was made for, within SESS_MAX_AGE_S. */
+
+#define SESS_MAGIC "skynet-tls-session 1\n"
+#define SESS_MAX_AGE_S (24 * 3600)
+#define SESS_FILE_MAX 8192
+
+/* What a session is good for: the server, and what its chain was checked
+ * against (the system's CAs, or which CA file's). */
+static void sess_key_of(const struct http *h, const char *host, const char *port, char *out,
+                        size_t n)
 {
-  char msg[160];
+  if (h->own_ca_set)
+    snprintf(out, n, "%s:%s ca-%016llx", host, port,
+             (unsigned long long)fnv1a(h->own_ca.raw.p, h->own_ca.raw.len));
+  else
+    snprintf(out, n, "%s:%s system-ca", host, port);
+}
+
+static void sess_drop(struct http *h)
+{
+  if (h->sess_ok)
+    mbedtls_ssl_session_free(&h->sess);
+  h->sess_ok = 0;
+}
+
+/* Reads the file once: MAGIC, the key line, the unix time it was saved at
+ * as a line, then the session as mbedtls_ssl_session_save wrote it. */
+static void sess_load(struct http *h)
+{
+  unsigned char buf[SESS_FILE_MAX];
+  const unsigned char *p, *key_end, *t_end;
+  struct stat st;
+  ssize_t n = 0;
+  long long saved;
+  int fd;
+
+  h->sess_loaded = 1;
+  if (!h->sess_path || (fd = open(h->sess_path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)) < 0)
+    return;
+  if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_uid == geteuid() &&
+      !(st.st_mode & 077) && st.st_size < (off_t)sizeof buf)
+    n = read(fd, buf, sizeof buf);
+  close(fd);
+  if (n <= (ssize_t)strlen(SESS_MAGIC) || memcmp(buf, SESS_MAGIC, strlen(SESS_MAGIC)))
+    return;
+  p = buf + strlen(SESS_MAGIC);
+  if (!(key_end = memchr(p, '\n', (size_t)(buf + n - p))) ||
+      (size_t)(key_end - p) >= sizeof h->sess_key ||
+      !(t_end = memchr(key_end + 1, '\n', (size_t)(buf + n - key_end - 1))))
+    return;
+  saved = strtoll((const char *)key_end + 1, NULL, 10);
+  if (saved > (long long)time(NULL) + 60 || (long long)time(NULL) - saved > SESS_MAX_AGE_S)
+    return;
+  mbedtls_ssl_session_init(&h->sess);
+  if (mbedtls_ssl_session_load(&h->sess, t_end + 1, (size_t)(buf + n - t_end - 1))) {
+    mbedtls_ssl_session_free(&h->sess);
+    return;
+  }
+  memcpy(h->sess_key, p, (size_t)(key_end - p));
+  h->sess_key[key_end - p] = '\0';
+  h->sess_ok = 1;
+}
+
+/* Writes the session kept in h to its file; failures only cost the next
+ * process a full handshake, so they are logged nowhere and not synced. */
+static void sess_save(struct http *h)
+{
+  unsigned char blob[SESS_FILE_MAX];
+  char head[sizeof h->sess_key + 64], tmp[4200];
+  size_t len = 0;
+  int fd, hl, ok;
+
+  if (!h->sess_path ||
+      mbedtls_ssl_session_save(&h->sess, blob, sizeof blob, &len) ||
+      (hl = snprintf(head, sizeof head, SESS_MAGIC "%s\n%lld\n", h->sess_key,
+                     (long long)time(NULL))) >= (int)sizeof head ||
+      snprintf(tmp, sizeof tmp, "%s.%d.%p", h->sess_path, (int)getpid(), (void *)h) >=
+          (int)sizeof tmp)
+    return;
+  if ((fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600)) < 0)
+    return;
+  ok = write(fd, head, (size_t)hl) == hl && write(fd, blob, len) == (ssize_t)len;
+  ok &= close(fd) == 0;
+  if (!ok || rename(tmp, h->sess_path))
+    unlink(tmp);
+}
+
+/* Whether h has a session to offer host:port (reading its file the first
+ * time); its key in key. */
+static int sess_usable(struct http *h, const char *host, const char *port, char *key, size_t n)
+{
+  if (!h->sess_loaded)
+    sess_load(h);
+  sess_key_of(h, host, port, key, n);
+  return h->sess_ok && !strcmp(key, h->sess_key);
+}
+
+/* Called by mbedtls for each certificate of a chain it receives: a full
+ * handshake (a resumed one receives none). */
+static int tls_saw_chain(void *ud, mbedtls_x509_crt *crt, int depth, uint32_t *flags)
+{
+  (void)crt;
+  (void)depth;
+  (void)flags;
+  ((struct http *)ud)->chain_seen = 1;
+  return 0;
+}
+
+static enum err tls_start(struct http *h, const char *host, const char *port)
+{
+  char msg[160], key[sizeof h->sess_key];
+  int rc, offered;
   enum err e;
-  int rc;
 
   if ((e = tls_conf(h)))
     return e;
@@ -743,9 +871,15 @@ static enum err tls_start(struct http *h, const char *host)
   if (mbedtls_ssl_setup(&h->ssl, &h->conf) || mbedtls_ssl_set_hostname(&h->ssl, host))
     return fail(h, ERR_NOMEM, "TLS: cannot set up");
   mbedtls_ssl_set_bio(&h->ssl, h, bio_send, bio_recv, NULL);
+  mbedtls_ssl_set_verify(&h->ssl, tls_saw_chain, h);
+  offered = sess_usable(h, host, port, key, sizeof key) &&
+            mbedtls_ssl_set_session(&h->ssl, &h->sess) == 0;
+  h->chain_seen = 0;
   while ((rc = mbedtls_ssl_handshake(&h->ssl)) != 0) {
     if ((e = tls_wait(h, rc, "in the TLS handshake")) == ERR_OK)
       continue;
+    if (offered)                /* never offer a session that failed once */
+      sess_drop(h);
     if (e != ERR_NET)
       return e;
     uint32_t v = mbedtls_ssl_get_verify_result(&h->ssl);
@@ -757,7 +891,22 @@ static enum err tls_start(struct http *h, const char *host)
     tls_strerror(rc, msg, sizeof msg);
     return fail(h, ERR_NET, "TLS handshake with '%s' failed: %s", host, msg);
   }
-  return h->own_ca_set ? ERR_OK : tls_verify(h, host);
+  if (!h->chain_seen && offered)   /* resumed: verified when it was made */
+    return ERR_OK;
+  if (!h->chain_seen)
+    return fail(h, ERR_NET, "TLS: '%s' sent no certificate", host);
+  if (!h->own_ca_set && (e = tls_verify(h, host)))
+    return e;
+  sess_drop(h);
+  mbedtls_ssl_session_init(&h->sess);
+  if (mbedtls_ssl_get_session(&h->ssl, &h->sess) == 0) {
+    h->sess_ok = 1;
+    snprintf(h->sess_key, sizeof h->sess_key, "%s", key);
+    sess_save(h);
+  } else {
+    mbedtls_ssl_session_free(&h->sess);
+  }
+  return ERR_OK;
 }
 
 /* ---- the connection ----------------------------------------------------- */
@@ -906,7 +1055,7 @@ static enum err proxy_tunnel(struct http *h, const struct http_url *u, const str
 /* A connection to u's origin: the kept one when alive, else a new one. */
 static enum err conn_get(struct http *h, const struct http_url *u, long ctimeout, int *reused)
 {
-  char origin[sizeof h->origin];
+  char origin[sizeof h->origin], key[sizeof h->sess_key];
   struct http_url px;
   int via = proxy_for(u, &px);
   enum err e;
@@ -922,7 +1071,9 @@ static enum err conn_get(struct http *h, const struct http_url *u, long ctimeout
     return ERR_OK;
   }
   http_close(h);
-  if (u->tls && !h->own_ca_set)
+  /* The CA index is needed to check a chain: not when a session is resumed
+   * (if the server refuses it, tls_verify indexes then). */
+  if (u->tls && !h->own_ca_set && !sess_usable(h, u->host, u->port, key, sizeof key))
     ca_prefetch();
   if (via) {
     if ((e = tcp_connect(h, px.host, px.port, ctimeout)) || (e = proxy_tunnel(h, u, &px)))
@@ -930,7 +1081,7 @@ static enum err conn_get(struct http *h, const struct http_url *u, long ctimeout
   } else if ((e = tcp_connect(h, u->host, u->port, ctimeout))) {
     goto out;
   }
-  if (u->tls && (e = tls_start(h, u->host)))
+  if (u->tls && (e = tls_start(h, u->host, u->port)))
     goto out;
   snprintf(h->origin, sizeof h->origin, "%s", origin);
 out:
@@ -1199,7 +1350,21 @@ void http_free(struct http *h)
     mbedtls_ssl_config_free(&h->conf);
   if (h->own_ca_set)
     mbedtls_x509_crt_free(&h->own_ca);
+  sess_drop(h);
+  free(h->sess_path);
   free(h);
+}
+
+enum err http_set_session_file(struct http *h, const char *path)
+{
+  char *p = path ? strdup(path) : NULL;
+
+  if (path && !p)
+    return ERR_NOMEM;
+  free(h->sess_path);
+  h->sess_path = p;
+  h->sess_loaded = 0;
+  return ERR_OK;
 }
 
 void http_set_cancel(struct http *h, int (*fn)(void *ud), void *ud)
@@ -1218,6 +1383,7 @@ enum err http_set_ca_file(struct http *h, const char *path)
     mbedtls_x509_crt_free(&h->own_ca);
   mbedtls_x509_crt_init(&h->own_ca);
   h->own_ca_set = 1;
+  sess_drop(h);
   if (mbedtls_x509_crt_parse_file(&h->own_ca, path) < 0 || !h->own_ca.version)
     return fail(h, ERR_IO, "cannot read CA file '%.150s'", path);
   return ERR_OK;

@@ -77,6 +77,11 @@ void http_set_cancel(struct http *h, int (*fn)(void *ud), void *ud);
 /* This handle trusts the CAs in a PEM file instead of the system bundle;
  * read at once.  ERR_IO (message in http_errstr) when it cannot be used. */
 enum err http_set_ca_file(struct http *h, const char *path);
+/* Keeps this handle's TLS session in a file (0600) as well as in memory, so
+ * that the next process resumes it instead of a full handshake (see
+ * http.c); the file is read at the next https connection.  NULL: memory
+ * only.  ERR_NOMEM. */
+enum err http_set_session_file(struct http *h, const char *path);
 /* Closes the kept connection (the next request opens a new one). */
 void http_close(struct http *h);
 

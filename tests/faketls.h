@@ -11,6 +11,7 @@
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <pthread.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,6 +23,7 @@
 #include <mbedtls/net_sockets.h>
 #include <mbedtls/pk.h>
 #include <mbedtls/ssl.h>
+#include <mbedtls/ssl_ticket.h>
 #include <mbedtls/x509_crt.h>
 
 struct ft_relay {
@@ -32,7 +34,12 @@ struct ft_relay {
   mbedtls_x509_crt cert;
   mbedtls_pk_context key;
   mbedtls_ssl_config conf;
+  mbedtls_ssl_ticket_context ticket;   /* session tickets, as real servers */
   volatile int handshakes_failed;
+  volatile int handshakes;             /* handshakes that succeeded */
+  volatile int resumed;                /* of them, those that resumed a ticket */
+  volatile int stopping;
+  volatile int active;                 /* connections being relayed */
 };
 
 /* Makes dir/ca.crt, dir/srv.crt, dir/srv.key (RSA 2048, CN and SAN
@@ -87,6 +94,7 @@ static void *ft_pump(void *arg)
       __atomic_add_fetch(&r->handshakes_failed, 1, __ATOMIC_SEQ_CST);
       goto out;
     }
+  __atomic_add_fetch(&r->handshakes, 1, __ATOMIC_SEQ_CST);
   be = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   rc = 1;
   setsockopt(be, IPPROTO_TCP, TCP_NODELAY, &rc, sizeof rc);
@@ -125,6 +133,7 @@ out:
   if (be >= 0)
     close(be);
   close(net.fd);
+  __atomic_sub_fetch(&r->active, 1, __ATOMIC_SEQ_CST);
   return NULL;
 }
 
@@ -136,6 +145,8 @@ static void *ft_accept(void *arg)
     int fd = accept4(r->lfd, NULL, NULL, SOCK_CLOEXEC), one = 1;
     struct ft_conn *c;
     pthread_t th;
+    if (fd < 0 && __atomic_load_n(&r->stopping, __ATOMIC_SEQ_CST))
+      break;
     if (fd < 0)
       continue;
     /* As real servers: without it, Nagle holds the handshake's second
@@ -144,9 +155,11 @@ static void *ft_accept(void *arg)
     c = malloc(sizeof *c);
     c->r = r;
     c->fd = fd;
-    if (pthread_create(&th, NULL, ft_pump, c) == 0)
+    __atomic_add_fetch(&r->active, 1, __ATOMIC_SEQ_CST);
+    if (pthread_create(&th, NULL, ft_pump, c) == 0) {
       pthread_detach(th);
-    else {
+    } else {
+      __atomic_sub_fetch(&r->active, 1, __ATOMIC_SEQ_CST);
       close(fd);
       free(c);
     }
@@ -154,9 +167,22 @@ static void *ft_accept(void *arg)
   return NULL;
 }
 
-/* TLS on 127.0.0.1 (r->port set) relayed to 127.0.0.1:backend_port, with
- * dir's srv.crt and srv.key; 0 on success. */
-static inline int ft_start(struct ft_relay *r, const char *dir, int backend_port)
+/* mbedtls_ssl_ticket_parse, counting the tickets that resume a session. */
+static int ft_ticket_parse(void *p_ticket, mbedtls_ssl_session *session, unsigned char *buf,
+                           size_t len)
+{
+  struct ft_relay *r = (struct ft_relay *)((char *)p_ticket - offsetof(struct ft_relay, ticket));
+  int rc = mbedtls_ssl_ticket_parse(p_ticket, session, buf, len);
+
+  if (rc == 0)
+    __atomic_add_fetch(&r->resumed, 1, __ATOMIC_SEQ_CST);
+  return rc;
+}
+
+/* TLS on 127.0.0.1 at `port` (0: any; r->port set) relayed to
+ * 127.0.0.1:backend_port, with dir's srv.crt and srv.key, session tickets
+ * on; 0 on success. */
+static inline int ft_start_on(struct ft_relay *r, const char *dir, int backend_port, int port)
 {
   char crt[1200], key[1200];
   struct sockaddr_in a;
@@ -172,6 +198,7 @@ static inline int ft_start(struct ft_relay *r, const char *dir, int backend_port
   mbedtls_x509_crt_init(&r->cert);
   mbedtls_pk_init(&r->key);
   mbedtls_ssl_config_init(&r->conf);
+  mbedtls_ssl_ticket_init(&r->ticket);
   if (mbedtls_ctr_drbg_seed(&r->drbg, mbedtls_entropy_func, &r->entropy, NULL, 0) ||
       mbedtls_x509_crt_parse_file(&r->cert, crt) || mbedtls_pk_parse_keyfile(&r->key, key, NULL) ||
       mbedtls_ssl_config_defaults(&r->conf, MBEDTLS_SSL_IS_SERVER, MBEDTLS_SSL_TRANSPORT_STREAM,
@@ -179,18 +206,49 @@ static inline int ft_start(struct ft_relay *r, const char *dir, int backend_port
     return -1;
   mbedtls_ssl_conf_rng(&r->conf, mbedtls_ctr_drbg_random, &r->drbg);
   mbedtls_ssl_conf_curves(&r->conf, ft_curves);   /* as real servers: x25519 first */
-  if (mbedtls_ssl_conf_own_cert(&r->conf, &r->cert, &r->key))
+  if (mbedtls_ssl_conf_own_cert(&r->conf, &r->cert, &r->key) ||
+      mbedtls_ssl_ticket_setup(&r->ticket, mbedtls_ctr_drbg_random, &r->drbg,
+                               MBEDTLS_CIPHER_AES_256_GCM, 86400))
     return -1;
+  mbedtls_ssl_conf_session_tickets_cb(&r->conf, mbedtls_ssl_ticket_write, ft_ticket_parse,
+                                      &r->ticket);
   r->lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   setsockopt(r->lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
   memset(&a, 0, sizeof a);
   a.sin_family = AF_INET;
   a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = htons((uint16_t)port);
   if (bind(r->lfd, (struct sockaddr *)&a, sizeof a) || listen(r->lfd, 16) ||
       getsockname(r->lfd, (struct sockaddr *)&a, &al))
     return -1;
   r->port = ntohs(a.sin_port);
   return pthread_create(&r->th, NULL, ft_accept, r);
+}
+
+static inline int ft_start(struct ft_relay *r, const char *dir, int backend_port)
+{
+  return ft_start_on(r, dir, backend_port, 0);
+}
+
+/* Stops accepting, closes the listening socket (its port can then be taken
+ * by another relay) and, once the connections it relays have ended (the
+ * clients closed them; up to 10 s), frees what it holds. */
+static inline void ft_stop(struct ft_relay *r)
+{
+  __atomic_store_n(&r->stopping, 1, __ATOMIC_SEQ_CST);
+  shutdown(r->lfd, SHUT_RDWR);
+  pthread_join(r->th, NULL);
+  close(r->lfd);
+  for (int i = 0; i < 1000 && __atomic_load_n(&r->active, __ATOMIC_SEQ_CST); i++)
+    usleep(10000);
+  if (__atomic_load_n(&r->active, __ATOMIC_SEQ_CST))
+    return;                     /* still in use: leaked rather than freed under it */
+  mbedtls_ssl_ticket_free(&r->ticket);
+  mbedtls_ssl_config_free(&r->conf);
+  mbedtls_pk_free(&r->key);
+  mbedtls_x509_crt_free(&r->cert);
+  mbedtls_ctr_drbg_free(&r->drbg);
+  mbedtls_entropy_free(&r->entropy);
 }
 
 #endif

@@ -17,6 +17,7 @@
 #include "../ledgerutil.h"
 #include "../testutil.h"
 #include "engine/buf.h"
+#include "../faketls.h"
 #include "fakebot.h"
 #include "proc.h"
 
@@ -665,6 +666,55 @@ TEST(backlog_in_one_chat_does_not_block_others)
   outbox_drop(86);
 }
 
+/* Over HTTPS (a TLS relay in front of the fake, its CA in SSL_CERT_FILE):
+ * the first start keeps its TLS session in HOME/telegram.tls (0600), and a
+ * restart resumes it rather than a full handshake; both answer. */
+TEST(https_restart_resumes_the_tls_session)
+{
+  static struct ft_relay relay;
+  char certs[700], api[128], ca[800], path[700];
+  char *env[] = {g_env_home, api, g_env_token, ca, "SKYNET_CONFIG=", "SKYNET_LLM=offline",
+                 "SKYNET_LOG=warn", "SKYNET_DATABASE_URL=", "SKYNET_ALLOWED_USERS=10,11", NULL};
+  char *argv[] = {SKYNET_BIN, "run", NULL};
+  struct stat st;
+  struct proc p;
+  size_t m;
+  int resumed;
+
+  snprintf(certs, sizeof certs, "%s/certs", g_dir);
+  mkdir(certs, 0700);
+  if (ft_make_certs(certs) || ft_start(&relay, certs, g_fk.port)) {
+    fprintf(stderr, "  no openssl CLI or TLS relay failed: %s\n", getenv("CI") ? "failing"
+                                                                           : "skipped");
+    ASSERT(!getenv("CI"));
+    return;
+  }
+  snprintf(api, sizeof api, "SKYNET_TELEGRAM_API=https://localhost:%d", relay.port);
+  snprintf(ca, sizeof ca, "SSL_CERT_FILE=%s/ca.crt", certs);
+  snprintf(path, sizeof path, "%s/telegram.tls", g_home);
+  unlink(path);
+  for (int run = 0; run < 2; run++) {
+    char chat[32];
+    m = fk_mark(&g_fk);
+    resumed = relay.resumed;
+    ASSERT(proc_start(&p, argv, env) == 0);
+    g_cur = p.pid;
+    ASSERT(fk_wait(&g_fk, m, "getUpdates", NULL, NULL, 10000) >= 0);
+    fk_msg(&g_fk, 10, 90 + run, "\\/help");
+    snprintf(chat, sizeof chat, "\"chat_id\":%d,", 90 + run);
+    ASSERT(fk_wait(&g_fk, m, "sendMessage", chat, NULL, 10000) >= 0);
+    ASSERT_EQ(stop(&p), 0);
+    ASSERT_EQ(stat(path, &st), 0);
+    ASSERT_EQ(st.st_mode & 0777, 0600);
+    if (run == 0)               /* the first connection had nothing to resume */
+      ASSERT(relay.handshakes - relay.resumed >= 1);
+    else                        /* every connection of the restart resumed */
+      ASSERT(relay.resumed > resumed);
+  }
+  ASSERT_EQ(relay.handshakes_failed, 0);
+  ft_stop(&relay);
+}
+
 int main(void)
 {
   signal(SIGPIPE, SIG_IGN);
@@ -707,6 +757,8 @@ int main(void)
   reap();
   fk_supported_all(&g_fk);
   RUN(backlog_in_one_chat_does_not_block_others);
+  reap();
+  RUN(https_restart_resumes_the_tls_session);
   reap();
   tu_rmrf(g_dir);
   return test_summary();

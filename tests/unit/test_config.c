@@ -678,16 +678,21 @@ TEST(telegram_limits)
   ASSERT_EQ(c.telegram_rate_global_per_s, 30);
   ASSERT_EQ(c.telegram_rate_chat_per_s, 1);
   ASSERT_EQ(c.telegram_rate_group_per_min, 20);
+  ASSERT_EQ(c.telegram_tls_resume, 1);
   cfg_release(&c);
   ASSERT((path = write_file("t.yaml", "telegram:\n  poll_timeout_s: 5\n"
                                       "  rate_global_per_s: 10\n  rate_chat_per_s: 2\n"
-                                      "  rate_group_per_min: 12\n")));
+                                      "  rate_group_per_min: 12\n  tls_resume: false\n")));
   ASSERT_EQ(cfg_load(&c, path, errbuf, sizeof(errbuf)), ERR_OK);
   ASSERT_EQ(c.telegram_poll_timeout_s, 5);
   ASSERT_EQ(c.telegram_rate_global_per_s, 10);
   ASSERT_EQ(c.telegram_rate_chat_per_s, 2);
   ASSERT_EQ(c.telegram_rate_group_per_min, 12);
+  ASSERT_EQ(c.telegram_tls_resume, 0);
   cfg_release(&c);
+  ASSERT_EQ(load_text("telegram:\n  tls_resume: maybe\n"), ERR_CONFIG);
+  ASSERT_CONTAINS(errbuf, "telegram.tls_resume");
+  ASSERT_CONTAINS(errbuf, "true or false");
   ASSERT_EQ(load_text("telegram:\n  rate_global_per_s: 0\n"), ERR_CONFIG);
   ASSERT_CONTAINS(errbuf, "telegram.rate_global_per_s");
   ASSERT_EQ(load_text("telegram:\n  poll_timeout_s: 601\n"), ERR_CONFIG);

@@ -2,6 +2,7 @@
  * TLS (certificates made with the openssl CLI), keep-alive reuse, a server
  * closing an idle connection, a reset mid-answer, chunked bodies, timeouts,
  * cancel, oversized answers, multipart uploads, CONNECT proxies. */
+#include <sys/stat.h>
 #include <errno.h>
 #include <signal.h>
 #include <sys/socket.h>
@@ -687,6 +688,111 @@ TEST(tls_bundle_rewritten)
   http_free(h);
 }
 
+/* One request to url with h; 1 when it was answered 200. */
+static int tls_get(struct http *h, const char *url)
+{
+  struct http_req rq = {.url = url, .timeout_ms = 10000};
+  struct http_resp rs;
+  int ok;
+
+  set_mode(M_ECHO);
+  ok = http_do(h, &rq, &rs) == ERR_OK && rs.status == 200;
+  if (!ok)
+    fprintf(stderr, "  %s: %s\n", url, http_errstr(h));
+  http_resp_release(&rs);
+  return ok;
+}
+
+/* A session made by one handle (one process) is resumed by the next one
+ * through the session file; a file others can read is not used; a session
+ * is offered only to the server it was made with; a server that cannot
+ * resume it gets a full handshake, chain checked. */
+TEST(tls_session_resumed_by_the_next_handle)
+{
+  char u[128], path[700], cmd[1600];
+  struct http *h;
+  struct stat st;
+  int port, before;
+  struct ft_relay other;
+
+  if (tls_skip()) {
+    ASSERT(!getenv("CI"));
+    return;
+  }
+  snprintf(path, sizeof path, "%s/tg.tls", g_dir[0]);
+  unlink(path);
+  port = g_tls[0].port;
+  snprintf(u, sizeof u, "https://localhost:%d/s", port);
+  before = g_tls[0].resumed;
+  h = http_new();
+  ASSERT_EQ(http_set_session_file(h, path), ERR_OK);
+  ASSERT(tls_get(h, u));
+  http_free(h);
+  ASSERT_EQ(g_tls[0].resumed, before);
+  ASSERT_EQ(stat(path, &st), 0);
+  ASSERT_EQ(st.st_mode & 0777, 0600);
+
+  /* The next handle resumes, and again after the server closed it. */
+  h = http_new();
+  ASSERT_EQ(http_set_session_file(h, path), ERR_OK);
+  ASSERT(tls_get(h, u));
+  ASSERT_EQ(g_tls[0].resumed, before + 1);
+  http_close(h);
+  ASSERT(tls_get(h, u));
+  ASSERT_EQ(g_tls[0].resumed, before + 2);
+  http_free(h);
+
+  /* Readable by others: ignored (a full handshake), then replaced by one
+   * that is not. */
+  ASSERT_EQ(chmod(path, 0644), 0);
+  h = http_new();
+  ASSERT_EQ(http_set_session_file(h, path), ERR_OK);
+  ASSERT(tls_get(h, u));
+  http_free(h);
+  ASSERT_EQ(g_tls[0].resumed, before + 2);
+  ASSERT_EQ(stat(path, &st), 0);
+  ASSERT_EQ(st.st_mode & 0777, 0600);
+
+  /* Garbage in the file: a full handshake, no crash. */
+  snprintf(cmd, sizeof cmd, "printf 'skynet-tls-session 1\nlocalhost:%d system-ca\n9999999999"
+           "\nxx' > '%s'; chmod 600 '%s'", port, path, path);
+  ASSERT_EQ(system(cmd), 0);
+  h = http_new();
+  ASSERT_EQ(http_set_session_file(h, path), ERR_OK);
+  ASSERT(tls_get(h, u));
+  http_free(h);
+  ASSERT_EQ(g_tls[0].resumed, before + 2);
+
+  /* Another server (port) is not offered the session. */
+  before = g_tls[1].resumed;
+  h = http_new();
+  snprintf(cmd, sizeof cmd, "%s/ca.crt", g_dir[1]);
+  ASSERT_EQ(http_set_ca_file(h, cmd), ERR_OK);
+  ASSERT_EQ(http_set_session_file(h, path), ERR_OK);
+  snprintf(u, sizeof u, "https://localhost:%d/s", g_tls[1].port);
+  ASSERT(tls_get(h, u));
+  http_free(h);
+  ASSERT_EQ(g_tls[1].resumed, before);
+
+  /* The server at the session's port replaced by one that cannot resume it
+   * and whose CA is not trusted: the full handshake's chain is refused. */
+  snprintf(u, sizeof u, "https://localhost:%d/s", port);
+  h = http_new();
+  ASSERT_EQ(http_set_session_file(h, path), ERR_OK);
+  ASSERT(tls_get(h, u));        /* a fresh session for port, in the file */
+  http_free(h);
+  ft_stop(&g_tls[0]);
+  ASSERT_EQ(ft_start_on(&other, g_dir[1], g_srv.port, port), 0);
+  h = http_new();
+  ASSERT_EQ(http_set_session_file(h, path), ERR_OK);
+  ASSERT(tls_refused(h, u));
+  http_free(h);
+  ASSERT_EQ(other.resumed, 0);
+  ft_stop(&other);
+  /* Back as it was, for the tests that follow. */
+  ASSERT_EQ(ft_start_on(&g_tls[0], g_dir[0], g_srv.port, port), 0);
+}
+
 int main(void)
 {
   signal(SIGPIPE, SIG_IGN);
@@ -710,6 +816,7 @@ int main(void)
   tls_setup();
   RUN(tls_verified_and_kept_alive);
   RUN(tls_wrong_name_or_untrusted_fails);
+  RUN(tls_session_resumed_by_the_next_handle);
   RUN(tls_bundle_rewritten);
   tu_rmrf(g_dir[0]);
   tu_rmrf(g_dir[1]);
