@@ -761,13 +761,16 @@ static void tg_deliver(struct tg *t, struct ledger *l, const struct outbox_msg *
   enum tg_outcome o;
   enum err e;
 
+  int parts = tg_parts(m->text ? m->text : "");
+
+  /* Which piece is next, when the text has several (one has no progress
+   * to look up: a read less before most sends). */
   snprintf(pkey, sizeof pkey, "tg.part.%" PRId64, m->id);
-  if (l->ops->kv_get(l, pkey, &pv) == ERR_OK && pv)
+  if (parts > 1 && l->ops->kv_get(l, pkey, &pv) == ERR_OK && pv)
     part = (size_t)strtoull(pv, NULL, 10);
   free(pv);
   memset(&r, 0, sizeof r);
-  if (!m->edit_key && !t->no_document && part == 0 &&
-      tg_parts(m->text ? m->text : "") > TG_DOC_PARTS)
+  if (!m->edit_key && !t->no_document && part == 0 && parts > TG_DOC_PARTS)
     e = tg_send_long(t, l, m, &part, &more, &r);
   else
     e = tg_send_text(t, l, m, 0, &part, &more, &r);
