@@ -878,8 +878,11 @@ static enum err tls_start(struct http *h, const char *host, const char *port)
   while ((rc = mbedtls_ssl_handshake(&h->ssl)) != 0) {
     if ((e = tls_wait(h, rc, "in the TLS handshake")) == ERR_OK)
       continue;
-    if (offered)                /* never offer a session that failed once */
+    if (offered) {              /* never offer a session that failed once */
       sess_drop(h);
+      if (h->sess_path && e == ERR_NET)   /* nor let the next process offer it */
+        unlink(h->sess_path);
+    }
     if (e != ERR_NET)
       return e;
     uint32_t v = mbedtls_ssl_get_verify_result(&h->ssl);
