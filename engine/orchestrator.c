@@ -874,8 +874,10 @@ static struct write *write_take(struct orch *o, int *n, struct ledger *l)
   while (lingering(o, &until) || spacing(o, &until))
     pthread_cond_timedwait(&o->wcv, &o->wmu, &until);
   g = w = o->w_head;
-  for (*n = 0; w && *n < GROUP_MAX; w = w->next, ++*n)
-    o->w_eager -= !w->lazy, o->w_sync -= w->sync;
+  for (*n = 0; w && *n < GROUP_MAX; w = w->next, ++*n) {
+    o->w_eager -= !w->lazy;
+    o->w_sync -= w->sync;
+  }
   o->w_head = w;
   if (!w)
     o->w_tail = NULL;

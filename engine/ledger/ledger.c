@@ -40,15 +40,13 @@ void ledger_release_memory(struct ledger *l)
     l->ops->release_memory(l);
 }
 
-enum err ledger_claim_some(struct ledger *l, const char *owner, int lease_ms, int max,
+enum err ledger_claim_each(struct ledger *l, const char *owner, int lease_ms, int max,
                            struct job *out, int *n)
 {
   int own = max > 1;
   enum err e;
 
   *n = 0;
-  if (l->ops->job_claim_some)
-    return l->ops->job_claim_some(l, owner, lease_ms, max, out, n);
   if (own && (e = l->ops->begin(l)))
     return e;
   while (*n < max && !(e = l->ops->job_claim(l, owner, lease_ms, 0, &out[*n])))
@@ -56,11 +54,19 @@ enum err ledger_claim_some(struct ledger *l, const char *owner, int lease_ms, in
   if (e == ERR_NOTFOUND && *n)
     e = ERR_OK;
   if (own && (e || (e = l->ops->commit(l)))) {
-    l->ops->rollback(l);
+    l->ops->rollback(l);      /* ERR_STATE when the failed commit ended it */
     while (*n)
       job_release(&out[--*n]);
   }
   return e;
+}
+
+enum err ledger_claim_some(struct ledger *l, const char *owner, int lease_ms, int max,
+                           struct job *out, int *n)
+{
+  if (l->ops->job_claim_some)
+    return l->ops->job_claim_some(l, owner, lease_ms, max, out, n);
+  return ledger_claim_each(l, owner, lease_ms, max, out, n);
 }
 
 enum err ledger_outbox_put(struct ledger *l, const struct outbox_msg *m,

@@ -196,7 +196,7 @@ struct ledger_ops {
   enum err (*job_claim)(struct ledger *l, const char *owner, int lease_ms,
                         int64_t only, struct job *out);
   /* Optional (NULL: ledger_claim_some claims one at a time in a
-   * transaction): takes up to max of the oldest due QUEUED jobs, as
+   * transaction, ledger_claim_each): takes up to max of the oldest due QUEUED jobs, as
    * job_claim does one, atomically, into out[0..*n) in id order.
    * ERR_NOTFOUND (and *n = 0) if none. */
   enum err (*job_claim_some)(struct ledger *l, const char *owner, int lease_ms, int max,
@@ -355,9 +355,13 @@ enum err ledger_open(const char *url, struct ledger **out, char *errbuf,
 void ledger_close(struct ledger *l);
 /* l->ops->release_memory when the backend has it and l is not NULL. */
 void ledger_release_memory(struct ledger *l);
-/* Up to max jobs claimed atomically (ops->job_claim_some, else job_claim in
- * one transaction); see job_claim_some.  Not inside begin/commit. */
+/* Up to max jobs claimed atomically (ops->job_claim_some, else
+ * ledger_claim_each); see job_claim_some.  Not inside begin/commit. */
 enum err ledger_claim_some(struct ledger *l, const char *owner, int lease_ms, int max,
+                           struct job *out, int *n);
+/* The same with ops->job_claim, one at a time in one transaction (none for
+ * max 1): for backends without job_claim_some, or that add to it. */
+enum err ledger_claim_each(struct ledger *l, const char *owner, int lease_ms, int max,
                            struct job *out, int *n);
 
 /* Queues a notification with every registered secret redacted from its text:

@@ -687,75 +687,37 @@ static enum err pl_job_transition(struct ledger *l, int64_t id,
   return move_state(pl_of(l), id, from, to, actor, reason, extra);
 }
 
-/* One statement, so one round trip: lock the oldest due QUEUED job (or
- * `only`) that nobody else holds, move it to RUNNING under a lease, and
- * record the transition.  Autocommits unless the caller holds a
- * transaction; no NOTIFY, as the job leaves the queue. */
-static enum err pl_job_claim(struct ledger *l, const char *owner, int lease_ms,
-                             int64_t only, struct job *out)
+/* One statement, so one round trip: lock up to max of the oldest due
+ * QUEUED jobs (or only `only`, when not 0) that nobody else holds, move them
+ * to RUNNING under a lease, and record the transitions; out[0..*n) in id
+ * order.  Autocommits unless the caller holds a transaction; no NOTIFY, as
+ * the jobs leave the queue. */
+static enum err claim_rows(struct pg_ledger *s, const char *owner, int lease_ms, int64_t only,
+                           int max, struct job *out, int *n)
 {
-  struct pg_ledger *s = pl_of(l);
-  struct params p = {0};
-  char actor[160];
-  PGresult *r;
-  enum err e;
-
-  memset(out, 0, sizeof *out);
-  snprintf(actor, sizeof actor, "worker:%s", owner);
-  par_text(&p, owner);
-  par_i64(&p, only);
-  par_i64(&p, lease_ms);
-  par_text(&p, actor);
-  par_text(&p, s->lazy_claims ? "off" : "on");
-  /* The last column only sets synchronous_commit for this transaction. */
-  e = pl_q(s, "WITH picked AS (SELECT id FROM jobs WHERE state = 'QUEUED' AND"
-              " ($2 = 0 OR id = $2) AND not_before <= " NOW_MS " ORDER BY id"
-              " FOR UPDATE SKIP LOCKED LIMIT 1), claimed AS (UPDATE jobs j SET"
-              " state = 'RUNNING', reason = NULL, updated_at = " NOW_MS ","
-              " attempts = j.attempts + 1, lease_owner = $1, lease_expires = "
-              NOW_MS " + $3 FROM picked WHERE j.id = picked.id RETURNING j.*),"
-              " moved AS (INSERT INTO transitions(job_id, from_state, to_state,"
-              " actor, reason, at) SELECT id, 'QUEUED', 'RUNNING', $4, NULL,"
-              " updated_at FROM claimed) SELECT " JOB_COLS ","
-              " set_config('synchronous_commit', $5, true) FROM claimed",
-           &p, &r);
-  if (e)
-    return e;
-  e = ERR_NOTFOUND;
-  if (PQntuples(r) == 1) {
-    row_to_job(r, 0, out);
-    e = ERR_OK;
-  }
-  PQclear(r);
-  return e;
-}
-
-/* pl_job_claim for up to max jobs, in the same one statement. */
-static enum err pl_job_claim_some(struct ledger *l, const char *owner, int lease_ms, int max,
-                                  struct job *out, int *n)
-{
-  struct pg_ledger *s = pl_of(l);
   struct params p = {0};
   char actor[160];
   PGresult *r;
   enum err e;
 
   *n = 0;
-  if (s->in_tx)
-    return ERR_STATE;
   snprintf(actor, sizeof actor, "worker:%s", owner);
   par_text(&p, owner);
-  par_i64(&p, max);
+  par_i64(&p, only);
   par_i64(&p, lease_ms);
   par_text(&p, actor);
   par_text(&p, s->lazy_claims ? "off" : "on");
+  par_i64(&p, max);
+  /* The set_config column only sets synchronous_commit for this
+   * transaction. */
   e = pl_q(s, "WITH picked AS (SELECT id FROM jobs WHERE state = 'QUEUED' AND"
-              " not_before <= " NOW_MS " ORDER BY id FOR UPDATE SKIP LOCKED LIMIT $2),"
-              " claimed AS (UPDATE jobs j SET state = 'RUNNING', reason = NULL,"
-              " updated_at = " NOW_MS ", attempts = j.attempts + 1, lease_owner = $1,"
-              " lease_expires = " NOW_MS " + $3 FROM picked WHERE j.id = picked.id"
-              " RETURNING j.*), moved AS (INSERT INTO transitions(job_id, from_state,"
-              " to_state, actor, reason, at) SELECT id, 'QUEUED', 'RUNNING', $4, NULL,"
+              " ($2 = 0 OR id = $2) AND not_before <= " NOW_MS " ORDER BY id"
+              " FOR UPDATE SKIP LOCKED LIMIT $6), claimed AS (UPDATE jobs j SET"
+              " state = 'RUNNING', reason = NULL, updated_at = " NOW_MS ","
+              " attempts = j.attempts + 1, lease_owner = $1, lease_expires = "
+              NOW_MS " + $3 FROM picked WHERE j.id = picked.id RETURNING j.*),"
+              " moved AS (INSERT INTO transitions(job_id, from_state, to_state,"
+              " actor, reason, at) SELECT id, 'QUEUED', 'RUNNING', $4, NULL,"
               " updated_at FROM claimed ORDER BY id) SELECT " JOB_COLS ","
               " set_config('synchronous_commit', $5, true) FROM claimed ORDER BY id",
            &p, &r);
@@ -765,6 +727,24 @@ static enum err pl_job_claim_some(struct ledger *l, const char *owner, int lease
     row_to_job(r, i, &out[(*n)++]);
   PQclear(r);
   return *n ? ERR_OK : ERR_NOTFOUND;
+}
+
+static enum err pl_job_claim(struct ledger *l, const char *owner, int lease_ms,
+                             int64_t only, struct job *out)
+{
+  int n;
+
+  memset(out, 0, sizeof *out);
+  return claim_rows(pl_of(l), owner, lease_ms, only, 1, out, &n);
+}
+
+static enum err pl_job_claim_some(struct ledger *l, const char *owner, int lease_ms, int max,
+                                  struct job *out, int *n)
+{
+  *n = 0;
+  if (pl_of(l)->in_tx)
+    return ERR_STATE;
+  return claim_rows(pl_of(l), owner, lease_ms, 0, max, out, n);
 }
 
 static enum err pl_job_heartbeat(struct ledger *l, int64_t id, const char *owner,

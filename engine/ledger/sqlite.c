@@ -230,10 +230,17 @@ static enum err sl_commit(struct ledger *l)
 {
   struct sqlite_ledger *s = sl_of(l);
 
+  enum err e;
+
   if (!s->in_tx)
     return ERR_STATE;
   s->in_tx = 0;
-  return sl_exec(s, "COMMIT");
+  /* A COMMIT that fails may leave the transaction open (SQLITE_BUSY, a
+   * deferred constraint): end it here, as PostgreSQL does, so that the
+   * connection is usable again whatever the caller does next. */
+  if ((e = sl_exec(s, "COMMIT")) && !sqlite3_get_autocommit(s->db))
+    sl_exec(s, "ROLLBACK");
+  return e;
 }
 
 static enum err sl_rollback(struct ledger *l)
@@ -597,33 +604,19 @@ static enum err sl_job_claim(struct ledger *l, const char *owner, int lease_ms,
   return sl_job_get(l, id, out);
 }
 
-/* The claims in one write transaction, taken only when the queue has a
- * due job. */
+/* ledger_claim_each, but only when the queue has a due job: an empty one
+ * costs no write lock. */
 static enum err sl_job_claim_some(struct ledger *l, const char *owner, int lease_ms, int max,
                                   struct job *out, int *n)
 {
   struct sqlite_ledger *s = sl_of(l);
-  enum err e;
 
   *n = 0;
   if (s->in_tx)
     return ERR_STATE;
   if (!queued_exists(s, 0))
     return ERR_NOTFOUND;
-  if ((e = sl_begin(l)))
-    return e;
-  while (*n < max && !(e = sl_job_claim(l, owner, lease_ms, 0, &out[*n])))
-    ++*n;
-  if (e == ERR_NOTFOUND && *n)
-    e = ERR_OK;
-  if (e || (e = sl_commit(l))) {
-    s->in_tx = 0;
-    if (!sqlite3_get_autocommit(s->db))
-      sl_exec(s, "ROLLBACK");
-    while (*n)
-      job_release(&out[--*n]);
-  }
-  return e;
+  return ledger_claim_each(l, owner, lease_ms, max, out, n);
 }
 
 static enum err sl_job_heartbeat(struct ledger *l, int64_t id, const char *owner,
