@@ -288,7 +288,8 @@ static size_t ca_index(const char *path)
   free(der);
   free(pem);
   if (pem) {
-    snprintf(g_tls.path, sizeof g_tls.path, "%s", path);
+    if (path != g_tls.path)   /* ca_collect indexes g_tls.path again: no overlap */
+      snprintf(g_tls.path, sizeof g_tls.path, "%s", path);
     g_tls.size = st.st_size;
     g_tls.mtime = st.st_mtim;
   }
@@ -756,16 +757,44 @@ static enum err tls_verify(struct http *h, const char *host)
 #define SESS_MAX_AGE_S (24 * 3600)
 #define SESS_FILE_MAX 8192
 
+/* The system bundle skynet trusts (as ca_init picks it, without reading
+ * it): $SSL_CERT_FILE, else the first readable of ca_paths; NULL if none. */
+static const char *ca_bundle_path(void)
+{
+  const char *env = getenv("SSL_CERT_FILE");
+
+  if (env && *env)
+    return env;
+  for (int i = 0; ca_paths[i]; i++)
+    if (access(ca_paths[i], R_OK) == 0)
+      return ca_paths[i];
+  return NULL;
+}
+
 /* What a session is good for: the server, and what its chain was checked
- * against (the system's CAs, or which CA file's). */
+ * against: every certificate of the handle's CA file, or the system bundle
+ * as it is now (path, size, modification time).  A trust that changed since
+ * gets no resumption, so a full handshake, verified against it. */
 static void sess_key_of(const struct http *h, const char *host, const char *port, char *out,
                         size_t n)
 {
-  if (h->own_ca_set)
-    snprintf(out, n, "%s:%s ca-%016llx", host, port,
-             (unsigned long long)fnv1a(h->own_ca.raw.p, h->own_ca.raw.len));
-  else
-    snprintf(out, n, "%s:%s system-ca", host, port);
+  const char *bundle;
+  char desc[600];
+  struct stat st;
+  uint64_t id = 0;
+  int k;
+
+  if (h->own_ca_set) {
+    for (const mbedtls_x509_crt *c = &h->own_ca; c && c->raw.p; c = c->next)
+      id = id * 31 + fnv1a(c->raw.p, c->raw.len);
+  } else if ((bundle = ca_bundle_path()) && stat(bundle, &st) == 0 &&
+             (k = snprintf(desc, sizeof desc, "%s %lld %lld.%09ld", bundle,
+                           (long long)st.st_size, (long long)st.st_mtim.tv_sec,
+                           st.st_mtim.tv_nsec)) > 0) {
+    id = fnv1a((const unsigned char *)desc, (size_t)k < sizeof desc ? (size_t)k : sizeof desc);
+  }
+  snprintf(out, n, "%s:%s %s-%016llx", host, port, h->own_ca_set ? "ca" : "system",
+           (unsigned long long)id);
 }
 
 static void sess_drop(struct http *h)
@@ -858,9 +887,11 @@ static int tls_saw_chain(void *ud, mbedtls_x509_crt *crt, int depth, uint32_t *f
   return 0;
 }
 
-static enum err tls_start(struct http *h, const char *host, const char *port)
+/* The handshake on h->fd; resume: offer the kept session (sess_usable
+ * said so for key, this connection's). */
+static enum err tls_start(struct http *h, const char *host, const char *key, int resume)
 {
-  char msg[160], key[sizeof h->sess_key];
+  char msg[160];
   int rc, offered;
   enum err e;
 
@@ -872,8 +903,7 @@ static enum err tls_start(struct http *h, const char *host, const char *port)
     return fail(h, ERR_NOMEM, "TLS: cannot set up");
   mbedtls_ssl_set_bio(&h->ssl, h, bio_send, bio_recv, NULL);
   mbedtls_ssl_set_verify(&h->ssl, tls_saw_chain, h);
-  offered = sess_usable(h, host, port, key, sizeof key) &&
-            mbedtls_ssl_set_session(&h->ssl, &h->sess) == 0;
+  offered = resume && mbedtls_ssl_set_session(&h->ssl, &h->sess) == 0;
   h->chain_seen = 0;
   while ((rc = mbedtls_ssl_handshake(&h->ssl)) != 0) {
     if ((e = tls_wait(h, rc, "in the TLS handshake")) == ERR_OK)
@@ -1060,7 +1090,7 @@ static enum err conn_get(struct http *h, const struct http_url *u, long ctimeout
 {
   char origin[sizeof h->origin], key[sizeof h->sess_key];
   struct http_url px;
-  int via = proxy_for(u, &px);
+  int via = proxy_for(u, &px), resume;
   enum err e;
 
   if (via < 0)
@@ -1076,7 +1106,8 @@ static enum err conn_get(struct http *h, const struct http_url *u, long ctimeout
   http_close(h);
   /* The CA index is needed to check a chain: not when a session is resumed
    * (if the server refuses it, tls_verify indexes then). */
-  if (u->tls && !h->own_ca_set && !sess_usable(h, u->host, u->port, key, sizeof key))
+  resume = u->tls && sess_usable(h, u->host, u->port, key, sizeof key);
+  if (u->tls && !h->own_ca_set && !resume)
     ca_prefetch();
   if (via) {
     if ((e = tcp_connect(h, px.host, px.port, ctimeout)) || (e = proxy_tunnel(h, u, &px)))
@@ -1084,7 +1115,7 @@ static enum err conn_get(struct http *h, const struct http_url *u, long ctimeout
   } else if ((e = tcp_connect(h, u->host, u->port, ctimeout))) {
     goto out;
   }
-  if (u->tls && (e = tls_start(h, u->host, u->port)))
+  if (u->tls && (e = tls_start(h, u->host, key, resume)))
     goto out;
   snprintf(h->origin, sizeof h->origin, "%s", origin);
 out:
