@@ -750,8 +750,9 @@ static enum err tls_verify(struct http *h, const char *host)
  * written to a file (mode 0600, replaced atomically) and read back by the
  * next process: a restart then resumes too.  The file holds the session's
  * master secret, so it is only read when it is a regular file of ours that
- * nobody else can read or write, and only used for the host, port and trust
- * setting it was made for, within SESS_MAX_AGE_S. */
+ * nobody else can read or write, and only used for the host and port it was
+ * made for while what its chain was checked against is unchanged
+ * (sess_key_of), within SESS_MAX_AGE_S. */
 
 #define SESS_MAGIC "skynet-tls-session 1\n"
 #define SESS_MAX_AGE_S (24 * 3600)
