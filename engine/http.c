@@ -99,7 +99,8 @@ static struct {
   int ok;
   char why[200];
   pthread_once_t ix_once;            /* the first index (ca_init) */
-  int ix_started;                    /* ca_prefetch() ran (atomic) */
+  int seed_started;                  /* tls_prefetch() seeds (atomic) */
+  int ix_started;                    /* tls_prefetch() indexes (atomic) */
   char ix_why[200];                  /* no CA bundle: why */
   mbedtls_entropy_context entropy;
   mbedtls_ctr_drbg_context drbg;
@@ -329,27 +330,35 @@ static void ca_init(void)
   }
 }
 
-static void *ca_init_thread(void *arg)
+static void tls_global_init(void);
+
+/* The prefetch thread: the random generator, then, when arg is set, the
+ * first index. */
+static void *tls_prefetch_thread(void *arg)
 {
-  (void)arg;
-  pthread_once(&g_tls.ix_once, ca_init);
+  pthread_once(&g_tls.once, tls_global_init);
+  if (arg)
+    pthread_once(&g_tls.ix_once, ca_init);
   return NULL;
 }
 
-/* Starts the first index on a thread of its own, once per process, so that
- * it runs while the first connection resolves, connects and shakes hands. */
-static void ca_prefetch(void)
+/* Starts, once per process, what the first TLS connection will need on a
+ * thread of its own, so that it runs while that connection resolves the
+ * name and connects: seeding the random generator (~0.6 ms: entropy, AES
+ * key schedules) and, with_ca (a chain will be checked), the CA index. */
+static void tls_prefetch(int with_ca)
 {
+  int seed = !__atomic_exchange_n(&g_tls.seed_started, 1, __ATOMIC_ACQ_REL);
+  int ix = with_ca && !__atomic_exchange_n(&g_tls.ix_started, 1, __ATOMIC_ACQ_REL);
   pthread_attr_t a;
   pthread_t th;
 
-  if (__atomic_exchange_n(&g_tls.ix_started, 1, __ATOMIC_ACQ_REL))
-    return;
-  if (pthread_attr_init(&a))
+  if ((!seed && !ix) || pthread_attr_init(&a))
     return;
   pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
   pthread_attr_setstacksize(&a, 256 * 1024);
-  (void)pthread_create(&th, &a, ca_init_thread, NULL);   /* else tls_verify() indexes */
+  /* else tls_conf() seeds and tls_verify() indexes, on the connection's thread */
+  (void)pthread_create(&th, &a, tls_prefetch_thread, ix ? &g_tls : NULL);
   pthread_attr_destroy(&a);
 }
 
@@ -714,7 +723,7 @@ static enum err tls_verify(struct http *h, const char *host)
   flags &= ~(uint32_t)MBEDTLS_X509_BADCERT_NOT_TRUSTED;   /* that is decided here */
   if (!peer)
     return fail(h, ERR_NET, "TLS: '%s' sent no certificate", host);
-  pthread_once(&g_tls.ix_once, ca_init);   /* waits for ca_prefetch()'s thread */
+  pthread_once(&g_tls.ix_once, ca_init);   /* waits for tls_prefetch()'s thread */
   pthread_mutex_lock(&g_tls.mu);
   size_t n_ca = g_tls.n;
   pthread_mutex_unlock(&g_tls.mu);
@@ -1108,8 +1117,8 @@ static enum err conn_get(struct http *h, const struct http_url *u, long ctimeout
   /* The CA index is needed to check a chain: not when a session is resumed
    * (if the server refuses it, tls_verify indexes then). */
   resume = u->tls && sess_usable(h, u->host, u->port, key, sizeof key);
-  if (u->tls && !h->own_ca_set && !resume)
-    ca_prefetch();
+  if (u->tls)
+    tls_prefetch(!h->own_ca_set && !resume);
   if (via) {
     if ((e = tcp_connect(h, px.host, px.port, ctimeout)) || (e = proxy_tunnel(h, u, &px)))
       goto out;

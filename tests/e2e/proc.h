@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,28 +30,72 @@ static inline long long proc_ms(void)
   return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* Starts argv with the environment plus env (NAME=VALUE list, NULL-ended). */
+/* environ with env's NAME=VALUE entries replacing or added to it; the
+ * strings are borrowed, the array is malloc'ed. */
+static inline char **proc_env(char *const env[])
+{
+  extern char **environ;
+  size_t n = 0, m = 0, k = 0;
+  char **out;
+
+  while (environ[n])
+    n++;
+  while (env && env[m])
+    m++;
+  if (!(out = calloc(n + m + 1, sizeof *out)))
+    return NULL;
+  for (size_t i = 0; i < n; i++) {
+    size_t len = strcspn(environ[i], "=");
+    int replaced = 0;
+    for (size_t j = 0; j < m && !replaced; j++)
+      replaced = strncmp(env[j], environ[i], len + 1) == 0;
+    if (!replaced)
+      out[k++] = environ[i];
+  }
+  for (size_t j = 0; j < m; j++)
+    out[k++] = env[j];
+  return out;
+}
+
+/* Starts argv with the environment plus env (NAME=VALUE list, NULL-ended).
+ * posix_spawn, not fork: a fork of a test process with threads and large
+ * buffers costs milliseconds that start-up timings would count as skynet's. */
 static inline int proc_start(struct proc *p, char *const argv[], char *const env[])
 {
-  int in[2], out[2];
+  posix_spawn_file_actions_t fa;
+  int in[2], out[2], rc;
+  char **envp;
 
   memset(p, 0, sizeof *p);
-  if (pipe(in) || pipe(out))
+  if (pipe(in))
     return -1;
-  p->pid = fork();
-  if (p->pid < 0)
+  if (pipe(out)) {
+    close(in[0]); close(in[1]);
     return -1;
-  if (p->pid == 0) {
-    dup2(in[0], 0);
-    dup2(out[1], 1);
-    close(in[0]); close(in[1]); close(out[0]); close(out[1]);
-    for (int i = 0; env && env[i]; i++)
-      putenv(env[i]);
-    execv(argv[0], argv);
-    _exit(127);
   }
+  if (!(envp = proc_env(env)) || posix_spawn_file_actions_init(&fa)) {
+    free(envp);
+    close(in[0]); close(in[1]); close(out[0]); close(out[1]);
+    return -1;
+  }
+  posix_spawn_file_actions_adddup2(&fa, in[0], 0);
+  posix_spawn_file_actions_adddup2(&fa, out[1], 1);
+  posix_spawn_file_actions_addclose(&fa, in[0]);
+  posix_spawn_file_actions_addclose(&fa, in[1]);
+  posix_spawn_file_actions_addclose(&fa, out[0]);
+  posix_spawn_file_actions_addclose(&fa, out[1]);
+  rc = posix_spawn(&p->pid, argv[0], &fa, NULL, argv, envp);
+  posix_spawn_file_actions_destroy(&fa);
+  free(envp);
   close(in[0]);
   close(out[1]);
+  if (rc) {
+    close(in[1]);
+    close(out[0]);
+    p->pid = -1;
+    errno = rc;
+    return -1;
+  }
   p->in = in[1];
   p->out = out[0];
   fcntl(p->out, F_SETFL, O_NONBLOCK);
