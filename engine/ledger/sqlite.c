@@ -4,14 +4,32 @@
  * is in WAL mode so readers never block the writer; writers serialise through
  * SQLite's lock with a busy timeout, and every write that must be atomic runs
  * in BEGIN IMMEDIATE so that compare-and-set state changes cannot interleave
- * between connections or processes.  synchronous=FULL: a committed job,
- * approval, offset or notification survives a power cut. */
+ * between connections or processes.
+ *
+ * Durability: a committed job, approval, offset or notification survives a
+ * power cut, as with synchronous=FULL, but the disk sync is shared (a group
+ * commit).  Connections run with synchronous=NORMAL, so a COMMIT writes its
+ * frames to the WAL and releases the write lock without syncing; the WAL
+ * hook, which SQLite calls after every commit on the committing thread,
+ * then waits until a sync of the WAL file that began after this commit has
+ * finished (sl_group_sync), and only then does the COMMIT (or the
+ * autocommit statement) return.  Connections of one process to one file
+ * share that wait: one of them syncs while the others commit, and the next
+ * sync carries every commit made meanwhile.  A failed sync fails the
+ * statement (the commit may not be durable).  A checkpoint syncs the WAL
+ * before it copies frames into the database, and the WAL is only rewritten
+ * after a complete checkpoint, so a frame is durable either way.  With
+ * FULL, each commit synced inside the write lock: concurrent submitters
+ * queued behind each other's syncs. */
 #include "ledger.h"
 
+#include <pthread.h>
 #include <sqlite3.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include "../log.h"
@@ -19,9 +37,37 @@
 
 #define SL_KEPT 32
 
+#define SL_AUTOCHECKPOINT 1000   /* WAL frames, as SQLite's own default */
+
+/* The group sync of one database file in this process (by device and
+ * inode), shared by its connections. */
+struct sl_sync {
+  struct sl_sync *next;
+  dev_t dev;
+  ino_t ino;
+  int refs;                 /* under sl_syncs_mu */
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  uint64_t commits;         /* tickets: one per write transaction, taken by
+                             * the commit hook, before its frames are written
+                             * (so before anyone can see it) */
+  uint64_t written;         /* every ticket up to this one is in the WAL file
+                             * (or wrote nothing) */
+  uint64_t synced;          /* every ticket up to this one is durable */
+  uint64_t started, done;   /* syncs begun; the last that finished well */
+  int syncing;              /* a sync is under way */
+};
+
+static pthread_mutex_t sl_syncs_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct sl_sync *sl_syncs;
+
 struct sqlite_ledger {
   struct ledger base;
   sqlite3 *db;
+  struct sl_sync *sync;     /* NULL: this connection syncs on its own */
+  uint64_t ticket;          /* of its last write transaction */
+  int lazy;                 /* commits do not wait for the disk */
+  int wal;                  /* in WAL mode, with the group sync (else FULL) */
   int in_tx;                /* inside a caller's begin/commit */
   struct {
     const char *sql;        /* a string literal: its address is the key
@@ -160,6 +206,177 @@ static enum err tx_end(struct sqlite_ledger *s, enum err e)
   return e;
 }
 
+/* The group sync of the file at path (NULL when it cannot be had: the
+ * connection then syncs each commit itself). */
+static struct sl_sync *sl_sync_get(const char *path)
+{
+  struct sl_sync *g;
+  struct stat st;
+
+  if (stat(path, &st) != 0)
+    return NULL;
+  pthread_mutex_lock(&sl_syncs_mu);
+  for (g = sl_syncs; g && (g->dev != st.st_dev || g->ino != st.st_ino); g = g->next)
+    ;
+  if (!g && (g = calloc(1, sizeof *g))) {
+    g->dev = st.st_dev;
+    g->ino = st.st_ino;
+    pthread_mutex_init(&g->mu, NULL);
+    pthread_cond_init(&g->cv, NULL);
+    g->next = sl_syncs;
+    sl_syncs = g;
+  }
+  if (g)
+    g->refs++;
+  pthread_mutex_unlock(&sl_syncs_mu);
+  return g;
+}
+
+static void sl_sync_put(struct sl_sync *g)
+{
+  struct sl_sync **p;
+
+  if (!g)
+    return;
+  pthread_mutex_lock(&sl_syncs_mu);
+  if (--g->refs == 0) {
+    for (p = &sl_syncs; *p != g; p = &(*p)->next)
+      ;
+    *p = g->next;
+    pthread_mutex_destroy(&g->mu);
+    pthread_cond_destroy(&g->cv);
+    free(g);
+  }
+  pthread_mutex_unlock(&sl_syncs_mu);
+}
+
+/* Syncs the WAL file of db's schema name through SQLite's own file object
+ * (the same fdatasync a FULL commit does). */
+static int sl_sync_wal(sqlite3 *db, const char *name)
+{
+  sqlite3_file *f = NULL;
+
+  if (sqlite3_file_control(db, name, SQLITE_FCNTL_JOURNAL_POINTER, &f) != SQLITE_OK || !f ||
+      !f->pMethods)
+    return SQLITE_IOERR_FSYNC;
+  return f->pMethods->xSync(f, SQLITE_SYNC_NORMAL);
+}
+
+/* One sync of the WAL for the group, by this thread: called with g->mu
+ * held and no sync under way; returns with g->mu held. */
+static int sl_lead_sync(struct sl_sync *g, sqlite3 *db, const char *name)
+{
+  uint64_t upto = g->written, gen = ++g->started;
+  int rc;
+
+  g->syncing = 1;
+  pthread_mutex_unlock(&g->mu);
+  rc = sl_sync_wal(db, name);
+  pthread_mutex_lock(&g->mu);
+  g->syncing = 0;
+  if (rc == SQLITE_OK) {
+    if (upto > g->synced)
+      g->synced = upto;
+    g->done = gen;
+  }
+  pthread_cond_broadcast(&g->cv);
+  return rc;
+}
+
+/* Returns once the commit with ticket `mine`, whose frames are written, is
+ * durable: the first committer to find no sync under way syncs for every
+ * commit written before it began; the others wait for it, or for the next.
+ * A waiter whose sync failed tries its own (the kernel reports a failed
+ * write-back to every open file of it), so a failure is never taken for
+ * success. */
+static int sl_group_sync(struct sl_sync *g, sqlite3 *db, const char *name, uint64_t mine)
+{
+  int rc = SQLITE_OK;
+
+  pthread_mutex_lock(&g->mu);
+  while (g->synced < mine && rc == SQLITE_OK) {
+    if (g->syncing)
+      pthread_cond_wait(&g->cv, &g->mu);
+    else
+      rc = sl_lead_sync(g, db, name);
+  }
+  pthread_mutex_unlock(&g->mu);
+  return rc;
+}
+
+/* Before a write transaction's frames are written (the write lock held):
+ * its ticket. */
+static int sl_commit_hook(void *ud)
+{
+  struct sqlite_ledger *s = ud;
+
+  pthread_mutex_lock(&s->sync->mu);
+  s->ticket = ++s->sync->commits;
+  pthread_mutex_unlock(&s->sync->mu);
+  return 0;
+}
+
+/* After every commit that wrote frames, its write lock released: the
+ * group sync (unless lazy), then SQLite's automatic checkpoint, which a WAL
+ * hook replaces.  Write transactions are serialised by the write lock, so
+ * once this one's frames are written so are those of every lower ticket. */
+static int sl_wal_hook(void *ud, sqlite3 *db, const char *name, int frames)
+{
+  struct sqlite_ledger *s = ud;
+  struct sl_sync *g = s->sync;
+  int rc = SQLITE_OK;
+
+  if (g) {
+    pthread_mutex_lock(&g->mu);
+    if (s->ticket > g->written)
+      g->written = s->ticket;
+    pthread_mutex_unlock(&g->mu);
+  }
+  if (!s->lazy)
+    rc = g ? sl_group_sync(g, db, name, s->ticket) : sl_sync_wal(db, name);
+  if (rc != SQLITE_OK)
+    log_error("ledger", "sqlite: cannot sync the write-ahead log (error %d): the last commit "
+              "may not survive a power cut", rc);
+  if (frames >= SL_AUTOCHECKPOINT)
+    sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+  return rc;
+}
+
+/* Makes everything s has read so far durable: a commit is visible to other
+ * connections as soon as its frames are written, before its committer's
+ * sync (a FULL commit synced inside its write lock), and other processes
+ * commit too.  Whoever acts outside the database on what it read (the
+ * outbox senders) calls this first, so that a power cut never undoes what
+ * was already said.  Joins a sync that begins after the call, or leads one:
+ * the WAL is usually clean by then, and the sync costs tens of µs. */
+static enum err sl_durable(struct sqlite_ledger *s)
+{
+  struct sl_sync *g = s->sync;
+  int rc = SQLITE_OK;
+
+  if (!s->wal) {
+    return ERR_OK;   /* synchronous=FULL: synced by each commit */
+  } else if (!g) {
+    rc = sl_sync_wal(s->db, "main");
+  } else {
+    pthread_mutex_lock(&g->mu);
+    uint64_t after = g->started + 1;   /* any sync begun from now on */
+    while (g->done < after && rc == SQLITE_OK) {
+      if (g->syncing)
+        pthread_cond_wait(&g->cv, &g->mu);
+      else
+        rc = sl_lead_sync(g, s->db, "main");
+    }
+    pthread_mutex_unlock(&g->mu);
+  }
+  if (rc == SQLITE_OK)
+    return ERR_OK;
+  snprintf(s->base.errmsg, sizeof s->base.errmsg, "cannot sync the write-ahead log (error %d)",
+           rc);
+  log_error("ledger", "sqlite %s", s->base.errmsg);
+  return ERR_DB;
+}
+
 static void sl_close(struct ledger *l)
 {
   struct sqlite_ledger *s = sl_of(l);
@@ -167,6 +384,7 @@ static void sl_close(struct ledger *l)
   for (int i = 0; i < SL_KEPT && s->kept[i].sql; i++)
     sqlite3_finalize(s->kept[i].st);
   sqlite3_close_v2(s->db);
+  sl_sync_put(s->sync);
   free(s);
 }
 
@@ -885,6 +1103,7 @@ static enum err sl_outbox_pending(struct ledger *l, const char *channel,
       "SELECT id, channel, chat_id, job_id, text, buttons_json, edit_key,"
       " attempts, not_before FROM outbox WHERE channel = ? AND state ="
       " 'pending' AND not_before <= ? ORDER BY id LIMIT ?");
+  enum err e;
 
   *out = NULL;
   *n = 0;
@@ -893,8 +1112,13 @@ static enum err sl_outbox_pending(struct ledger *l, const char *channel,
   bind_text(st, 1, channel);
   sqlite3_bind_int64(st, 2, now_ms);
   sqlite3_bind_int64(st, 3, (int64_t)max);
-  return collect_rows(s, st, sizeof(struct outbox_msg), fill_outbox,
-                      (void **)out, n);
+  if ((e = collect_rows(s, st, sizeof(struct outbox_msg), fill_outbox, (void **)out, n)) ||
+      !*n || !(e = sl_durable(s)))
+    return e;
+  outbox_list_free(*out, *n);   /* not sent before it is durable */
+  *out = NULL;
+  *n = 0;
+  return e;
 }
 
 static enum err sl_outbox_set(struct ledger *l, int64_t id, const char *state,
@@ -1434,15 +1658,16 @@ static void sl_release_memory(struct ledger *l)
     sqlite3_db_release_memory(s->db);
 }
 
-/* WAL: a commit under synchronous=NORMAL is not synced; the next FULL one,
- * of any connection, syncs the log with it. */
+/* A lazy commit skips the group sync: the next sync of the WAL, by any
+ * connection, makes it durable with the commits after it. */
 static enum err sl_lazy_commits(struct ledger *l, int on)
 {
   struct sqlite_ledger *s = sl_of(l);
 
   if (s->in_tx)
     return ERR_STATE;
-  return sl_exec(s, on ? "PRAGMA synchronous=NORMAL" : "PRAGMA synchronous=FULL");
+  s->lazy = on;
+  return ERR_OK;
 }
 
 /* Waits for another connection's write lock: short sleeps first (most
@@ -1459,6 +1684,17 @@ static int sl_busy(void *ud, int count)
     return 0;
   nanosleep(&ts, NULL);
   return 1;
+}
+
+/* Whether the connection's database is in WAL mode. */
+static int sl_is_wal(struct sqlite_ledger *s)
+{
+  sqlite3_stmt *st = sl_prep(s, "PRAGMA journal_mode");
+  int wal = st && sqlite3_step(st) == SQLITE_ROW &&
+            sqlite3_stricmp((const char *)sqlite3_column_text(st, 0), "wal") == 0;
+
+  sqlite3_finalize(st);
+  return wal;
 }
 
 enum err ledger_sqlite_open(const char *path, struct ledger **out, char *errbuf,
@@ -1479,13 +1715,27 @@ enum err ledger_sqlite_open(const char *path, struct ledger **out, char *errbuf,
     return ERR_DB;
   }
   sqlite3_busy_handler(s->db, sl_busy, NULL);
-  if (sl_exec(s, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
+  /* NORMAL with the group sync of the WAL hook: see the top of the file */
+  if (sl_exec(s, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
                  " PRAGMA foreign_keys=ON;")) {
     snprintf(errbuf, errlen, "cannot use database '%s': %s", path,
              s->base.errmsg);
     sqlite3_close_v2(s->db);
     free(s);
     return ERR_DB;
+  }
+  if (!sl_is_wal(s)) {   /* no WAL here (a file system without shared memory) */
+    if (sl_exec(s, "PRAGMA synchronous=FULL")) {
+      snprintf(errbuf, errlen, "cannot use database '%s': %s", path, s->base.errmsg);
+      sqlite3_close_v2(s->db);
+      free(s);
+      return ERR_DB;
+    }
+  } else {
+    s->wal = 1;
+    if ((s->sync = sl_sync_get(path)))
+      sqlite3_commit_hook(s->db, sl_commit_hook, s);
+    sqlite3_wal_hook(s->db, sl_wal_hook, s);
   }
   *out = &s->base;
   return ERR_OK;
