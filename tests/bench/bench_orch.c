@@ -384,7 +384,8 @@ static void done_with(const char *pg, int run)
 
 /* The disk's floor: how many transactions of one small INSERT commit per
  * second, durably and one at a time, in a fresh SQLite file under dir (WAL,
- * synchronous=FULL, as the ledger) or a fresh PostgreSQL schema.  No
+ * synchronous=FULL: one sync per commit, as the ledger's group commit
+ * costs a lone committer) or a fresh PostgreSQL schema.  No
  * submitter that waits for each job's commit can pass it.  0 on failure. */
 static double floor_sqlite(const char *dir)
 {
