@@ -400,34 +400,42 @@ static enum err sl_schema_version(struct ledger *l, int *version)
   return ERR_OK;
 }
 
+/* Every pending migration in one transaction (one disk sync for a new
+ * database rather than one per migration): all of them land, or none. */
 static enum err sl_migrate(struct ledger *l, int *applied)
 {
   struct sqlite_ledger *s = sl_of(l);
-  int have = 0;
+  const struct migration *m;
+  int have = 0, n = 0;
   char pragma[64];
   enum err e;
 
   *applied = 0;
-  for (const struct migration *m = migrations_sqlite; m->name; m++) {
-    if ((e = sl_exec(s, "BEGIN IMMEDIATE")))
-      return e;
-    /* Re-read inside the lock: another process may have migrated. */
-    sl_schema_version(l, &have);
-    if (m->version <= have) {
-      sl_exec(s, "ROLLBACK");
+  if ((e = sl_exec(s, "BEGIN IMMEDIATE")))
+    return e;
+  /* Read inside the lock: another process may have migrated. */
+  sl_schema_version(l, &have);
+  for (m = migrations_sqlite; m->name; m++) {
+    if (m->version <= have)
       continue;
-    }
     snprintf(pragma, sizeof pragma, "PRAGMA user_version=%d", m->version);
     if ((e = sl_exec(s, m->sql)) || (e = sl_exec(s, pragma))) {
       sl_exec(s, "ROLLBACK");
-      log_error("ledger", "migration '%s' failed", m->name);
+      log_error("ledger", "migration '%s' failed: none of the %d before it in this run is kept",
+                m->name, n);
       return e;
     }
-    if ((e = sl_exec(s, "COMMIT")))
-      return e;
-    log_info("ledger", "applied migration %s", m->name);
-    (*applied)++;
+    n++;
   }
+  if ((e = sl_exec(s, n ? "COMMIT" : "ROLLBACK"))) {
+    if (!sqlite3_get_autocommit(s->db))
+      sl_exec(s, "ROLLBACK");
+    return e;
+  }
+  for (m = migrations_sqlite; m->name; m++)
+    if (m->version > have)
+      log_info("ledger", "applied migration %s", m->name);
+  *applied = n;
   return ERR_OK;
 }
 
