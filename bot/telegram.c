@@ -760,7 +760,6 @@ static void tg_deliver(struct tg *t, struct ledger *l, const struct outbox_msg *
   int more = 0;
   enum tg_outcome o;
   enum err e;
-
   int parts = tg_parts(m->text ? m->text : "");
 
   /* Which piece is next, when the text has several (one has no progress

@@ -196,8 +196,9 @@ struct ledger_ops {
   enum err (*job_claim)(struct ledger *l, const char *owner, int lease_ms,
                         int64_t only, struct job *out);
   /* Optional (NULL: ledger_claim_some claims one at a time in a
-   * transaction, ledger_claim_each): takes up to max of the oldest due QUEUED jobs, as
-   * job_claim does one, atomically, into out[0..*n) in id order.
+   * transaction, ledger_claim_each): takes up to max of the oldest due
+   * QUEUED jobs, as job_claim does one, atomically, into out[0..*n) in id
+   * order.
    * ERR_NOTFOUND (and *n = 0) if none. */
   enum err (*job_claim_some)(struct ledger *l, const char *owner, int lease_ms, int max,
                              struct job *out, int *n);

@@ -354,9 +354,9 @@ static enum err sl_durable(struct sqlite_ledger *s)
   struct sl_sync *g = s->sync;
   int rc = SQLITE_OK;
 
-  if (!s->wal) {
+  if (!s->wal)
     return ERR_OK;   /* synchronous=FULL: synced by each commit */
-  } else if (!g) {
+  if (!g) {
     rc = sl_sync_wal(s->db, "main");
   } else {
     pthread_mutex_lock(&g->mu);
