@@ -56,6 +56,10 @@ struct sl_sync {
   uint64_t synced;          /* every ticket up to this one is durable */
   uint64_t started, done;   /* syncs begun; the last that finished well */
   int syncing;              /* a sync is under way */
+  pthread_mutex_t wmu;      /* held by the connection of this process that
+                             * holds (or waits for) the file's write lock
+                             * in an explicit transaction: the others queue
+                             * here, asleep, instead of polling the lock */
 };
 
 static pthread_mutex_t sl_syncs_mu = PTHREAD_MUTEX_INITIALIZER;
@@ -69,6 +73,7 @@ struct sqlite_ledger {
   int lazy;                 /* commits do not wait for the disk */
   int wal;                  /* in WAL mode, with the group sync (else FULL) */
   int in_tx;                /* inside a caller's begin/commit */
+  int wmu_held;             /* holds sync->wmu */
   struct {
     const char *sql;        /* a string literal: its address is the key
                              * (see sl_prep_keyed) */
@@ -190,10 +195,45 @@ static enum err sl_done(struct sqlite_ledger *s, sqlite3_stmt *st)
   return e;
 }
 
+/* Lets the next writer of this process in once s's write transaction has
+ * ended (committed, rolled back, or never begun). */
+static void sl_write_settle(struct sqlite_ledger *s)
+{
+  if (s->wmu_held && sqlite3_get_autocommit(s->db)) {
+    s->wmu_held = 0;
+    pthread_mutex_unlock(&s->sync->wmu);
+  }
+}
+
+/* BEGIN IMMEDIATE, queued behind the other writers of this process: with
+ * four submitters, the writer thread and the claims all polling SQLite's
+ * lock, the polls cost more CPU than the work. */
+static enum err sl_write_begin(struct sqlite_ledger *s)
+{
+  enum err e;
+
+  if (s->sync && !s->wmu_held) {
+    pthread_mutex_lock(&s->sync->wmu);
+    s->wmu_held = 1;
+  }
+  e = sl_exec(s, "BEGIN IMMEDIATE");
+  sl_write_settle(s);
+  return e;
+}
+
+/* COMMIT or ROLLBACK (sql) of a write transaction. */
+static enum err sl_write_end(struct sqlite_ledger *s, const char *sql)
+{
+  enum err e = sl_exec(s, sql);
+
+  sl_write_settle(s);
+  return e;
+}
+
 /* Own transaction unless the caller holds one. */
 static enum err tx_begin(struct sqlite_ledger *s)
 {
-  return s->in_tx ? ERR_OK : sl_exec(s, "BEGIN IMMEDIATE");
+  return s->in_tx ? ERR_OK : sl_write_begin(s);
 }
 
 static enum err tx_end(struct sqlite_ledger *s, enum err e)
@@ -201,8 +241,8 @@ static enum err tx_end(struct sqlite_ledger *s, enum err e)
   if (s->in_tx)
     return e;
   if (e == ERR_OK)
-    return sl_exec(s, "COMMIT");
-  sl_exec(s, "ROLLBACK");
+    return sl_write_end(s, "COMMIT");
+  sl_write_end(s, "ROLLBACK");
   return e;
 }
 
@@ -223,6 +263,7 @@ static struct sl_sync *sl_sync_get(const char *path)
     g->ino = st.st_ino;
     pthread_mutex_init(&g->mu, NULL);
     pthread_cond_init(&g->cv, NULL);
+    pthread_mutex_init(&g->wmu, NULL);
     g->next = sl_syncs;
     sl_syncs = g;
   }
@@ -245,6 +286,7 @@ static void sl_sync_put(struct sl_sync *g)
     *p = g->next;
     pthread_mutex_destroy(&g->mu);
     pthread_cond_destroy(&g->cv);
+    pthread_mutex_destroy(&g->wmu);
     free(g);
   }
   pthread_mutex_unlock(&sl_syncs_mu);
@@ -326,6 +368,7 @@ static int sl_wal_hook(void *ud, sqlite3 *db, const char *name, int frames)
   struct sl_sync *g = s->sync;
   int rc = SQLITE_OK;
 
+  sl_write_settle(s);   /* the write lock is released: the next writer may go */
   if (g) {
     pthread_mutex_lock(&g->mu);
     if (s->ticket > g->written)
@@ -384,6 +427,8 @@ static void sl_close(struct ledger *l)
   for (int i = 0; i < SL_KEPT && s->kept[i].sql; i++)
     sqlite3_finalize(s->kept[i].st);
   sqlite3_close_v2(s->db);
+  if (s->wmu_held)          /* closed inside a transaction: rolled back */
+    pthread_mutex_unlock(&s->sync->wmu);
   sl_sync_put(s->sync);
   free(s);
 }
@@ -411,7 +456,7 @@ static enum err sl_migrate(struct ledger *l, int *applied)
   enum err e;
 
   *applied = 0;
-  if ((e = sl_exec(s, "BEGIN IMMEDIATE")))
+  if ((e = sl_write_begin(s)))
     return e;
   /* Read inside the lock: another process may have migrated. */
   sl_schema_version(l, &have);
@@ -420,16 +465,16 @@ static enum err sl_migrate(struct ledger *l, int *applied)
       continue;
     snprintf(pragma, sizeof pragma, "PRAGMA user_version=%d", m->version);
     if ((e = sl_exec(s, m->sql)) || (e = sl_exec(s, pragma))) {
-      sl_exec(s, "ROLLBACK");
+      sl_write_end(s, "ROLLBACK");
       log_error("ledger", "migration '%s' failed: none of the %d before it in this run is kept",
                 m->name, n);
       return e;
     }
     n++;
   }
-  if ((e = sl_exec(s, n ? "COMMIT" : "ROLLBACK"))) {
+  if ((e = sl_write_end(s, n ? "COMMIT" : "ROLLBACK"))) {
     if (!sqlite3_get_autocommit(s->db))
-      sl_exec(s, "ROLLBACK");
+      sl_write_end(s, "ROLLBACK");
     return e;
   }
   for (m = migrations_sqlite; m->name; m++)
@@ -446,7 +491,7 @@ static enum err sl_begin(struct ledger *l)
 
   if (s->in_tx)
     return ERR_STATE;
-  if ((e = sl_exec(s, "BEGIN IMMEDIATE")))
+  if ((e = sl_write_begin(s)))
     return e;
   s->in_tx = 1;
   return ERR_OK;
@@ -464,8 +509,8 @@ static enum err sl_commit(struct ledger *l)
   /* A COMMIT that fails may leave the transaction open (SQLITE_BUSY, a
    * deferred constraint): end it here, as PostgreSQL does, so that the
    * connection is usable again whatever the caller does next. */
-  if ((e = sl_exec(s, "COMMIT")) && !sqlite3_get_autocommit(s->db))
-    sl_exec(s, "ROLLBACK");
+  if ((e = sl_write_end(s, "COMMIT")) && !sqlite3_get_autocommit(s->db))
+    sl_write_end(s, "ROLLBACK");
   return e;
 }
 
@@ -476,7 +521,7 @@ static enum err sl_rollback(struct ledger *l)
   if (!s->in_tx)
     return ERR_STATE;
   s->in_tx = 0;
-  return sl_exec(s, "ROLLBACK");
+  return sl_write_end(s, "ROLLBACK");
 }
 
 static enum err add_transition(struct sqlite_ledger *s, int64_t id,
@@ -1678,18 +1723,28 @@ static enum err sl_lazy_commits(struct ledger *l, int on)
   return ERR_OK;
 }
 
-/* Waits for another connection's write lock: short sleeps first (most
- * holders are a claim of tens of µs or a commit of one disk sync, a few
- * tenths of a ms), then 5 ms steps; gives up after about 10 s.  SQLite's own
- * busy timeout sleeps 5, 10, 15 ... 100 ms, which adds tens of ms to every
- * collision between the poller and the sender. */
+/* Waits for another connection's write lock.  When a transaction of this
+ * process holds it, asleep until that one ends.  Else (another process, or
+ * a statement of this one outside a transaction) short sleeps first (most
+ * holders are a claim of tens of µs or a commit, a few tenths of a ms),
+ * then 5 ms steps; gives up after about 10 s.  SQLite's own busy timeout
+ * sleeps 5, 10, 15 ... 100 ms, which adds tens of ms to every collision
+ * between the poller and the sender. */
 static int sl_busy(void *ud, int count)
 {
+  struct sqlite_ledger *s = ud;
   struct timespec ts = {0, count < 10 ? 50000L : count < 20 ? 250000L : 5000000L};
 
-  (void)ud;
   if (count >= 20 + 2000)
     return 0;
+  if (s->sync && !s->wmu_held) {
+    if (pthread_mutex_trylock(&s->sync->wmu) != 0) {
+      pthread_mutex_lock(&s->sync->wmu);   /* a writer of this process */
+      pthread_mutex_unlock(&s->sync->wmu);
+      return 1;
+    }
+    pthread_mutex_unlock(&s->sync->wmu);
+  }
   nanosleep(&ts, NULL);
   return 1;
 }
@@ -1722,7 +1777,7 @@ enum err ledger_sqlite_open(const char *path, struct ledger **out, char *errbuf,
     free(s);
     return ERR_DB;
   }
-  sqlite3_busy_handler(s->db, sl_busy, NULL);
+  sqlite3_busy_handler(s->db, sl_busy, s);
   /* NORMAL with the group sync of the WAL hook: see the top of the file */
   if (sl_exec(s, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
                  " PRAGMA foreign_keys=ON;")) {
