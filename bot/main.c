@@ -339,6 +339,8 @@ static int cmd_run(const struct cfg *c, struct tg *tg)
   /* getMe (with the TLS handshake) runs while the database is opened and
    * migrated; it must have accepted the token before anything starts. */
   memset(&rt, 0, sizeof rt);
+  if (tg && ledger_is_new(c->database_url))   /* no stored offset to wait for */
+    tg_poll_first(tg, &g_stop);
   if (open_ledger(c, &rt.l, 1)) {
     tg_free(tg);
     return 1;

@@ -82,6 +82,7 @@ struct tg {
   pthread_cond_t ocv;
   int me_done;                      /* getMe answered (omu) */
   int ahead;                        /* 1: poll from ahead_offset; -1: don't (omu) */
+  volatile sig_atomic_t *ahead_stop;
   int64_t ahead_offset;
   int64_t ahead_t0;
   enum err ahead_err;
@@ -417,6 +418,8 @@ static void *tg_opener_main(void *arg)
   go = !t->open_err && t->ahead > 0;
   pthread_mutex_unlock(&t->omu);
   if (go) {
+    t->http.stop = t->ahead_stop;   /* the connection is this thread's until joined */
+    t->ahead_t0 = ledger_now_ms();
     t->ahead_err = tg_get_updates(t, t->ahead_offset, &t->ahead_res);
     t->ahead_done = 1;
   }
@@ -1171,21 +1174,33 @@ static enum err tg_offset(struct ledger *l, int64_t *offset)
   return e == ERR_NOTFOUND ? ERR_OK : e;
 }
 
-void tg_poll_ahead(struct tg *t, struct ledger *l, volatile sig_atomic_t *stop)
+/* Has the opener poll from offset once getMe has answered (the first
+ * request wins). */
+static void tg_ahead_from(struct tg *t, int64_t offset, volatile sig_atomic_t *stop)
 {
-  int64_t offset;
-
-  if (!t->opening || tg_offset(l, &offset))
+  if (!t->opening)
     return;
   pthread_mutex_lock(&t->omu);
   if (!t->ahead) {
-    t->http.stop = stop;
+    t->ahead_stop = stop;
     t->ahead_offset = offset;
-    t->ahead_t0 = ledger_now_ms();
     t->ahead = 1;
     pthread_cond_broadcast(&t->ocv);
   }
   pthread_mutex_unlock(&t->omu);
+}
+
+void tg_poll_first(struct tg *t, volatile sig_atomic_t *stop)
+{
+  tg_ahead_from(t, 0, stop);
+}
+
+void tg_poll_ahead(struct tg *t, struct ledger *l, volatile sig_atomic_t *stop)
+{
+  int64_t offset;
+
+  if (t->opening && !tg_offset(l, &offset))
+    tg_ahead_from(t, offset, stop);
 }
 
 int tg_run(struct tg *t, struct conv *c, struct ledger *l, volatile sig_atomic_t *stop)
@@ -1199,10 +1214,10 @@ int tg_run(struct tg *t, struct conv *c, struct ledger *l, volatile sig_atomic_t
     return 1;
   }
   t->sender_started = 1;
-  t->http.stop = stop;
   log_info("telegram", "polling as %s from offset %" PRId64, t->bot_name, offset);
   ledger_release_memory(l);   /* what start-up read, while the first poll waits */
   tg_opener_join(t);
+  t->http.stop = stop;
   if (t->ahead_done) {   /* the first poll, sent while skynet started */
     t->ahead_done = 0;
     if (t->ahead_offset == offset)   /* released by tg_poll_done */

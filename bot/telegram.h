@@ -64,6 +64,13 @@ enum err tg_open_end(struct tg *t, char *errbuf, size_t errlen);
  * while the rest of skynet starts; tg_run takes its answer.  Nothing
  * is confirmed to Telegram before tg_run has handled it. */
 void tg_poll_ahead(struct tg *t, struct ledger *l, volatile sig_atomic_t *stop);
+/* The same from offset 0, for a database that does not exist yet (so holds
+ * no offset): any time before tg_run, even before tg_open_end, so that the
+ * first poll does not wait for the new database's creation.  The poll
+ * still waits for getMe to accept the token.  Updates that an earlier
+ * run handled without confirming them come again, and are recognised by
+ * their update_id. */
+void tg_poll_first(struct tg *t, volatile sig_atomic_t *stop);
 void tg_free(struct tg *t);
 /* "@name (id N)" of the bot after tg_open. */
 const char *tg_bot_name(const struct tg *t);

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 
 enum err ledger_open(const char *url, struct ledger **out, char *errbuf,
@@ -26,6 +27,14 @@ enum err ledger_open(const char *url, struct ledger **out, char *errbuf,
   snprintf(errbuf, errlen,
            "database url must start with sqlite:// or postgresql://");
   return ERR_CONFIG;
+}
+
+int ledger_is_new(const char *url)
+{
+  struct stat st;
+
+  return url && strncmp(url, "sqlite://", 9) == 0 && stat(url + 9, &st) != 0 &&
+         errno == ENOENT;
 }
 
 void ledger_close(struct ledger *l)

@@ -352,6 +352,9 @@ struct ledger {
  * postgresql://...  On failure writes why into errbuf. */
 enum err ledger_open(const char *url, struct ledger **out, char *errbuf,
                      size_t errlen);
+/* Whether url names an SQLite file that does not exist yet (so a new,
+ * empty ledger); 0 for PostgreSQL or when unsure. */
+int ledger_is_new(const char *url);
 /* NULL-safe. */
 void ledger_close(struct ledger *l);
 /* l->ops->release_memory when the backend has it and l is not NULL. */
