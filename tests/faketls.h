@@ -1,8 +1,12 @@
 /* tests/faketls.h — TLS in front of a plain fake server, for the tests and the
  * benchmark: certificates made at test time with the openssl CLI (a CA and a
  * server certificate for "localhost"), and a relay that accepts TLS on
- * 127.0.0.1 (mbedtls, as a server) and pumps the plain bytes to and from a
- * backend port, one thread per connection. */
+ * 127.0.0.1 (OpenSSL, as a server) and pumps the plain bytes to and from a
+ * backend port, one thread per connection.  OpenSSL, as most real servers,
+ * rather than mbedtls: on this 2-core machine the server's half of a full
+ * handshake (an RSA-2048 signature, two X25519 operations) costs ~4.6 ms of
+ * CPU in mbedtls 2.28 against ~0.4 ms in OpenSSL, and the benchmark would
+ * count it in skynet's start-up; Telegram's servers do it elsewhere. */
 #ifndef SKYNET_TEST_FAKETLS_H
 #define SKYNET_TEST_FAKETLS_H
 
@@ -18,23 +22,15 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include <mbedtls/ctr_drbg.h>
-#include <mbedtls/entropy.h>
-#include <mbedtls/net_sockets.h>
-#include <mbedtls/pk.h>
-#include <mbedtls/ssl.h>
-#include <mbedtls/ssl_ticket.h>
-#include <mbedtls/x509_crt.h>
+/* OpenSSL's types.h names a type ERR_STATE, as engine/err.h an error code. */
+#define ERR_STATE ft_openssl_ERR_STATE
+#include <openssl/ssl.h>
+#undef ERR_STATE
 
 struct ft_relay {
   int lfd, port, backend_port;
   pthread_t th;
-  mbedtls_entropy_context entropy;
-  mbedtls_ctr_drbg_context drbg;
-  mbedtls_x509_crt cert;
-  mbedtls_pk_context key;
-  mbedtls_ssl_config conf;
-  mbedtls_ssl_ticket_context ticket;   /* session tickets, as real servers */
+  SSL_CTX *ctx;                        /* session tickets on, as real servers */
   volatile int handshakes_failed;
   volatile int handshakes;             /* handshakes that succeeded */
   volatile int resumed;                /* of them, those that resumed a ticket */
@@ -65,10 +61,6 @@ static inline int ft_make_certs(const char *dir)
   return system(cmd) == 0 ? 0 : -1;
 }
 
-static const mbedtls_ecp_group_id ft_curves[] = {
-  MBEDTLS_ECP_DP_CURVE25519, MBEDTLS_ECP_DP_SECP256R1, MBEDTLS_ECP_DP_SECP384R1, MBEDTLS_ECP_DP_NONE,
-};
-
 struct ft_conn {
   struct ft_relay *r;
   int fd;
@@ -78,23 +70,19 @@ static void *ft_pump(void *arg)
 {
   struct ft_conn *c = arg;
   struct ft_relay *r = c->r;
-  mbedtls_net_context net = {c->fd};
-  mbedtls_ssl_context ssl;
+  int fd = c->fd, be = -1, rc;
+  SSL *ssl = SSL_new(r->ctx);
   struct sockaddr_in a;
   unsigned char b[16384];
-  int be = -1, rc;
 
   free(c);
-  mbedtls_ssl_init(&ssl);
-  if (mbedtls_ssl_setup(&ssl, &r->conf))
+  if (!ssl || !SSL_set_fd(ssl, fd) || SSL_accept(ssl) != 1) {
+    __atomic_add_fetch(&r->handshakes_failed, 1, __ATOMIC_SEQ_CST);
     goto out;
-  mbedtls_ssl_set_bio(&ssl, &net, mbedtls_net_send, mbedtls_net_recv, NULL);
-  while ((rc = mbedtls_ssl_handshake(&ssl)) != 0)
-    if (rc != MBEDTLS_ERR_SSL_WANT_READ && rc != MBEDTLS_ERR_SSL_WANT_WRITE) {
-      __atomic_add_fetch(&r->handshakes_failed, 1, __ATOMIC_SEQ_CST);
-      goto out;
-    }
+  }
   __atomic_add_fetch(&r->handshakes, 1, __ATOMIC_SEQ_CST);
+  if (SSL_session_reused(ssl))
+    __atomic_add_fetch(&r->resumed, 1, __ATOMIC_SEQ_CST);
   be = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   rc = 1;
   setsockopt(be, IPPROTO_TCP, TCP_NODELAY, &rc, sizeof rc);
@@ -105,38 +93,33 @@ static void *ft_pump(void *arg)
   if (connect(be, (struct sockaddr *)&a, sizeof a))
     goto out;
   for (;;) {
-    struct pollfd p[2] = {{net.fd, POLLIN, 0}, {be, POLLIN, 0}};
-    if (!mbedtls_ssl_get_bytes_avail(&ssl) && poll(p, 2, -1) < 0)
+    struct pollfd p[2] = {{fd, POLLIN, 0}, {be, POLLIN, 0}};
+    if (!SSL_pending(ssl) && poll(p, 2, -1) < 0)
       break;
-    if (mbedtls_ssl_get_bytes_avail(&ssl) || p[0].revents) {
-      rc = mbedtls_ssl_read(&ssl, b, sizeof b);
-      if (rc == MBEDTLS_ERR_SSL_WANT_READ)
+    if (SSL_pending(ssl) || p[0].revents) {
+      rc = SSL_read(ssl, b, sizeof b);
+      if (rc <= 0 && SSL_get_error(ssl, rc) == SSL_ERROR_WANT_READ)
         continue;
       if (rc <= 0 || write(be, b, (size_t)rc) != rc)
         break;
     }
     if (p[1].revents) {
       ssize_t n = read(be, b, sizeof b);
-      if (n <= 0)
+      if (n <= 0 || SSL_write(ssl, b, (int)n) != (int)n)
         break;
-      for (ssize_t off = 0; off < n;) {
-        rc = mbedtls_ssl_write(&ssl, b + off, (size_t)(n - off));
-        if (rc < 0)
-          goto out;
-        off += rc;
-      }
     }
   }
 out:
-  mbedtls_ssl_close_notify(&ssl);
-  mbedtls_ssl_free(&ssl);
+  if (ssl) {
+    SSL_shutdown(ssl);
+    SSL_free(ssl);
+  }
   if (be >= 0)
     close(be);
-  close(net.fd);
+  close(fd);
   __atomic_sub_fetch(&r->active, 1, __ATOMIC_SEQ_CST);
   return NULL;
 }
-
 static void *ft_accept(void *arg)
 {
   struct ft_relay *r = arg;
@@ -167,18 +150,6 @@ static void *ft_accept(void *arg)
   return NULL;
 }
 
-/* mbedtls_ssl_ticket_parse, counting the tickets that resume a session. */
-static int ft_ticket_parse(void *p_ticket, mbedtls_ssl_session *session, unsigned char *buf,
-                           size_t len)
-{
-  struct ft_relay *r = (struct ft_relay *)((char *)p_ticket - offsetof(struct ft_relay, ticket));
-  int rc = mbedtls_ssl_ticket_parse(p_ticket, session, buf, len);
-
-  if (rc == 0)
-    __atomic_add_fetch(&r->resumed, 1, __ATOMIC_SEQ_CST);
-  return rc;
-}
-
 /* TLS on 127.0.0.1 at `port` (0: any; r->port set) relayed to
  * 127.0.0.1:backend_port, with dir's srv.crt and srv.key, session tickets
  * on; 0 on success. */
@@ -193,25 +164,14 @@ static inline int ft_start_on(struct ft_relay *r, const char *dir, int backend_p
   r->backend_port = backend_port;
   snprintf(crt, sizeof crt, "%s/srv.crt", dir);
   snprintf(key, sizeof key, "%s/srv.key", dir);
-  mbedtls_entropy_init(&r->entropy);
-  mbedtls_ctr_drbg_init(&r->drbg);
-  mbedtls_x509_crt_init(&r->cert);
-  mbedtls_pk_init(&r->key);
-  mbedtls_ssl_config_init(&r->conf);
-  mbedtls_ssl_ticket_init(&r->ticket);
-  if (mbedtls_ctr_drbg_seed(&r->drbg, mbedtls_entropy_func, &r->entropy, NULL, 0) ||
-      mbedtls_x509_crt_parse_file(&r->cert, crt) || mbedtls_pk_parse_keyfile(&r->key, key, NULL) ||
-      mbedtls_ssl_config_defaults(&r->conf, MBEDTLS_SSL_IS_SERVER, MBEDTLS_SSL_TRANSPORT_STREAM,
-                                  MBEDTLS_SSL_PRESET_DEFAULT))
+  if (!(r->ctx = SSL_CTX_new(TLS_server_method())) ||
+      SSL_CTX_use_certificate_chain_file(r->ctx, crt) != 1 ||
+      SSL_CTX_use_PrivateKey_file(r->ctx, key, SSL_FILETYPE_PEM) != 1 ||
+      SSL_CTX_check_private_key(r->ctx) != 1) {
+    SSL_CTX_free(r->ctx);
+    r->ctx = NULL;
     return -1;
-  mbedtls_ssl_conf_rng(&r->conf, mbedtls_ctr_drbg_random, &r->drbg);
-  mbedtls_ssl_conf_curves(&r->conf, ft_curves);   /* as real servers: x25519 first */
-  if (mbedtls_ssl_conf_own_cert(&r->conf, &r->cert, &r->key) ||
-      mbedtls_ssl_ticket_setup(&r->ticket, mbedtls_ctr_drbg_random, &r->drbg,
-                               MBEDTLS_CIPHER_AES_256_GCM, 86400))
-    return -1;
-  mbedtls_ssl_conf_session_tickets_cb(&r->conf, mbedtls_ssl_ticket_write, ft_ticket_parse,
-                                      &r->ticket);
+  }
   r->lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   setsockopt(r->lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
   memset(&a, 0, sizeof a);
@@ -243,12 +203,7 @@ static inline void ft_stop(struct ft_relay *r)
     usleep(10000);
   if (__atomic_load_n(&r->active, __ATOMIC_SEQ_CST))
     return;                     /* still in use: leaked rather than freed under it */
-  mbedtls_ssl_ticket_free(&r->ticket);
-  mbedtls_ssl_config_free(&r->conf);
-  mbedtls_pk_free(&r->key);
-  mbedtls_x509_crt_free(&r->cert);
-  mbedtls_ctr_drbg_free(&r->drbg);
-  mbedtls_entropy_free(&r->entropy);
+  SSL_CTX_free(r->ctx);
 }
 
 #endif

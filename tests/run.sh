@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . deploy/deps.sh
-need_packages "${BUILD_PACKAGES[@]}" valgrind procps git curl openssl postgresql openssh-server openssh-client bubblewrap
+need_packages "${BUILD_PACKAGES[@]}" valgrind procps git curl openssl libssl-dev postgresql openssh-server openssh-client bubblewrap
 
 jobs=$(nproc)
 echo "== build (plain)"
