@@ -23,6 +23,7 @@
  * queued behind each other's syncs. */
 #include "ledger.h"
 
+#include <fcntl.h>
 #include <pthread.h>
 #include <sqlite3.h>
 #include <stdint.h>
@@ -31,6 +32,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "../log.h"
 #include "migrations.h"
@@ -60,6 +62,11 @@ struct sl_sync {
   uint64_t started, done;   /* syncs begun; the last that finished well */
   int frames;               /* in the WAL after the last commit of ours */
   int syncing;              /* a sync is under way */
+  int shm_fd;               /* the -shm file, read-only, or -1 (sl_wal_state) */
+  char *shm_path;
+  unsigned char sync_state[48];   /* the WAL the sync under way covers */
+  unsigned char done_state[48];   /* ... and the last that finished well */
+  int sync_known, done_known;     /* those two are set */
   pthread_mutex_t wmu;      /* held by the connection of this process that
                              * holds (or waits for) the file's write lock
                              * in an explicit transaction: the others queue
@@ -251,6 +258,26 @@ static enum err tx_end(struct sqlite_ledger *s, enum err e)
   return e;
 }
 
+/* The WAL's state as the wal-index header in the -shm file describes it
+ * (SQLite's documented WAL format: 48 bytes, kept twice; they differ only
+ * while a commit updates them).  It changes with every commit (a change
+ * counter, the last frame, its checksum, the salts), and it is updated
+ * only after the commit's frames are written.  0 and state set when read
+ * whole and consistent.  With g->mu held (the file is opened once it
+ * exists: a new database has none before its first transaction). */
+static int sl_wal_state(struct sl_sync *g, unsigned char state[48])
+{
+  unsigned char b[96];
+
+  if (g->shm_fd < 0 && g->shm_path)
+    g->shm_fd = open(g->shm_path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+  if (g->shm_fd < 0 || pread(g->shm_fd, b, sizeof b, 0) != (ssize_t)sizeof b ||
+      memcmp(b, b + 48, 48) != 0)
+    return -1;
+  memcpy(state, b, 48);
+  return 0;
+}
+
 /* The group sync of the file at path (NULL when it cannot be had: the
  * connection then syncs each commit itself). */
 static struct sl_sync *sl_sync_get(const char *path)
@@ -269,6 +296,10 @@ static struct sl_sync *sl_sync_get(const char *path)
     pthread_mutex_init(&g->mu, NULL);
     pthread_cond_init(&g->cv, NULL);
     pthread_mutex_init(&g->wmu, NULL);
+    g->shm_fd = -1;
+    g->shm_path = malloc(strlen(path) + 5);
+    if (g->shm_path)
+      sprintf(g->shm_path, "%s-shm", path);
     g->next = sl_syncs;
     sl_syncs = g;
   }
@@ -292,6 +323,9 @@ static void sl_sync_put(struct sl_sync *g)
     pthread_mutex_destroy(&g->mu);
     pthread_cond_destroy(&g->cv);
     pthread_mutex_destroy(&g->wmu);
+    if (g->shm_fd >= 0)
+      close(g->shm_fd);
+    free(g->shm_path);
     free(g);
   }
   pthread_mutex_unlock(&sl_syncs_mu);
@@ -316,6 +350,7 @@ static int sl_lead_sync(struct sl_sync *g, sqlite3 *db, const char *name)
   uint64_t upto = g->written, gen = ++g->started;
   int rc;
 
+  g->sync_known = sl_wal_state(g, g->sync_state) == 0;
   g->syncing = 1;
   pthread_mutex_unlock(&g->mu);
   rc = sl_sync_wal(db, name);
@@ -325,6 +360,8 @@ static int sl_lead_sync(struct sl_sync *g, sqlite3 *db, const char *name)
     if (upto > g->synced)
       g->synced = upto;
     g->done = gen;
+    g->done_known = g->sync_known;
+    memcpy(g->done_state, g->sync_state, sizeof g->done_state);
   }
   pthread_cond_broadcast(&g->cv);
   return rc;
@@ -431,8 +468,11 @@ static int sl_wal_hook(void *ud, sqlite3 *db, const char *name, int frames)
  * sync (a FULL commit synced inside its write lock), and other processes
  * commit too.  Whoever acts outside the database on what it read (the
  * outbox senders) calls this first, so that a power cut never undoes what
- * was already said.  Joins a sync that begins after the call, or leads one:
- * the WAL is usually clean by then, and the sync costs tens of µs. */
+ * was already said.  Done at once when the WAL has not changed since the
+ * last sync began (the wal-index header says so); else joins the sync
+ * under way if it began on the WAL as it is now (the sender, woken by a
+ * commit, reads it during that commit's sync), or a sync that begins after
+ * the call, or leads one. */
 static enum err sl_durable(struct sqlite_ledger *s)
 {
   struct sl_sync *g = s->sync;
@@ -443,8 +483,15 @@ static enum err sl_durable(struct sqlite_ledger *s)
   if (!g) {
     rc = sl_sync_wal(s->db, "main");
   } else {
+    unsigned char now[48];
     pthread_mutex_lock(&g->mu);
+    int known = sl_wal_state(g, now) == 0;
     uint64_t after = g->started + 1;   /* any sync begun from now on */
+    if (known && g->done_known && memcmp(now, g->done_state, sizeof now) == 0)
+      after = g->done;                 /* unchanged since the last sync began */
+    else if (known && g->syncing && g->sync_known &&
+             memcmp(now, g->sync_state, sizeof now) == 0)
+      after = g->started;              /* the one under way covers it */
     while (g->done < after && rc == SQLITE_OK) {
       if (g->syncing)
         pthread_cond_wait(&g->cv, &g->mu);
