@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 /* OpenSSL's types.h names a type ERR_STATE, as engine/err.h an error code. */
@@ -27,10 +28,22 @@
 #include <openssl/ssl.h>
 #undef ERR_STATE
 
+/* What crossed the relay, when: the server's TLS end as a real server sees
+ * it (ft_log_on). */
+#define FT_LOG_MAX 8192
+struct ft_event {
+  long long us;                        /* CLOCK_MONOTONIC */
+  int from_client;                     /* 1: a request from skynet, 0: to it */
+  char text[1024];                     /* the plaintext's start */
+};
+
 struct ft_relay {
   int lfd, port, backend_port;
   pthread_t th;
   SSL_CTX *ctx;                        /* session tickets on, as real servers */
+  pthread_mutex_t log_mu;
+  struct ft_event *log;                /* NULL: not kept */
+  volatile int log_n;
   volatile int handshakes_failed;
   volatile int handshakes;             /* handshakes that succeeded */
   volatile int resumed;                /* of them, those that resumed a ticket */
@@ -65,6 +78,34 @@ struct ft_conn {
   struct ft_relay *r;
   int fd;
 };
+
+static inline void ft_note(struct ft_relay *r, int from_client, const unsigned char *b, size_t n)
+{
+  struct timespec ts;
+
+  if (!r->log)
+    return;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  pthread_mutex_lock(&r->log_mu);
+  if (r->log_n < FT_LOG_MAX) {
+    struct ft_event *e = &r->log[r->log_n];
+    e->us = (long long)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+    e->from_client = from_client;
+    n = n < sizeof e->text - 1 ? n : sizeof e->text - 1;
+    memcpy(e->text, b, n);
+    e->text[n] = 0;
+    __atomic_store_n(&r->log_n, r->log_n + 1, __ATOMIC_SEQ_CST);
+  }
+  pthread_mutex_unlock(&r->log_mu);
+}
+
+/* Keeps what crosses the relay from now on (ft_note); before traffic. */
+static inline int ft_log_on(struct ft_relay *r)
+{
+  pthread_mutex_init(&r->log_mu, NULL);
+  r->log = calloc(FT_LOG_MAX, sizeof *r->log);
+  return r->log ? 0 : -1;
+}
 
 static void *ft_pump(void *arg)
 {
@@ -102,11 +143,13 @@ static void *ft_pump(void *arg)
         continue;
       if (rc <= 0 || write(be, b, (size_t)rc) != rc)
         break;
+      ft_note(r, 1, b, (size_t)rc);
     }
     if (p[1].revents) {
       ssize_t n = read(be, b, sizeof b);
       if (n <= 0 || SSL_write(ssl, b, (int)n) != (int)n)
         break;
+      ft_note(r, 0, b, (size_t)n);
     }
   }
 out:
@@ -204,6 +247,11 @@ static inline void ft_stop(struct ft_relay *r)
   if (__atomic_load_n(&r->active, __ATOMIC_SEQ_CST))
     return;                     /* still in use: leaked rather than freed under it */
   SSL_CTX_free(r->ctx);
+  if (r->log) {
+    free(r->log);
+    r->log = NULL;
+    pthread_mutex_destroy(&r->log_mu);
+  }
 }
 
 #endif
