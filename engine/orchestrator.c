@@ -1599,6 +1599,13 @@ static void *worker_main(void *arg)
     if (!r && idle && l->ops->wait_for_work && listener_take(s) == 2 &&
         l->ops->wait_for_work(l, 0) == ERR_DB)
       listener_drop(s);
+    /* Back from a job, the listener skips the claim that would find
+     * nothing: none was queued since its last claim found the queue empty. */
+    if (!r && !idle && l->ops->may_have_work && listener_has(s) && !l->ops->may_have_work(l)) {
+      idle_wait(s, l, seq);
+      idle = 1;
+      continue;
+    }
     if (!r && !(r = claim(s, l, k, &e))) {
       if (e)
         sleep_ms(200);

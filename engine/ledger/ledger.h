@@ -285,6 +285,13 @@ struct ledger_ops {
    * connections do not all get every notification.  Not inside
    * begin/commit. */
   enum err (*stop_listening)(struct ledger *l);
+  /* Optional (NULL: always 1).  0 when no job can have been queued since
+   * this connection's last claim found the queue empty: that claim was made
+   * while listening (wait_for_work) and no notification has come since.
+   * Saves a worker going from job to job the claim that would find
+   * nothing.  Jobs that become due without a notification (a retry's
+   * backoff) wait for the next wait_for_work timeout. */
+  int (*may_have_work)(struct ledger *l);
 
   /* Optional (NULL: every commit is durable).  on != 0: this connection's
    * commits (PostgreSQL: only those of transactions that claimed a job) may

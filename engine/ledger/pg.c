@@ -59,6 +59,8 @@ struct pg_ledger {
                              * transaction, was lost: only rollback helps */
   int own_tx;               /* inside a transaction of one operation */
   int listening;            /* LISTEN skynet_jobs issued on this session */
+  int drained;              /* the last claim, made while listening, found
+                             * fewer jobs than it asked for (may_have_work) */
   int lazy_claims;          /* claims commit asynchronously (lazy_commits) */
   char *prepared[MAX_PREPARED];  /* their SQL; statement "s<i>" */
   int n_prepared;
@@ -692,6 +694,8 @@ static enum err pl_job_transition(struct ledger *l, int64_t id,
  * to RUNNING under a lease, and record the transitions; out[0..*n) in id
  * order.  Autocommits unless the caller holds a transaction; no NOTIFY, as
  * the jobs leave the queue. */
+static int drain_notifies(struct pg_ledger *s);
+
 static enum err claim_rows(struct pg_ledger *s, const char *owner, int lease_ms, int64_t only,
                            int max, struct job *out, int *n)
 {
@@ -701,6 +705,11 @@ static enum err claim_rows(struct pg_ledger *s, const char *owner, int lease_ms,
   enum err e;
 
   *n = 0;
+  s->drained = 0;
+  /* What was heard before the claim, the claim covers. */
+  int was_listening = s->listening && !s->in_tx && PQconsumeInput(s->c);
+  if (was_listening)
+    drain_notifies(s);
   snprintf(actor, sizeof actor, "worker:%s", owner);
   par_text(&p, owner);
   par_i64(&p, only);
@@ -726,6 +735,7 @@ static enum err claim_rows(struct pg_ledger *s, const char *owner, int lease_ms,
   for (int i = 0; i < PQntuples(r) && i < max; i++)
     row_to_job(r, i, &out[(*n)++]);
   PQclear(r);
+  s->drained = was_listening && s->listening && !only && *n < max;
   return *n ? ERR_OK : ERR_NOTFOUND;
 }
 
@@ -1260,6 +1270,15 @@ static enum err pl_wait_for_work(struct ledger *l, int timeout_ms)
   return drain_notifies(s) ? ERR_OK : ERR_TIMEOUT;
 }
 
+static int pl_may_have_work(struct ledger *l)
+{
+  struct pg_ledger *s = pl_of(l);
+
+  if (!s->drained || !s->listening || s->in_tx || !PQconsumeInput(s->c) || drain_notifies(s))
+    return 1;
+  return 0;
+}
+
 static enum err pl_stop_listening(struct ledger *l)
 {
   struct pg_ledger *s = pl_of(l);
@@ -1581,6 +1600,7 @@ const struct ledger_ops ledger_pg_ops = {
   .usage_sum = pl_usage_sum,
   .wait_for_work = pl_wait_for_work,
   .stop_listening = pl_stop_listening,
+  .may_have_work = pl_may_have_work,
   .lazy_commits = pl_lazy_commits,
   .job_requeue = pl_job_requeue,
   .worker_register = pl_worker_register,

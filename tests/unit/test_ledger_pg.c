@@ -166,6 +166,41 @@ TEST(notify_wakes_an_idle_worker_fast)
   ledger_close(l);
 }
 
+/* may_have_work: no after a listening claim found nothing and nothing was
+ * queued since; yes once a job is queued elsewhere (its notification), and
+ * after a claim that got as many as it asked for. */
+TEST(claims_that_would_find_nothing_are_skipped)
+{
+  struct ledger *w = open_l(), *q = open_l();
+  struct job got[2];
+  int n = 0, yes = 0;
+
+  ASSERT(w && q && w->ops->may_have_work);
+  ASSERT_EQ(w->ops->wait_for_work(w, 0), ERR_TIMEOUT);   /* listening now */
+  while (w->ops->job_claim_some(w, "skip", 60000, 2, got, &n) == ERR_OK)
+    for (int i = 0; i < n; i++)
+      job_release(&got[i]);                              /* empty the queue */
+  ASSERT_EQ(w->ops->may_have_work(w), 0);
+  ASSERT(queued_job(q, "skip-1"));
+  ASSERT(queued_job(q, "skip-2"));
+  for (int i = 0; i < 200 && !yes; i++) {                /* the notification */
+    yes = w->ops->may_have_work(w);
+    if (!yes)
+      tu_sleep_ms(5);
+  }
+  ASSERT_EQ(yes, 1);
+  ASSERT_EQ(w->ops->job_claim_some(w, "skip", 60000, 1, got, &n), ERR_OK);
+  ASSERT_EQ(n, 1);
+  job_release(&got[0]);
+  ASSERT_EQ(w->ops->may_have_work(w), 1);                /* it got all it asked for */
+  ASSERT_EQ(w->ops->job_claim_some(w, "skip", 60000, 2, got, &n), ERR_OK);
+  ASSERT_EQ(n, 1);
+  job_release(&got[0]);
+  ASSERT_EQ(w->ops->may_have_work(w), 0);                /* fewer: the queue is empty */
+  ledger_close(w);
+  ledger_close(q);
+}
+
 /* Kills the backend serving `victim` from another connection. */
 static int kill_backend(struct ledger *victim_owner_view, int pid)
 {
@@ -283,6 +318,7 @@ int main(void)
     return 1;
   RUN(processes_race_and_claim_each_job_once);
   RUN(notify_wakes_an_idle_worker_fast);
+  RUN(claims_that_would_find_nothing_are_skipped);
   RUN(killed_connection_is_reconnected);
   RUN(password_is_not_in_connection_errors);
   RUN(leases_use_the_database_clock);
