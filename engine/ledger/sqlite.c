@@ -233,13 +233,30 @@ static enum err sl_write_begin(struct sqlite_ledger *s)
   return e;
 }
 
-/* COMMIT or ROLLBACK (sql) of a write transaction. */
+/* COMMIT or ROLLBACK (sql) of a write transaction.  A COMMIT that fails
+ * may leave the transaction open (SQLITE_BUSY, a deferred constraint): it
+ * is rolled back here, as PostgreSQL does, so that the connection is usable
+ * again and the next writer of this process is let in. */
 static enum err sl_write_end(struct sqlite_ledger *s, const char *sql)
 {
   enum err e = sl_exec(s, sql);
 
+  if (e && !sqlite3_get_autocommit(s->db))
+    sl_exec(s, "ROLLBACK");
   sl_write_settle(s);
   return e;
+}
+
+/* The integer a PRAGMA query answers (def when it answers no row). */
+static enum err sl_pragma_int(struct sqlite_ledger *s, const char *sql, int def, int *out)
+{
+  sqlite3_stmt *st = sl_prep(s, sql);
+
+  if (!st)
+    return ERR_DB;
+  *out = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int(st, 0) : def;
+  sqlite3_finalize(st);
+  return ERR_OK;
 }
 
 /* Own transaction unless the caller holds one. */
@@ -331,16 +348,24 @@ static void sl_sync_put(struct sl_sync *g)
   pthread_mutex_unlock(&sl_syncs_mu);
 }
 
-/* Syncs the WAL file of db's schema name through SQLite's own file object
- * (the same fdatasync a FULL commit does). */
-static int sl_sync_wal(sqlite3 *db, const char *name)
+/* SQLite's own file object for the WAL of db's schema name, or NULL. */
+static sqlite3_file *sl_wal_file(sqlite3 *db, const char *name)
 {
   sqlite3_file *f = NULL;
 
   if (sqlite3_file_control(db, name, SQLITE_FCNTL_JOURNAL_POINTER, &f) != SQLITE_OK || !f ||
       !f->pMethods)
-    return SQLITE_IOERR_FSYNC;
-  return f->pMethods->xSync(f, SQLITE_SYNC_NORMAL);
+    return NULL;
+  return f;
+}
+
+/* Syncs the WAL file of db's schema name (the same fdatasync a FULL commit
+ * does). */
+static int sl_sync_wal(sqlite3 *db, const char *name)
+{
+  sqlite3_file *f = sl_wal_file(db, name);
+
+  return f ? f->pMethods->xSync(f, SQLITE_SYNC_NORMAL) : SQLITE_IOERR_FSYNC;
 }
 
 /* One sync of the WAL for the group, by this thread: called with g->mu
@@ -405,10 +430,9 @@ static void sl_wal_reserve(struct sqlite_ledger *s, int frames)
   static const char zeros[64 * 1024];
   const sqlite3_int64 chunk = sizeof zeros, fsz = s->page_size + 24;
   sqlite3_int64 size, want;
-  sqlite3_file *f = NULL;
+  sqlite3_file *f = sl_wal_file(s->db, "main");
 
-  if (sqlite3_file_control(s->db, "main", SQLITE_FCNTL_JOURNAL_POINTER, &f) != SQLITE_OK ||
-      !f || !f->pMethods || f->pMethods->xFileSize(f, &size) != SQLITE_OK ||
+  if (!f || f->pMethods->xFileSize(f, &size) != SQLITE_OK ||
       size >= SL_WAL_HDR + (frames + SL_WAL_LOW) * fsz)
     return;
   want = (SL_WAL_HDR + (frames + SL_WAL_HIGH) * fsz + chunk - 1) / chunk * chunk;
@@ -523,14 +547,7 @@ static void sl_close(struct ledger *l)
 
 static enum err sl_schema_version(struct ledger *l, int *version)
 {
-  struct sqlite_ledger *s = sl_of(l);
-  sqlite3_stmt *st = sl_prep(s, "PRAGMA user_version");
-
-  if (!st)
-    return ERR_DB;
-  *version = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int(st, 0) : 0;
-  sqlite3_finalize(st);
-  return ERR_OK;
+  return sl_pragma_int(sl_of(l), "PRAGMA user_version", 0, version);
 }
 
 /* Every pending migration in one transaction (one disk sync for a new
@@ -560,11 +577,8 @@ static enum err sl_migrate(struct ledger *l, int *applied)
     }
     n++;
   }
-  if ((e = sl_write_end(s, n ? "COMMIT" : "ROLLBACK"))) {
-    if (!sqlite3_get_autocommit(s->db))
-      sl_write_end(s, "ROLLBACK");
+  if ((e = sl_write_end(s, n ? "COMMIT" : "ROLLBACK")))
     return e;
-  }
   for (m = migrations_sqlite; m->name; m++)
     if (m->version > have)
       log_info("ledger", "applied migration %s", m->name);
@@ -589,17 +603,10 @@ static enum err sl_commit(struct ledger *l)
 {
   struct sqlite_ledger *s = sl_of(l);
 
-  enum err e;
-
   if (!s->in_tx)
     return ERR_STATE;
   s->in_tx = 0;
-  /* A COMMIT that fails may leave the transaction open (SQLITE_BUSY, a
-   * deferred constraint): end it here, as PostgreSQL does, so that the
-   * connection is usable again whatever the caller does next. */
-  if ((e = sl_write_end(s, "COMMIT")) && !sqlite3_get_autocommit(s->db))
-    sl_write_end(s, "ROLLBACK");
-  return e;
+  return sl_write_end(s, "COMMIT");   /* a failed one is rolled back */
 }
 
 static enum err sl_rollback(struct ledger *l)
@@ -1861,36 +1868,27 @@ enum err ledger_sqlite_open(const char *path, struct ledger **out, char *errbuf,
   if (sqlite3_open_v2(path, &s->db, flags, NULL) != SQLITE_OK) {
     snprintf(errbuf, errlen, "cannot open database '%s': %s", path,
              s->db ? sqlite3_errmsg(s->db) : "out of memory");
-    sqlite3_close_v2(s->db);
-    free(s);
-    return ERR_DB;
+    goto fail;
   }
   sqlite3_busy_handler(s->db, sl_busy, s);
-  /* NORMAL with the group sync of the WAL hook: see the top of the file */
+  /* NORMAL with the group sync of the WAL hook: see the top of the file;
+   * without WAL (a file system without shared memory), FULL. */
   if (sl_exec(s, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
-                 " PRAGMA foreign_keys=ON;")) {
-    snprintf(errbuf, errlen, "cannot use database '%s': %s", path,
-             s->base.errmsg);
-    sqlite3_close_v2(s->db);
-    free(s);
-    return ERR_DB;
+                 " PRAGMA foreign_keys=ON;") ||
+      (!(s->wal = sl_is_wal(s)) && sl_exec(s, "PRAGMA synchronous=FULL")) ||
+      (s->wal && sl_pragma_int(s, "PRAGMA page_size", 4096, &s->page_size))) {
+    snprintf(errbuf, errlen, "cannot use database '%s': %s", path, s->base.errmsg);
+    goto fail;
   }
-  if (!sl_is_wal(s)) {   /* no WAL here (a file system without shared memory) */
-    if (sl_exec(s, "PRAGMA synchronous=FULL")) {
-      snprintf(errbuf, errlen, "cannot use database '%s': %s", path, s->base.errmsg);
-      sqlite3_close_v2(s->db);
-      free(s);
-      return ERR_DB;
-    }
-  } else {
-    sqlite3_stmt *st = sl_prep(s, "PRAGMA page_size");
-    s->page_size = st && sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int(st, 0) : 4096;
-    sqlite3_finalize(st);
-    s->wal = 1;
+  if (s->wal) {
     if ((s->sync = sl_sync_get(path)))
       sqlite3_commit_hook(s->db, sl_commit_hook, s);
     sqlite3_wal_hook(s->db, sl_wal_hook, s);
   }
   *out = &s->base;
   return ERR_OK;
+fail:
+  sqlite3_close_v2(s->db);
+  free(s);
+  return ERR_DB;
 }
