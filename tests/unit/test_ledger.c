@@ -896,56 +896,48 @@ static void run_suite(void)
   RUN(locks_are_exclusive_until_released_or_expired);
 }
 
+static char g_dir[512];   /* the SQLite tests' directory */
+
 /* SQLite: the WAL hook that syncs commits replaces SQLite's automatic
  * checkpoint, so it must checkpoint too: many small commits leave the
  * write-ahead log near the checkpoint threshold (1000 pages), not growing
  * with every commit. */
-static void wal_stays_bounded(const char *dir)
+TEST(wal_stays_bounded)
 {
   char url[600], wal[600];
   struct ledger *l;
   struct stat st;
 
-  snprintf(url, sizeof url, "sqlite://%s/wal.db", dir);
-  snprintf(wal, sizeof wal, "%s/wal.db-wal", dir);
-  l = tu_ledger_open(url);
-  if (!l) {
-    fprintf(stderr, "FAIL wal_stays_bounded: cannot open\n");
-    test_failed_++;
-    return;
-  }
+  snprintf(url, sizeof url, "sqlite://%s/wal.db", g_dir);
+  snprintf(wal, sizeof wal, "%s/wal.db-wal", g_dir);
+  ASSERT((l = tu_ledger_open(url)));
   for (int i = 0; i < 2500; i++) {
     char v[32];
     snprintf(v, sizeof v, "%d", i);
-    if (l->ops->kv_set(l, i % 2 ? "wal.a" : "wal.b", v)) {
-      test_failed_++;
-      break;
-    }
+    ASSERT_EQ(l->ops->kv_set(l, i % 2 ? "wal.a" : "wal.b", v), ERR_OK);
   }
-  if (stat(wal, &st) != 0 || st.st_size > 6 * 1024 * 1024) {
-    fprintf(stderr, "FAIL wal_stays_bounded: the WAL is %lld bytes after 2500 commits\n",
-            (long long)st.st_size);
-    test_failed_++;
-  } else {
-    fprintf(stderr, "ok   wal_stays_bounded (%lld bytes)\n", (long long)st.st_size);
-    test_passed_++;
-  }
+  int found = stat(wal, &st) == 0;   /* before closing: the last close removes the WAL */
   ledger_close(l);
+  ASSERT(found);
+  fprintf(stderr, "  the WAL is %lld bytes after 2500 commits\n", (long long)st.st_size);
+  ASSERT(st.st_size <= 6 * 1024 * 1024);
 }
 
 /* The WAL keeps written room ahead of its frames (a commit then overwrites
  * rather than appends), and a process that dies with frames followed by
  * that room loses none of them: the next open recovers every commit. */
-static void wal_room_survives_a_crash(const char *dir)
+TEST(wal_room_survives_a_crash)
 {
+  static unsigned char tail[32 * (4096 + 24)];   /* 32 frames' worth */
   char url[600], wal[600];
   struct stat st;
   struct ledger *l;
   pid_t pid;
   int status = -1, found = 0;
+  FILE *f;
 
-  snprintf(url, sizeof url, "sqlite://%s/room.db", dir);
-  snprintf(wal, sizeof wal, "%s/room.db-wal", dir);
+  snprintf(url, sizeof url, "sqlite://%s/room.db", g_dir);
+  snprintf(wal, sizeof wal, "%s/room.db-wal", g_dir);
   if ((pid = fork()) == 0) {
     static struct ledger *c;   /* static: still reachable for valgrind at _exit */
     c = tu_ledger_open(url);
@@ -958,54 +950,44 @@ static void wal_room_survives_a_crash(const char *dir)
     }
     _exit(c ? 0 : 3);   /* no close: the WAL stays as a crash leaves it */
   }
+  ASSERT(pid > 0);
   waitpid(pid, &status, 0);
+  ASSERT_EQ(status, 0);
   /* Room: the last 32 frames' worth of the file are still zeros. */
-  static unsigned char tail[32 * (4096 + 24)];
-  FILE *f = fopen(wal, "rb");
-  int room = f && stat(wal, &st) == 0 && st.st_size > (off_t)sizeof tail &&
-             fseeko(f, st.st_size - (off_t)sizeof tail, SEEK_SET) == 0 &&
-             fread(tail, 1, sizeof tail, f) == sizeof tail;
-  for (size_t i = 0; room && i < sizeof tail; i++)
-    room = tail[i] == 0;
-  if (f)
-    fclose(f);
-  if (status != 0 || !room) {
-    fprintf(stderr, "FAIL wal_room_survives_a_crash: child %d, no room at the end of the WAL "
-            "(%lld bytes)\n", status, (long long)st.st_size);
-    test_failed_++;
-    return;
+  ASSERT_EQ(stat(wal, &st), 0);
+  fprintf(stderr, "  the WAL is %lld bytes\n", (long long)st.st_size);
+  ASSERT(st.st_size > (off_t)sizeof tail);
+  ASSERT((f = fopen(wal, "rb")));
+  int read_ok = fseeko(f, st.st_size - (off_t)sizeof tail, SEEK_SET) == 0 &&
+                fread(tail, 1, sizeof tail, f) == sizeof tail;
+  fclose(f);
+  ASSERT(read_ok);
+  for (size_t i = 0; i < sizeof tail; i++)
+    ASSERT_EQ(tail[i], 0);
+  ASSERT((l = tu_ledger_open(url)));
+  for (int i = 0; i < 40; i++) {
+    char k[32], want[32], *v = NULL;
+    snprintf(k, sizeof k, "room.%d", i);
+    snprintf(want, sizeof want, "%d", i * 7);
+    found += l->ops->kv_get(l, k, &v) == ERR_OK && v && strcmp(v, want) == 0;
+    free(v);
   }
-  if ((l = tu_ledger_open(url)))
-    for (int i = 0; i < 40; i++) {
-      char k[32], want[32], *v = NULL;
-      snprintf(k, sizeof k, "room.%d", i);
-      snprintf(want, sizeof want, "%d", i * 7);
-      found += l->ops->kv_get(l, k, &v) == ERR_OK && v && strcmp(v, want) == 0;
-      free(v);
-    }
   ledger_close(l);
-  if (found != 40) {
-    fprintf(stderr, "FAIL wal_room_survives_a_crash: %d of 40 commits after reopening\n", found);
-    test_failed_++;
-  } else {
-    fprintf(stderr, "ok   wal_room_survives_a_crash (WAL %lld bytes)\n", (long long)st.st_size);
-    test_passed_++;
-  }
+  ASSERT_EQ(found, 40);
 }
 
 int main(void)
 {
-  char dir[512];
   const char *pg = getenv("SKYNET_TEST_PG_URL");
 
   log_setup(LOGL_ERROR, 0, NULL);
-  tu_tmpdir(dir, sizeof dir);
-  snprintf(g_url, sizeof g_url, "sqlite://%s/ledger.db", dir);
+  tu_tmpdir(g_dir, sizeof g_dir);
+  snprintf(g_url, sizeof g_url, "sqlite://%s/ledger.db", g_dir);
   fprintf(stderr, "-- sqlite\n");
   run_suite();
-  wal_stays_bounded(dir);
-  wal_room_survives_a_crash(dir);
-  tu_rmrf(dir);
+  RUN(wal_stays_bounded);
+  RUN(wal_room_survives_a_crash);
+  tu_rmrf(g_dir);
   if (pg && *pg) {
     fprintf(stderr, "-- postgresql\n");
     if (tpg_schema_url(pg, "ledger_suite", g_url, sizeof g_url) == 0)
