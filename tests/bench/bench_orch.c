@@ -16,6 +16,10 @@
  * transactions of 100 orch_submit calls each, as the Telegram channel
  * commits the /task commands of one getUpdates batch (up to 100 updates)
  * together.
+ * Each burst also prints where its submitters' time went: before the
+ * commit (planning, policy, the ledger's statements) and in it (the disk
+ * sync).  alone: one submitter and no worker at all (results are not
+ * awaited), what submission alone can reach.
  * idle: one job at a time to an idle worker (1 worker), 5 ms apart.
  * enqueue->start runs from just before the submitting commit to the start
  * of the step (the mock stamps CLOCK_MONOTONIC into the output), so it
@@ -24,7 +28,8 @@
  * submitter sees SUCCEEDED.
  *
  * BENCH_ORCH_IDLE_ONLY=1 runs only the idle part, BENCH_ORCH_BATCH_ONLY=1
- * only the batched burst; BENCH_ORCH_PG_ONLY=1 skips SQLite.  Databases and homes
+ * only the batched burst, BENCH_ORCH_FIRST_ONLY=1 only the first burst (1
+ * submitter, 1 worker: for profiling); BENCH_ORCH_PG_ONLY=1 skips SQLite.  Databases and homes
  * (one log file per job) live under $TMPDIR (else /tmp): on a machine where
  * /tmp sees heavy file churn from other programs, creating a file there can
  * cost 0.5 ms (ext4 inode allocation), so TMPDIR=/var/tmp measures skynet
@@ -62,6 +67,7 @@ static const char plan[] =
 struct figures {
   double rate[3];               /* burst, 1/2/4 workers */
   double rate_x4;               /* burst, 4 submitters, 4 workers */
+  double alone;                 /* submissions/s, 1 submitter, no worker */
   double rate_tg;               /* burst, TG_BATCH per transaction, 2 workers */
   double start_p50, start_p99;  /* idle enqueue->start, ms */
   double done_p50, done_p99;    /* the same from the commit's return */
@@ -75,6 +81,8 @@ struct bench {
   struct cfg c;
   struct registry reg;
   struct orch *o;
+  pthread_mutex_t mu;
+  double before_commit, in_commit;  /* the submitters' time, ms (mu) */
   atomic_int next;              /* submitters: jobs handed out */
   int batch;                    /* submissions per transaction (1, or the
                                  * Telegram channel's getUpdates batch) */
@@ -218,8 +226,12 @@ static void *submitter(void *arg)
       atomic_store(&b->first, first);
     atomic_store(&b->last, last);
   }
+  double before = 0, in = 0;
   while (l && b->batch <= 1 && atomic_fetch_add(&b->next, 1) < b->jobs) {
-    int64_t id = submit(b, l, NULL, NULL), first, last;
+    double t0 = now_ms(), tc = 0, td = 0;
+    int64_t id = submit(b, l, &tc, &td), first, last;
+    before += tc - t0;
+    in += td - tc;
     if (!id) {
       atomic_fetch_add(&b->failed, 1);
       break;
@@ -232,6 +244,10 @@ static void *submitter(void *arg)
     while (id > last && !atomic_compare_exchange_weak(&b->last, &last, id))
       ;
   }
+  pthread_mutex_lock(&b->mu);
+  b->before_commit += before;
+  b->in_commit += in;
+  pthread_mutex_unlock(&b->mu);
   ledger_close(l);
   return NULL;
 }
@@ -272,6 +288,7 @@ static double burst(struct bench *b, int workers, int submitters, const char *di
   atomic_store(&b->first, 0);
   atomic_store(&b->last, 0);
   atomic_store(&b->failed, 0);
+  b->before_commit = b->in_commit = 0;
   cpu0 = busy_ms();
   t0 = now_ms();
   for (int i = 0; i < submitters; i++)
@@ -279,6 +296,15 @@ static double burst(struct bench *b, int workers, int submitters, const char *di
   for (int i = 0; i < submitters; i++)
     pthread_join(t[i], NULL);
   t_sub = now_ms();
+  if (!workers) {              /* the submitter alone: nothing runs them */
+    printf("%-10s alone 1 sub 0 wrk: %6.0f submissions/s  (%.3f ms before the commit, %.3f in"
+           " it; machine CPU %.2f ms/job)\n", b->name, b->jobs / ((t_sub - t0) / 1000.0),
+           b->before_commit / b->jobs, b->in_commit / b->jobs, (busy_ms() - cpu0) / b->jobs);
+    fflush(stdout);
+    teardown(b);
+    ledger_close(l);
+    return b->jobs / ((t_sub - t0) / 1000.0);
+  }
   done = wait_all(l, atomic_load(&b->first), atomic_load(&b->last), t0);
   t1 = now_ms();
   printf("%-10s burst %d sub %d wrk: %5d/%d SUCCEEDED in %7.1f ms = %6.0f jobs/s end to end"
@@ -287,6 +313,9 @@ static double burst(struct bench *b, int workers, int submitters, const char *di
          (busy_ms() - cpu0) / b->jobs,
          b->batch > 1 ? "  <- submissions committed per getUpdates batch of 100, as the"
                         " Telegram channel does" : "");
+  if (b->batch <= 1)
+    printf("%-10s   a submission: %.3f ms before the commit, %.3f ms in it\n", "",
+           b->before_commit / b->jobs, b->in_commit / b->jobs);
   fflush(stdout);
   teardown(b);
   ledger_close(l);
@@ -458,6 +487,7 @@ static void run_backend(const char *name, const char *pg, int jobs, struct figur
   tu_tmpdir(dir, sizeof dir);
   b->name = name;
   b->jobs = jobs;
+  pthread_mutex_init(&b->mu, NULL);
   fig->floor = pg ? floor_pg(pg) : floor_sqlite(dir);
   printf("%-10s floor: %.0f durable commits/s one at a time (one small INSERT each)\n", name,
          fig->floor);
@@ -467,19 +497,27 @@ static void run_backend(const char *name, const char *pg, int jobs, struct figur
     if (!fresh(b, pg, dir, run))
       fig->rate[i] = burst(b, counts[i], 1, dir);
     done_with(pg, run);
+    if (getenv("BENCH_ORCH_FIRST_ONLY"))
+      bursts = 0;
   }
+  if (bursts && !fresh(b, pg, dir, run))
+    fig->alone = burst(b, 0, 1, dir);
+  done_with(pg, run++);
   if (bursts && !fresh(b, pg, dir, run))
     fig->rate_x4 = burst(b, 4, SUBMITTERS, dir);
   done_with(pg, run++);
   b->batch = TG_BATCH;
-  if (!getenv("BENCH_ORCH_IDLE_ONLY") && !fresh(b, pg, dir, run))
+  if (!getenv("BENCH_ORCH_IDLE_ONLY") && !getenv("BENCH_ORCH_FIRST_ONLY") &&
+      !fresh(b, pg, dir, run))
     fig->rate_tg = burst(b, 2, 1, dir);
   done_with(pg, run++);
   b->batch = 1;
-  if (!getenv("BENCH_ORCH_BATCH_ONLY") && !fresh(b, pg, dir, run))
+  if (!getenv("BENCH_ORCH_BATCH_ONLY") && !getenv("BENCH_ORCH_FIRST_ONLY") &&
+      !fresh(b, pg, dir, run))
     idle(b, dir, fig);
   done_with(pg, run);
   tu_rmrf(dir);
+  pthread_mutex_destroy(&b->mu);
   free(b);
 }
 
@@ -505,10 +543,10 @@ static void summary(const struct figures *fig, int have_pg, int have_celery, dou
   for (int b = getenv("BENCH_ORCH_PG_ONLY") ? 1 : 0; b < 1 + have_pg; b++)
     printf("  %-11s %6.0f jobs/s  enqueue->start p99 %6.2f ms  submit->result p50 %6.2f"
            " p99 %6.2f ms (1/2/4 workers %.0f/%.0f/%.0f; 4 submitters %.0f; Telegram-style"
-           " batches of %d, 2 workers: %.0f; floor %.0f commits/s)\n", names[b],
-           best(&fig[b]), fig[b].start_p99, fig[b].rtt_p50, fig[b].rtt_p99, fig[b].rate[0],
-           fig[b].rate[1], fig[b].rate[2], fig[b].rate_x4, TG_BATCH, fig[b].rate_tg,
-           fig[b].floor);
+           " batches of %d, 2 workers: %.0f; the submitter alone %.0f/s; floor %.0f"
+           " commits/s)\n", names[b], best(&fig[b]), fig[b].start_p99, fig[b].rtt_p50,
+           fig[b].rtt_p99, fig[b].rate[0], fig[b].rate[1], fig[b].rate[2], fig[b].rate_x4,
+           TG_BATCH, fig[b].rate_tg, fig[b].alone, fig[b].floor);
   if (have_celery) {
     /* Two ways jobs arrive: one at a time, each waiting for its own commit
      * (a console, a lone chat), and in the batches the Telegram channel
@@ -522,6 +560,9 @@ static void summary(const struct figures *fig, int have_pg, int have_celery, dou
         printf("  %-34s (the disk's floor of %.0f durable commits/s one at a time is %.2fx"
                " Celery: no submitter that waits for each commit can reach %.0fx here)\n",
                "", fig[b].floor, fig[b].floor / c_rate, target);
+      if (fig[b].alone > 0 && fig[b].alone < target * c_rate)
+        printf("  %-34s (one submitter alone, with no worker, committed %.0f jobs/s = %.2fx"
+               " Celery)\n", "", fig[b].alone, fig[b].alone / c_rate);
       snprintf(what, sizeof what, "%s, Telegram batches", names[b]);
       verdict(what, fig[b].rate_tg / c_rate, target);
     }

@@ -260,17 +260,107 @@ TEST(killed_connection_is_reconnected)
   ASSERT_STREQ(val, "after");
   free(val);
   ASSERT(backend_pid(app) != pid);
-  /* Inside one the error is reported: the transaction died with it. */
+  /* Inside one the error is reported, at the latest by the next statement
+   * read (a write nobody reads waits for it in the pipeline): the
+   * transaction died with it, and nothing of it lands on the new
+   * connection. */
   ASSERT_EQ(l->ops->begin(l), ERR_OK);
   ASSERT_EQ(kill_backend(l, backend_pid(app)), 0);
   tu_sleep_ms(50);
-  ASSERT_EQ(l->ops->kv_set(l, "reconnect", "lost"), ERR_DB);
+  l->ops->kv_set(l, "reconnect", "lost");
+  ASSERT_EQ(l->ops->kv_get(l, "reconnect", &val), ERR_DB);
   ASSERT_EQ(l->ops->kv_set(l, "reconnect", "autocommitted"), ERR_DB);
+  ASSERT_EQ(l->ops->commit(l), ERR_DB);
+  /* The same with the commit as the first round trip. */
+  ASSERT_EQ(l->ops->begin(l), ERR_OK);
+  ASSERT_EQ(kill_backend(l, backend_pid(app)), 0);
+  tu_sleep_ms(50);
+  l->ops->kv_set(l, "reconnect", "lost at commit");
   ASSERT_EQ(l->ops->commit(l), ERR_DB);
   ASSERT_EQ(l->ops->kv_get(l, "reconnect", &val), ERR_OK);
   ASSERT_STREQ(val, "after");
   free(val);
   ledger_close(l);
+}
+
+/* Writes whose result nobody reads go with the next round trip: a failing
+ * one is reported by that statement or by the commit, which then rolls the
+ * whole transaction back and leaves the connection usable. */
+TEST(queued_writes_go_with_the_next_round_trip)
+{
+  struct ledger *l = open_l(), *other = open_l();
+  struct job_step_rec rec = {0};
+  struct outbox_msg m = {0};
+  char key[32], *val = NULL;
+  int64_t id;
+
+  ASSERT(l && other);
+  ASSERT((id = queued_job(l, "piped")) > 0);
+  rec.idx = 0;
+  rec.state = "SUCCEEDED";
+  rec.has_exit_code = 1;
+  /* Three queued writes, then a read in the same transaction sees them. */
+  ASSERT_EQ(l->ops->begin(l), ERR_OK);
+  ASSERT_EQ(l->ops->kv_set(l, "piped", "a"), ERR_OK);
+  ASSERT_EQ(l->ops->step_record(l, id, &rec), ERR_OK);
+  m.channel = "pgtest";
+  m.chat_id = 1;
+  m.job_id = id;
+  m.text = "piped notice";
+  ASSERT_EQ(ledger_outbox_put(l, &m, NULL), ERR_OK);
+  ASSERT_EQ(l->ops->kv_get(l, "piped", &val), ERR_OK);
+  ASSERT_STREQ(val, "a");
+  free(val);
+  val = NULL;
+  ASSERT_EQ(l->ops->kv_set(l, "piped", "b"), ERR_OK);
+  ASSERT_EQ(l->ops->commit(l), ERR_OK);
+  ASSERT_EQ(other->ops->kv_get(other, "piped", &val), ERR_OK);
+  ASSERT_STREQ(val, "b");
+  free(val);
+  val = NULL;
+  struct job_step_rec *steps = NULL;
+  size_t n = 0;
+  ASSERT_EQ(other->ops->step_list(other, id, &steps, &n), ERR_OK);
+  ASSERT_EQ(n, 1);
+  job_step_list_free(steps, n);
+  /* A queued write that fails (no such job) is not reported when queued,
+   * but by the commit: nothing of the transaction lands. */
+  ASSERT_EQ(l->ops->begin(l), ERR_OK);
+  ASSERT_EQ(l->ops->kv_set(l, "piped", "c"), ERR_OK);
+  ASSERT_EQ(l->ops->step_record(l, 987654321, &rec), ERR_OK);
+  ASSERT_EQ(l->ops->kv_set(l, "piped", "d"), ERR_OK);
+  ASSERT_EQ(l->ops->commit(l), ERR_DB);
+  ASSERT_CONTAINS(l->errmsg, "foreign key");
+  ASSERT_EQ(other->ops->kv_get(other, "piped", &val), ERR_OK);
+  ASSERT_STREQ(val, "b");
+  free(val);
+  val = NULL;
+  /* ... or by the next statement read; then the rollback. */
+  ASSERT_EQ(l->ops->begin(l), ERR_OK);
+  ASSERT_EQ(l->ops->step_record(l, 987654321, &rec), ERR_OK);
+  ASSERT_EQ(l->ops->kv_get(l, "piped", &val), ERR_DB);
+  ASSERT_EQ(l->ops->rollback(l), ERR_OK);
+  /* A failed write queued alone, rolled back unread. */
+  ASSERT_EQ(l->ops->begin(l), ERR_OK);
+  ASSERT_EQ(l->ops->step_record(l, 987654321, &rec), ERR_OK);
+  ASSERT_EQ(l->ops->rollback(l), ERR_OK);
+  /* The connection works after each, and many queued writes (more than
+   * are kept before sending) all land. */
+  ASSERT_EQ(l->ops->begin(l), ERR_OK);
+  for (int i = 0; i < 300; i++) {
+    snprintf(key, sizeof key, "piped%d", i);
+    ASSERT_EQ(l->ops->kv_set(l, key, "many"), ERR_OK);
+  }
+  ASSERT_EQ(l->ops->commit(l), ERR_OK);
+  for (int i = 0; i < 300; i += 299) {
+    snprintf(key, sizeof key, "piped%d", i);
+    ASSERT_EQ(other->ops->kv_get(other, key, &val), ERR_OK);
+    ASSERT_STREQ(val, "many");
+    free(val);
+    val = NULL;
+  }
+  ledger_close(l);
+  ledger_close(other);
 }
 
 TEST(password_is_not_in_connection_errors)
@@ -320,6 +410,7 @@ int main(void)
   RUN(notify_wakes_an_idle_worker_fast);
   RUN(claims_that_would_find_nothing_are_skipped);
   RUN(killed_connection_is_reconnected);
+  RUN(queued_writes_go_with_the_next_round_trip);
   RUN(password_is_not_in_connection_errors);
   RUN(leases_use_the_database_clock);
   tpg_schema_drop(pg, TAG);
