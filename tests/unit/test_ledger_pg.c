@@ -277,6 +277,15 @@ TEST(killed_connection_is_reconnected)
   tu_sleep_ms(50);
   l->ops->kv_set(l, "reconnect", "lost at commit");
   ASSERT_EQ(l->ops->commit(l), ERR_DB);
+  /* A COMMIT alone in its round trip: not tried again on the new
+   * connection, where it would succeed with nothing to commit. */
+  ASSERT_EQ(l->ops->begin(l), ERR_OK);
+  ASSERT_EQ(l->ops->kv_get(l, "reconnect", &val), ERR_OK);
+  free(val);
+  val = NULL;
+  ASSERT_EQ(kill_backend(l, backend_pid(app)), 0);
+  tu_sleep_ms(50);
+  ASSERT_EQ(l->ops->commit(l), ERR_DB);
   ASSERT_EQ(l->ops->kv_get(l, "reconnect", &val), ERR_OK);
   ASSERT_STREQ(val, "after");
   free(val);
