@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -70,12 +71,24 @@ enum err ledger_claim_each(struct ledger *l, const char *owner, int lease_ms, in
   return e;
 }
 
+static atomic_ullong claims_made, claims_empty;
+
 enum err ledger_claim_some(struct ledger *l, const char *owner, int lease_ms, int max,
                            struct job *out, int *n)
 {
-  if (l->ops->job_claim_some)
-    return l->ops->job_claim_some(l, owner, lease_ms, max, out, n);
-  return ledger_claim_each(l, owner, lease_ms, max, out, n);
+  enum err e = l->ops->job_claim_some ? l->ops->job_claim_some(l, owner, lease_ms, max, out, n)
+                                      : ledger_claim_each(l, owner, lease_ms, max, out, n);
+
+  atomic_fetch_add(&claims_made, 1);
+  if (e == ERR_NOTFOUND || (e == ERR_OK && *n == 0))
+    atomic_fetch_add(&claims_empty, 1);
+  return e;
+}
+
+void ledger_claim_counts(unsigned long long *made, unsigned long long *empty)
+{
+  *made = atomic_load(&claims_made);
+  *empty = atomic_load(&claims_empty);
 }
 
 enum err ledger_outbox_put(struct ledger *l, const struct outbox_msg *m,

@@ -276,22 +276,11 @@ struct ledger_ops {
 
   /* Optional (NULL when the backend cannot; sqlite): blocks up to timeout_ms
    * until another connection, in any process, moves a job to QUEUED.  ERR_OK
-   * on such a wake-up, ERR_TIMEOUT when none came, ERR_DB on a lost
-   * connection (reset for the next call).  Wake-ups may be spurious: claim
-   * and see.  Not inside begin/commit (ERR_STATE). */
-  enum err (*wait_for_work)(struct ledger *l, int timeout_ms);
-  /* Optional (NULL with wait_for_work): this connection stops hearing of
-   * queued jobs until its next wait_for_work, so that a process's idle
-   * connections do not all get every notification.  Not inside
-   * begin/commit. */
-  enum err (*stop_listening)(struct ledger *l);
-  /* Optional (NULL: always 1).  0 when no job can have been queued since
-   * this connection's last claim found the queue empty: that claim was made
-   * while listening (wait_for_work) and no notification has come since.
-   * Saves a worker going from job to job the claim that would find
-   * nothing.  Jobs that become due without a notification (a retry's
-   * backoff) wait for the next wait_for_work timeout. */
-  int (*may_have_work)(struct ledger *l);
+   * on such a wake-up, with *heard (when not NULL) the notifications it
+   * read (one per job queued); ERR_TIMEOUT when none
+   * came, ERR_DB on a lost connection (reset for the next call).  Wake-ups
+   * may be spurious: claim and see.  Not inside begin/commit (ERR_STATE). */
+  enum err (*wait_for_work)(struct ledger *l, int timeout_ms, int *heard);
 
   /* Optional (NULL: every commit is durable).  on != 0: this connection's
    * commits (PostgreSQL: only those of transactions that claimed a job) may
@@ -370,6 +359,9 @@ void ledger_release_memory(struct ledger *l);
  * ledger_claim_each); see job_claim_some.  Not inside begin/commit. */
 enum err ledger_claim_some(struct ledger *l, const char *owner, int lease_ms, int max,
                            struct job *out, int *n);
+/* Claims made through ledger_claim_some by this process so far, and how
+ * many of them found nothing (a worker's polling costs those). */
+void ledger_claim_counts(unsigned long long *made, unsigned long long *empty);
 /* The same with ops->job_claim, one at a time in one transaction (none for
  * max 1): for backends without job_claim_some, or that add to it. */
 enum err ledger_claim_each(struct ledger *l, const char *owner, int lease_ms, int max,

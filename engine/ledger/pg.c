@@ -28,9 +28,10 @@
  * statement or COMMIT it went with (the transaction is aborted anyway).
  *
  * Wake-ups: a job entering QUEUED sends NOTIFY skynet_jobs in the same
- * statement (delivered on commit).  wait_for_work LISTENs on first use and
- * waits on the connection's socket, so an idle worker starts within
- * milliseconds without polling.
+ * statement (delivered on commit), with its id: one notification per job
+ * (PostgreSQL folds equal ones of a transaction into one).  wait_for_work
+ * LISTENs on first use and waits on the connection's socket, so an idle
+ * worker starts within milliseconds without polling.
  *
  * Reconnects: when a statement fails and the connection is bad, it is reset
  * with PQreset; outside a transaction the statement is retried once.  Inside
@@ -71,8 +72,6 @@ struct pg_ledger {
                              * transaction, was lost: only rollback helps */
   int own_tx;               /* inside a transaction of one operation */
   int listening;            /* LISTEN skynet_jobs issued on this session */
-  int drained;              /* the last claim, made while listening, found
-                             * fewer jobs than it asked for (may_have_work) */
   int lazy_claims;          /* claims commit asynchronously (lazy_commits) */
   char *prepared[MAX_PREPARED];  /* their SQL; statement "s<i>" */
   int n_prepared;
@@ -576,7 +575,7 @@ static enum err pl_job_create_routed(struct ledger *l, struct job *j, const char
               " FROM made, (VALUES (1, NULL, 'CREATED', $10, NULL), (2, 'CREATED',"
               " 'PLANNED', 'planner', NULL), (3, 'PLANNED', $5, $11, $9)) AS v(n, f, t,"
               " a, r) ORDER BY v.n) SELECT id, created_at, (SELECT pg_notify("
-              "'skynet_jobs', '') WHERE $5 = 'QUEUED') FROM made", &p, &r);
+              "'skynet_jobs', made.id::text) WHERE $5 = 'QUEUED') FROM made", &p, &r);
   if (e)
     return e;
   j->id = col_i64(r, 0, 0);
@@ -732,7 +731,7 @@ static enum err move_state(struct pg_ledger *s, int64_t id, enum job_state from,
            " updated_at), t AS (INSERT INTO transitions(job_id, from_state,"
            " to_state, actor, reason, at) SELECT id, $4, $1, $5, $2,"
            " updated_at FROM moved) SELECT id, (SELECT pg_notify('skynet_jobs',"
-           " '') WHERE $1 = 'QUEUED') FROM moved", extra ? extra : "");
+           " moved.id::text) WHERE $1 = 'QUEUED') FROM moved", extra ? extra : "");
   par_text(&p, job_state_name(to));
   par_text(&p, reason);
   par_i64(&p, id);
@@ -767,7 +766,6 @@ static enum err pl_job_transition(struct ledger *l, int64_t id,
  * to RUNNING under a lease, and record the transitions; out[0..*n) in id
  * order.  Autocommits unless the caller holds a transaction; no NOTIFY, as
  * the jobs leave the queue. */
-static int drain_notifies(struct pg_ledger *s);
 
 static enum err claim_rows(struct pg_ledger *s, const char *owner, int lease_ms, int64_t only,
                            int max, struct job *out, int *n)
@@ -778,11 +776,6 @@ static enum err claim_rows(struct pg_ledger *s, const char *owner, int lease_ms,
   enum err e;
 
   *n = 0;
-  s->drained = 0;
-  /* What was heard before the claim, the claim covers. */
-  int was_listening = s->listening && !s->in_tx && PQconsumeInput(s->c);
-  if (was_listening)
-    drain_notifies(s);
   snprintf(actor, sizeof actor, "worker:%s", owner);
   par_text(&p, owner);
   par_i64(&p, only);
@@ -808,7 +801,6 @@ static enum err claim_rows(struct pg_ledger *s, const char *owner, int lease_ms,
   for (int i = 0; i < PQntuples(r) && i < max; i++)
     row_to_job(r, i, &out[(*n)++]);
   PQclear(r);
-  s->drained = was_listening && s->listening && !only && *n < max;
   return *n ? ERR_OK : ERR_NOTFOUND;
 }
 
@@ -1297,24 +1289,35 @@ static enum err pl_usage_sum(struct ledger *l, const struct usage_filter *f,
 }
 
 /* Drains notifications already received; 1 if any. */
+/* How many notifications had come (each one freed). */
 static int drain_notifies(struct pg_ledger *s)
 {
   PGnotify *nf;
   int got = 0;
 
   while ((nf = PQnotifies(s->c))) {
-    got = 1;
+    got++;
     PQfreemem(nf);
   }
   return got;
 }
 
-static enum err pl_wait_for_work(struct ledger *l, int timeout_ms)
+/* The listening connection failed: reset now, so that the next call
+ * LISTENs on a working one (nothing else may use this connection). */
+static enum err wait_lost(struct pg_ledger *s)
+{
+  pl_fail(s, "wait", PQerrorMessage(s->c));
+  PQreset(s->c);
+  forget_session(s);
+  return ERR_DB;
+}
+
+static enum err pl_wait_for_work(struct ledger *l, int timeout_ms, int *heard)
 {
   struct pg_ledger *s = pl_of(l);
   struct pollfd pfd;
+  int dummy, rc;
   enum err e;
-  int rc;
 
   if (s->in_tx)
     return ERR_STATE;
@@ -1323,9 +1326,11 @@ static enum err pl_wait_for_work(struct ledger *l, int timeout_ms)
       return e;
     s->listening = 1;
   }
+  if (!heard)
+    heard = &dummy;
   if (!PQconsumeInput(s->c))
-    return pl_fail(s, "wait", PQerrorMessage(s->c));
-  if (drain_notifies(s))
+    return wait_lost(s);
+  if ((*heard = drain_notifies(s)))
     return ERR_OK;
   pfd.fd = PQsocket(s->c);
   pfd.events = POLLIN;
@@ -1337,40 +1342,10 @@ static enum err pl_wait_for_work(struct ledger *l, int timeout_ms)
     return pl_fail(s, "wait", strerror(errno));
   if (rc <= 0)
     return ERR_TIMEOUT;
-  if (!PQconsumeInput(s->c)) {
-    /* Reset now so that the next operation finds a working connection. */
-    pl_fail(s, "wait", PQerrorMessage(s->c));
-    PQreset(s->c);
-    forget_session(s);
-    return ERR_DB;
-  }
-  return drain_notifies(s) ? ERR_OK : ERR_TIMEOUT;
-}
-
-static int pl_may_have_work(struct ledger *l)
-{
-  struct pg_ledger *s = pl_of(l);
-
-  if (!s->drained || !s->listening || s->in_tx || !PQconsumeInput(s->c) || drain_notifies(s))
-    return 1;
-  return 0;
-}
-
-static enum err pl_stop_listening(struct ledger *l)
-{
-  struct pg_ledger *s = pl_of(l);
-  enum err e;
-
-  if (s->in_tx)
-    return ERR_STATE;
-  if (!s->listening)
-    return ERR_OK;
-  if ((e = pl_q(s, "UNLISTEN skynet_jobs", NULL, NULL)))
-    return e;
-  s->listening = 0;
-  if (PQconsumeInput(s->c))
-    drain_notifies(s);
-  return ERR_OK;
+  if (!PQconsumeInput(s->c))
+    return wait_lost(s);
+  *heard = drain_notifies(s);
+  return *heard ? ERR_OK : ERR_TIMEOUT;
 }
 
 /* Here only claims are lazy: job_claim sets synchronous_commit off for its
@@ -1676,8 +1651,6 @@ const struct ledger_ops ledger_pg_ops = {
   .usage_add = pl_usage_add,
   .usage_sum = pl_usage_sum,
   .wait_for_work = pl_wait_for_work,
-  .stop_listening = pl_stop_listening,
-  .may_have_work = pl_may_have_work,
   .lazy_commits = pl_lazy_commits,
   .job_requeue = pl_job_requeue,
   .worker_register = pl_worker_register,

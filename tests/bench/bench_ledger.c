@@ -109,7 +109,7 @@ static int enqueue_batch(struct ledger *l, int idx, int n)
 static void idle_wait(struct ledger *l)
 {
   if (l->ops->wait_for_work)
-    l->ops->wait_for_work(l, 50);
+    l->ops->wait_for_work(l, 50, NULL);
   else
     usleep(1000);
 }

@@ -2,8 +2,16 @@
  * and mock providers: routing by risk, approval, timeouts, cancellation,
  * stop at the first failing step, and hand-back on shutdown; prefetched jobs
  * cancelled before they start or handed back on shutdown, and quick jobs
- * through prefetching and group commits ending exactly once. */
+ * through prefetching and group commits ending exactly once.
+ *
+ *   test_orchestrator [postgresql]
+ *
+ * With "postgresql" the same on a PostgreSQL schema (SKYNET_TEST_PG_URL;
+ * skips without it, fails under CI=true), where idle workers wake on the
+ * ledger's notifications (the bell): then also, a queued job costs one
+ * claim however many workers wait. */
 #include "../harness.h"
+#include "../pgutil.h"
 #include "../testutil.h"
 #include "engine/config.h"
 #include "engine/ledger/ledger.h"
@@ -17,6 +25,7 @@ static struct cfg g_cfg;
 static struct registry g_reg;
 static struct orch *g_orch;
 static struct ledger *g_l;
+static const char *g_pg;        /* the PostgreSQL run's server, else NULL */
 
 static int64_t submit_plan(const char *plan, enum job_state *state)
 {
@@ -605,6 +614,36 @@ TEST(quick_jobs_finish_exactly_once)
   outbox_list_free(v, n);
 }
 
+/* Jobs queued one at a time to idle workers (two here) on PostgreSQL: each
+ * costs one claim, not one per worker, plus the bell's sweeps for retries
+ * that come due (one per DUE_POLL_MS, 500 ms, without notifications). */
+TEST(a_queued_job_costs_one_claim)
+{
+  enum { N = 20 };
+  unsigned long long made0, empty0, made1, empty1;
+  long long t0;
+  struct job j;
+
+  if (!g_pg)
+    return;
+  ASSERT(warm_up());
+  tu_sleep_ms(700);             /* idle, and the bell on */
+  ledger_claim_counts(&made0, &empty0);
+  t0 = tu_now_ms();
+  for (int i = 0; i < N; i++) {
+    int64_t id;
+    ASSERT_EQ(submit_together(quick_plan, &id, 1), 0);
+    ASSERT_EQ(wait_final(id, 10000, &j), JOB_SUCCEEDED);
+    job_release(&j);
+    tu_sleep_ms(10);
+  }
+  ledger_claim_counts(&made1, &empty1);
+  long long sweeps = (tu_now_ms() - t0) / 500 + 1;
+  fprintf(stderr, "  %d jobs: %llu claims (%llu found nothing) in %lld ms\n", N,
+          made1 - made0, empty1 - empty0, tu_now_ms() - t0);
+  ASSERT(made1 - made0 <= (unsigned long long)(N + sweeps + 2));
+}
+
 /* Stopping with jobs prefetched: the running ones and the waiting ones all
  * go back to the queue, none is lost or left RUNNING; a new start runs
  * them.  The steps sleep 3 s: under valgrind on a busy machine, claiming
@@ -640,12 +679,18 @@ TEST(stop_hands_back_prefetched_jobs)
   }
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
-  char *dir = g_dir, env[600], conf[600], err[256];
+  char *dir = g_dir, env[600], conf[600], err[256], url[1300];
   FILE *f;
 
   log_setup(LOGL_ERROR, 0, NULL);
+  if (argc > 1 && strcmp(argv[1], "postgresql") == 0) {
+    if (!(g_pg = getenv("SKYNET_TEST_PG_URL")) || !*g_pg)
+      return tpg_missing_is_failure("orchestrator on postgresql") ? 1 : 0;
+    if (tpg_schema_url(g_pg, "orch", url, sizeof url))
+      return 1;
+  }
   tu_tmpdir(dir, sizeof g_dir);
   snprintf(env, sizeof env, "%s/home", dir);
   setenv("SKYNET_HOME", env, 1);
@@ -656,7 +701,10 @@ int main(void)
         "  slowbox: {type: local, timeout_s: 1}\nqueue:\n  backoff_ms: 100\n", f);
   fclose(f);
   setenv("SKYNET_CONFIG", conf, 1);
-  unsetenv("SKYNET_DATABASE_URL");
+  if (g_pg)
+    setenv("SKYNET_DATABASE_URL", url, 1);
+  else
+    unsetenv("SKYNET_DATABASE_URL");
   unsetenv("TELEGRAM_BOT_TOKEN");
   if (cfg_load(&g_cfg, conf, err, sizeof err) || ledger_open(g_cfg.database_url, &g_l, err, sizeof err)) {
     fprintf(stderr, "setup: %s\n", err);
@@ -688,11 +736,14 @@ int main(void)
   RUN(this_process_is_in_the_worker_registry);
   RUN(prefetched_jobs_are_cancelled_before_they_start);
   RUN(quick_jobs_finish_exactly_once);
+  RUN(a_queued_job_costs_one_claim);
   RUN(stop_hands_back_prefetched_jobs);
   orch_stop(g_orch, 1000);
   registry_release(&g_reg);
   ledger_close(g_l);
   cfg_release(&g_cfg);
   tu_rmrf(dir);
+  if (g_pg)
+    tpg_schema_drop(g_pg, "orch");
   return test_summary();
 }
