@@ -101,7 +101,7 @@ struct orch {
   int sweeps;                   /* a claim owed to a sweep (mu) */
   uint64_t granted;             /* tickets ever granted (mu) */
   atomic_int bell_on;           /* the bell listens: slots claim only for a
-                                 * ticket, or when their last claim was full */
+                                 * ticket or a sweep (see bell_main) */
   pthread_t bell;
   int has_bell;
   atomic_int stopping;          /* no new claims */
@@ -1521,13 +1521,13 @@ static void hand_back_ready(struct orch *o, struct ledger *l)
  * the queue was empty, and whatever is queued next sends its own.  (A job
  * this process queued could be claimed ~0.25 ms sooner on an orch_wake
  * right after the commit; but its notification, coming back through the
- * server, often arrives first, and the pair cost two claims.)  Jobs queued without a
- * notification (retries that came due) and those whose notification was
- * missed (the bell reconnecting) are found by sweeps: every DUE_POLL_MS
- * without a notification the bell wakes one slot to claim, and a sweep
- * that claims all it asked for goes on with another.  Ledgers without
- * notifications (SQLite: one process, whose submitters orch_wake) have no
- * bell: idle slots claim when woken and every 500 ms. */
+ * server, often arrives first, and the pair cost two claims.)  Jobs queued
+ * without a notification (retries that came due) and those whose
+ * notification was missed (the bell reconnecting) are found by sweeps:
+ * every DUE_POLL_MS without a notification the bell wakes one slot to
+ * claim, and a sweep that claims all it asked for goes on with another.
+ * Ledgers without notifications (SQLite: one process, whose submitters
+ * orch_wake) have no bell: idle slots claim when woken and every 500 ms. */
 
 enum { T_NONE, T_TICKET, T_SWEEP };
 
