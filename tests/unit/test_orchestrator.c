@@ -616,7 +616,8 @@ TEST(quick_jobs_finish_exactly_once)
 
 /* Jobs queued one at a time to idle workers (two here) on PostgreSQL: each
  * costs one claim, not one per worker, plus the bell's sweeps for retries
- * that come due (one per DUE_POLL_MS, 500 ms, without notifications). */
+ * that come due (one per DUE_POLL_MS, 500 ms, without notifications); and
+ * idle workers make only the sweeps' claims. */
 TEST(a_queued_job_costs_one_claim)
 {
   enum { N = 20 };
@@ -642,6 +643,13 @@ TEST(a_queued_job_costs_one_claim)
   fprintf(stderr, "  %d jobs: %llu claims (%llu found nothing) in %lld ms\n", N,
           made1 - made0, empty1 - empty0, tu_now_ms() - t0);
   ASSERT(made1 - made0 <= (unsigned long long)(N + sweeps + 2));
+  /* Idle, the process claims once per sweep, not once per slot and poll. */
+  tu_sleep_ms(300);
+  ledger_claim_counts(&made0, &empty0);
+  tu_sleep_ms(2000);
+  ledger_claim_counts(&made1, &empty1);
+  fprintf(stderr, "  idle 2 s: %llu claims\n", made1 - made0);
+  ASSERT(made1 - made0 <= 2000 / 500 + 2);
 }
 
 /* Stopping with jobs prefetched: the running ones and the waiting ones all
