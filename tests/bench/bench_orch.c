@@ -16,10 +16,12 @@
  * transactions of 100 orch_submit calls each, as the Telegram channel
  * commits the /task commands of one getUpdates batch (up to 100 updates)
  * together.
- * Each burst also prints where its submitters' time went: before the
- * commit (planning, policy, the ledger's statements) and in it (the disk
- * sync).  alone: one submitter and no worker at all (results are not
- * awaited), what submission alone can reach.
+ * Each burst also prints its jobs' enqueue->start (p50, p99: from the
+ * start of the commit that queued a job to the start of its step), and
+ * where its submitters' time went: before the commit (planning, policy,
+ * the ledger's statements) and in it (the disk sync).  alone: one
+ * submitter and no worker at all (results are not awaited), what
+ * submission alone can reach.
  * idle: one job at a time to an idle worker (1 worker), 5 ms apart.
  * enqueue->start runs from just before the submitting commit to the start
  * of the step (the mock stamps CLOCK_MONOTONIC into the output), so it
@@ -29,11 +31,11 @@
  *
  * BENCH_ORCH_IDLE_ONLY=1 runs only the idle part, BENCH_ORCH_BATCH_ONLY=1
  * only the batched burst, BENCH_ORCH_FIRST_ONLY=1 only the first burst (1
- * submitter, 1 worker: for profiling); BENCH_ORCH_PG_ONLY=1 skips SQLite.  Databases and homes
- * (one log file per job) live under $TMPDIR (else /tmp): on a machine where
- * /tmp sees heavy file churn from other programs, creating a file there can
- * cost 0.5 ms (ext4 inode allocation), so TMPDIR=/var/tmp measures skynet
- * rather than the neighbours.
+ * submitter, 1 worker: for profiling); BENCH_ORCH_PG_ONLY=1 skips SQLite.
+ * Databases and homes (one log file per job) live under $TMPDIR (else
+ * /tmp): on a machine where /tmp sees heavy file churn from other
+ * programs, creating a file there can cost 0.5 ms (ext4 inode allocation),
+ * so TMPDIR=/var/tmp measures skynet rather than the neighbours.
  *
  * Then the same no-op work on Celery with a Redis broker and 2 prefork
  * workers (tests/bench/celery_baseline.sh, SKYNET_BENCH_CELERY=0 skips it),
@@ -66,6 +68,7 @@ static const char plan[] =
 
 struct figures {
   double rate[3];               /* burst, 1/2/4 workers */
+  double burst_p50[3], burst_p99[3];  /* their enqueue->start, ms */
   double rate_x4;               /* burst, 4 submitters, 4 workers */
   double alone;                 /* submissions/s, 1 submitter, no worker */
   double rate_tg;               /* burst, TG_BATCH per transaction, 2 workers */
@@ -89,7 +92,18 @@ struct bench {
   int jobs;
   _Atomic int64_t first, last;
   atomic_int failed;
+  double *enq;                  /* by job id - 1: when its commit began, ms
+                                 * (ids start at 1 in a fresh database) */
+  double lat_p50, lat_p99;      /* the last burst's enqueue->start, ms */
 };
+
+/* The job's enqueue time (when its commit began), kept for the burst's
+ * enqueue->start figures. */
+static void enqueued(struct bench *b, int64_t id, double at)
+{
+  if (id >= 1 && id <= (int64_t)b->jobs * 2)
+    b->enq[id - 1] = at;
+}
 
 static double now_ms(void)
 {
@@ -170,11 +184,14 @@ static int64_t submit_batch(struct bench *b, struct ledger *l, int64_t *last)
     *last = res.job_id;
     submit_res_release(&res);
   }
+  double at = now_ms();
   if (e || (e = l->ops->commit(l))) {
     l->ops->rollback(l);
     fprintf(stderr, "%s: batch submit failed (%s)\n", b->name, l->errmsg);
     first = 0;
   }
+  for (int64_t id = first; first && id <= *last; id++)
+    enqueued(b, id, at);
   orch_wake(b->o);
   return first;
 }
@@ -232,6 +249,7 @@ static void *submitter(void *arg)
     int64_t id = submit(b, l, &tc, &td), first, last;
     before += tc - t0;
     in += td - tc;
+    enqueued(b, id, tc);
     if (!id) {
       atomic_fetch_add(&b->failed, 1);
       break;
@@ -252,18 +270,27 @@ static void *submitter(void *arg)
   return NULL;
 }
 
-/* Waits until jobs first..last have all ended; how many SUCCEEDED.  Looks
- * when the outbox bell rings (a result is announced), as a channel would,
- * not in a tight loop that would take the CPU from the work measured. */
-static int wait_all(struct ledger *l, int64_t first, int64_t last, double t0)
+/* Looks when the outbox bell rings (a result is announced), as a channel
+ * would, not in a tight loop that would take the CPU from the work
+ * measured. */
+static double stamp_of(const struct job *j);
+
+/* Waits until jobs first..last have all ended; how many SUCCEEDED, and in
+ * lat[*n] their enqueue->start times, ms. */
+static int wait_all(struct bench *b, struct ledger *l, int64_t first, int64_t last, double t0,
+                    double *lat, int *n)
 {
   uint64_t seen = 0;
   int done = 0;
 
+  *n = 0;
   for (int64_t id = first; id && id <= last && now_ms() - t0 < 300000;) {
     struct job j;
     if (l->ops->job_get(l, id, &j) == ERR_OK && job_state_terminal(j.state)) {
       done += j.state == JOB_SUCCEEDED;
+      if (j.state == JOB_SUCCEEDED && stamp_of(&j) > 0 && id <= (int64_t)b->jobs * 2 &&
+          b->enq[id - 1] > 0)
+        lat[(*n)++] = stamp_of(&j) - b->enq[id - 1];
       id++;
     } else {
       ledger_outbox_wait(&seen, 20);
@@ -277,11 +304,19 @@ static double burst(struct bench *b, int workers, int submitters, const char *di
 {
   pthread_t t[SUBMITTERS];
   struct ledger *l;
-  double t0, t_sub, t1, cpu0;
-  int done;
+  double t0, t_sub, t1, cpu0, *lat;
+  int done, n = 0;
 
+  b->lat_p50 = b->lat_p99 = 0;
+  if (!(b->enq = calloc((size_t)b->jobs * 2, sizeof *b->enq)) ||
+      !(lat = calloc((size_t)b->jobs * 2, sizeof *lat))) {
+    free(b->enq);
+    return 0;
+  }
   if (!(l = tu_ledger_open(b->url)) || setup(b, workers, dir)) {
     ledger_close(l);
+    free(b->enq);
+    free(lat);
     return 0;
   }
   atomic_store(&b->next, 0);
@@ -303,22 +338,35 @@ static double burst(struct bench *b, int workers, int submitters, const char *di
     fflush(stdout);
     teardown(b);
     ledger_close(l);
+    free(b->enq);
+    free(lat);
     return b->jobs / ((t_sub - t0) / 1000.0);
   }
-  done = wait_all(l, atomic_load(&b->first), atomic_load(&b->last), t0);
+  done = wait_all(b, l, atomic_load(&b->first), atomic_load(&b->last), t0, lat, &n);
   t1 = now_ms();
+  if (n) {
+    qsort(lat, (size_t)n, sizeof *lat, cmp_d);
+    b->lat_p50 = lat[n / 2];
+    b->lat_p99 = lat[(n - 1) * 99 / 100];
+  }
   printf("%-10s burst %d sub %d wrk: %5d/%d SUCCEEDED in %7.1f ms = %6.0f jobs/s end to end"
          "  (submit %6.0f/s; machine CPU %.2f ms/job)%s\n", b->name, submitters, workers, done,
          b->jobs, t1 - t0, done / ((t1 - t0) / 1000.0), b->jobs / ((t_sub - t0) / 1000.0),
          (busy_ms() - cpu0) / b->jobs,
          b->batch > 1 ? "  <- submissions committed per getUpdates batch of 100, as the"
                         " Telegram channel does" : "");
+  printf("%-10s   enqueue->start p50 %.2f ms, p99 %.2f ms (%d jobs)", "", b->lat_p50,
+         b->lat_p99, n);
   if (b->batch <= 1)
-    printf("%-10s   a submission: %.3f ms before the commit, %.3f ms in it\n", "",
+    printf(";  a submission: %.3f ms before the commit, %.3f ms in it",
            b->before_commit / b->jobs, b->in_commit / b->jobs);
+  printf("\n");
   fflush(stdout);
   teardown(b);
   ledger_close(l);
+  free(b->enq);
+  free(lat);
+  b->enq = NULL;
   return done == b->jobs ? done / ((t1 - t0) / 1000.0) : 0;
 }
 
@@ -494,8 +542,11 @@ static void run_backend(const char *name, const char *pg, int jobs, struct figur
   int bursts = !getenv("BENCH_ORCH_IDLE_ONLY") && !getenv("BENCH_ORCH_BATCH_ONLY");
 
   for (size_t i = 0; i < (bursts ? 3 : 0); i++, run++) {
-    if (!fresh(b, pg, dir, run))
+    if (!fresh(b, pg, dir, run)) {
       fig->rate[i] = burst(b, counts[i], 1, dir);
+      fig->burst_p50[i] = b->lat_p50;
+      fig->burst_p99[i] = b->lat_p99;
+    }
     done_with(pg, run);
     if (getenv("BENCH_ORCH_FIRST_ONLY"))
       bursts = 0;
@@ -547,6 +598,10 @@ static void summary(const struct figures *fig, int have_pg, int have_celery, dou
            " commits/s)\n", names[b], best(&fig[b]), fig[b].start_p99, fig[b].rtt_p50,
            fig[b].rtt_p99, fig[b].rate[0], fig[b].rate[1], fig[b].rate[2], fig[b].rate_x4,
            TG_BATCH, fig[b].rate_tg, fig[b].alone, fig[b].floor);
+  for (int b = getenv("BENCH_ORCH_PG_ONLY") ? 1 : 0; b < 1 + have_pg; b++)
+    printf("  %-11s bursts' enqueue->start p50/p99 with 1/2/4 workers: %.2f/%.2f, %.2f/%.2f,"
+           " %.2f/%.2f ms\n", names[b], fig[b].burst_p50[0], fig[b].burst_p99[0],
+           fig[b].burst_p50[1], fig[b].burst_p99[1], fig[b].burst_p50[2], fig[b].burst_p99[2]);
   if (have_celery) {
     /* Two ways jobs arrive: one at a time, each waiting for its own commit
      * (a console, a lone chat), and in the batches the Telegram channel
