@@ -106,6 +106,24 @@ enum err ledger_outbox_put(struct ledger *l, const struct outbox_msg *m,
   return e;
 }
 
+enum err ledger_finish_notice(struct ledger *l, int64_t id, const char *owner,
+                              enum job_state to, int exit_code, const char *output_tail,
+                              const char *reason, const struct outbox_msg *notice)
+{
+  struct outbox_msg safe = *notice;
+  enum err e;
+
+  if (!l->ops->job_finish_notice)
+    return ERR_UNSUPPORTED;
+  if (!(safe.text = log_redact(notice->text ? notice->text : "")))
+    return ERR_NOMEM;
+  e = l->ops->job_finish_notice(l, id, owner, to, exit_code, output_tail, reason, &safe);
+  free(safe.text);
+  if (!e)
+    ledger_outbox_ring();
+  return e;
+}
+
 static pthread_mutex_t bell_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t bell_cv;
 static pthread_once_t bell_once = PTHREAD_ONCE_INIT;

@@ -213,6 +213,17 @@ struct ledger_ops {
                          enum job_state to, int exit_code,
                          const char *output_tail, const char *reason,
                          struct job *out);
+  /* Optional (NULL: job_finish, then the notice through ledger_outbox_put).
+   * Ends a RUNNING job that `owner` holds, as job_finish does, and puts
+   * `notice` (its job_id this job's) in the outbox only if it ended it: one
+   * statement, from which nothing comes back, not even whether the lease
+   * still held (then nothing changes; the reclaimer reports lost leases).
+   * So inside a transaction on PostgreSQL it waits in the pipeline for the
+   * next round trip, the commit.  notice->text is stored as given: callers
+   * use ledger_finish_notice, which redacts it. */
+  enum err (*job_finish_notice)(struct ledger *l, int64_t id, const char *owner,
+                                enum job_state to, int exit_code, const char *output_tail,
+                                const char *reason, const struct outbox_msg *notice);
   enum err (*job_request_cancel)(struct ledger *l, int64_t id);
   /* RUNNING jobs whose lease ended before now_ms (or held by owner_prefix
    * when given, for a process that restarts under the same name).
@@ -367,6 +378,11 @@ void ledger_claim_counts(unsigned long long *made, unsigned long long *empty);
 enum err ledger_claim_each(struct ledger *l, const char *owner, int lease_ms, int max,
                            struct job *out, int *n);
 
+/* ops->job_finish_notice with the notice's text redacted, as
+ * ledger_outbox_put does; ERR_UNSUPPORTED when the backend lacks it. */
+enum err ledger_finish_notice(struct ledger *l, int64_t id, const char *owner,
+                              enum job_state to, int exit_code, const char *output_tail,
+                              const char *reason, const struct outbox_msg *notice);
 /* Queues a notification with every registered secret redacted from its text:
  * the one way into the outbox, so no channel can send a secret and none is
  * stored.  Callers use this, not ops->outbox_put. */

@@ -27,11 +27,13 @@
  * orchestrator writer's session.  A queued write that fails fails the
  * statement or COMMIT it went with (the transaction is aborted anyway).
  *
- * Wake-ups: a job entering QUEUED sends NOTIFY skynet_jobs in the same
- * statement (delivered on commit), with its id: one notification per job
- * (PostgreSQL folds equal ones of a transaction into one).  wait_for_work
- * LISTENs on first use and waits on the connection's socket, so an idle
- * worker starts within milliseconds without polling.
+ * Wake-ups: a job entering QUEUED sends a NOTIFY in the same statement
+ * (delivered on commit), with its id: one notification per job
+ * (PostgreSQL folds equal ones of a transaction into one).  The channel is
+ * the schema's (JOBS_CHANNEL): NOTIFY is database-wide, and the workers
+ * of a ledger in another schema must not wake for these jobs.
+ * wait_for_work LISTENs on first use and waits on the connection's socket,
+ * so an idle worker starts within milliseconds without polling.
  *
  * Reconnects: when a statement fails and the connection is bad, it is reset
  * with PQreset; outside a transaction the statement is retried once.  Inside
@@ -52,6 +54,9 @@
 #include "pq_dl.h"
 
 #define NOW_MS "(extract(epoch from clock_timestamp()) * 1000)::bigint"
+/* The notification channel of the ledger's schema: a name of at most 28
+ * characters, [a-z0-9_] (a schema name may take all 63 a channel has). */
+#define JOBS_CHANNEL "('skynet_jobs_' || left(md5(current_schema()), 16))"
 #define MAX_PARAMS 12
 #define MAX_PREPARED 64           /* statements prepared per session */
 #define MAX_PIPED 128             /* writes queued before they are sent anyway */
@@ -71,7 +76,7 @@ struct pg_ledger {
   int tx_lost;              /* the connection, and so the caller's
                              * transaction, was lost: only rollback helps */
   int own_tx;               /* inside a transaction of one operation */
-  int listening;            /* LISTEN skynet_jobs issued on this session */
+  int listening;            /* LISTEN JOBS_CHANNEL issued on this session */
   int lazy_claims;          /* claims commit asynchronously (lazy_commits) */
   char *prepared[MAX_PREPARED];  /* their SQL; statement "s<i>" */
   int n_prepared;
@@ -575,7 +580,7 @@ static enum err pl_job_create_routed(struct ledger *l, struct job *j, const char
               " FROM made, (VALUES (1, NULL, 'CREATED', $10, NULL), (2, 'CREATED',"
               " 'PLANNED', 'planner', NULL), (3, 'PLANNED', $5, $11, $9)) AS v(n, f, t,"
               " a, r) ORDER BY v.n) SELECT id, created_at, (SELECT pg_notify("
-              "'skynet_jobs', made.id::text) WHERE $5 = 'QUEUED') FROM made", &p, &r);
+              JOBS_CHANNEL ", made.id::text) WHERE $5 = 'QUEUED') FROM made", &p, &r);
   if (e)
     return e;
   j->id = col_i64(r, 0, 0);
@@ -730,8 +735,8 @@ static enum err move_state(struct pg_ledger *s, int64_t id, enum job_state from,
            " = " NOW_MS "%s WHERE id = $3 AND state = $4 RETURNING id,"
            " updated_at), t AS (INSERT INTO transitions(job_id, from_state,"
            " to_state, actor, reason, at) SELECT id, $4, $1, $5, $2,"
-           " updated_at FROM moved) SELECT id, (SELECT pg_notify('skynet_jobs',"
-           " moved.id::text) WHERE $1 = 'QUEUED') FROM moved", extra ? extra : "");
+           " updated_at FROM moved) SELECT id, (SELECT pg_notify(" JOBS_CHANNEL
+           ", moved.id::text) WHERE $1 = 'QUEUED') FROM moved", extra ? extra : "");
   par_text(&p, job_state_name(to));
   par_text(&p, reason);
   par_i64(&p, id);
@@ -890,6 +895,38 @@ static enum err pl_job_finish(struct ledger *l, int64_t id, const char *owner,
   }
   PQclear(r);
   return e;
+}
+
+/* job_finish and the notice in one statement that returns nothing: inside
+ * a transaction it goes with the next round trip (pl_defer). */
+static enum err pl_job_finish_notice(struct ledger *l, int64_t id, const char *owner,
+                                     enum job_state to, int exit_code, const char *output_tail,
+                                     const char *reason, const struct outbox_msg *notice)
+{
+  struct params p = {0};
+  char actor[160];
+
+  if (!job_transition_allowed(JOB_RUNNING, to))
+    return ERR_STATE;
+  snprintf(actor, sizeof actor, "worker:%s", owner);
+  par_i64(&p, exit_code);
+  par_text(&p, output_tail);
+  par_i64(&p, id);
+  par_text(&p, owner);
+  par_text(&p, job_state_name(to));
+  par_text(&p, reason);
+  par_text(&p, actor);
+  par_text(&p, notice->channel);
+  par_i64(&p, notice->chat_id);
+  par_text(&p, notice->text ? notice->text : "");
+  return pl_q(pl_of(l), "WITH done AS (UPDATE jobs SET exit_code = $1, output_tail = $2,"
+                        " state = $5, reason = $6, updated_at = " NOW_MS ", lease_owner ="
+                        " NULL, lease_expires = NULL WHERE id = $3 AND state = 'RUNNING'"
+                        " AND lease_owner = $4 RETURNING id, updated_at), t AS (INSERT INTO"
+                        " transitions(job_id, from_state, to_state, actor, reason, at) SELECT"
+                        " id, 'RUNNING', $5, $7, $6, updated_at FROM done) INSERT INTO"
+                        " outbox(channel, chat_id, job_id, text, not_before, created_at)"
+                        " SELECT $8, $9, id, $10, 0, updated_at FROM done", &p, NULL);
 }
 
 static enum err pl_job_request_cancel(struct ledger *l, int64_t id)
@@ -1322,7 +1359,13 @@ static enum err pl_wait_for_work(struct ledger *l, int timeout_ms, int *heard)
   if (s->in_tx)
     return ERR_STATE;
   if (!s->listening) {
-    if ((e = pl_q(s, "LISTEN skynet_jobs", NULL, NULL)))
+    PGresult *r;
+    char sql[64];
+    if ((e = pl_q(s, "SELECT " JOBS_CHANNEL, NULL, &r)))
+      return e;
+    snprintf(sql, sizeof sql, "LISTEN %.40s", PQgetvalue(r, 0, 0));
+    PQclear(r);
+    if ((e = pl_q(s, sql, NULL, NULL)))
       return e;
     s->listening = 1;
   }
@@ -1628,6 +1671,7 @@ const struct ledger_ops ledger_pg_ops = {
   .job_claim_some = pl_job_claim_some,
   .job_heartbeat = pl_job_heartbeat,
   .job_finish = pl_job_finish,
+  .job_finish_notice = pl_job_finish_notice,
   .job_request_cancel = pl_job_request_cancel,
   .job_expired = pl_job_expired,
   .job_transitions = pl_job_transitions,

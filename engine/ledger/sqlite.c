@@ -1050,6 +1050,37 @@ static enum err sl_job_finish(struct ledger *l, int64_t id, const char *owner,
   return got ? e : tx_end(s, e);
 }
 
+/* job_finish and, if it took, the notice, together (in the caller's
+ * transaction, else in one of their own); a lease no longer held changes
+ * nothing and is not reported, as on PostgreSQL. */
+static enum err sl_outbox_put(struct ledger *l, const struct outbox_msg *m, int64_t *id);
+
+static enum err sl_job_finish_notice(struct ledger *l, int64_t id, const char *owner,
+                                     enum job_state to, int exit_code, const char *output_tail,
+                                     const char *reason, const struct outbox_msg *notice)
+{
+  struct sqlite_ledger *s = sl_of(l);
+  int own = !s->in_tx;
+  enum err e;
+
+  if (!job_transition_allowed(JOB_RUNNING, to))
+    return ERR_STATE;
+  if (own && (e = sl_begin(l)))
+    return e;
+  e = sl_job_finish(l, id, owner, to, exit_code, output_tail, reason, NULL);
+  if (e == ERR_OK)
+    e = sl_outbox_put(l, notice, NULL);
+  else if (e == ERR_STATE)
+    e = ERR_OK;                 /* no longer the owner's: nothing changes */
+  if (!own)
+    return e;
+  if (e) {
+    sl_rollback(l);
+    return e;
+  }
+  return sl_commit(l);
+}
+
 static enum err sl_job_request_cancel(struct ledger *l, int64_t id)
 {
   struct sqlite_ledger *s = sl_of(l);
@@ -1761,6 +1792,7 @@ const struct ledger_ops ledger_sqlite_ops = {
   .job_claim_some = sl_job_claim_some,
   .job_heartbeat = sl_job_heartbeat,
   .job_finish = sl_job_finish,
+  .job_finish_notice = sl_job_finish_notice,
   .job_request_cancel = sl_job_request_cancel,
   .job_expired = sl_job_expired,
   .job_transitions = sl_job_transitions,

@@ -131,6 +131,78 @@ TEST(claim_heartbeat_finish)
   ledger_close(l);
 }
 
+/* The outbox rows of job id in channel "console". */
+static int notices_of(struct ledger *l, int64_t id, char *text, size_t n)
+{
+  struct outbox_msg *v = NULL;
+  size_t count = 0;
+  int found = 0;
+
+  if (l->ops->outbox_pending(l, "console", ledger_now_ms() + 1000, 1000, &v, &count))
+    return -1;
+  for (size_t i = 0; i < count; i++)
+    if (v[i].job_id == id && found++ == 0 && text)
+      snprintf(text, n, "%s", v[i].text);
+  outbox_list_free(v, count);
+  return found;
+}
+
+/* A job's end and its announcement in one statement: both land while the
+ * lease holds, neither once it is gone; inside a transaction too; the text
+ * is redacted like every notification. */
+TEST(finish_notice_lands_only_with_the_lease)
+{
+  struct ledger *l = open_l();
+  struct outbox_msg m = {0};
+  struct transition *t;
+  char text[200];
+  struct job j;
+  size_t n;
+  int64_t a;
+
+  ASSERT(l && l->ops->job_finish_notice);
+  a = new_job(l, "told");
+  ASSERT(a && !queue_job(l, a));
+  ASSERT_EQ(l->ops->job_claim(l, "w1", 5000, a, &j), ERR_OK);
+  job_release(&j);
+  log_add_secret("s3cr3t-token");
+  m.channel = "console";
+  m.chat_id = 7;
+  m.job_id = a;
+  m.text = "job done, token s3cr3t-token";
+  /* Not the owner: nothing changes, nothing is said, no error. */
+  ASSERT_EQ(ledger_finish_notice(l, a, "w2", JOB_SUCCEEDED, 0, "x", NULL, &m), ERR_OK);
+  ASSERT_EQ(l->ops->job_get(l, a, &j), ERR_OK);
+  ASSERT_EQ(j.state, JOB_RUNNING);
+  job_release(&j);
+  ASSERT_EQ(notices_of(l, a, NULL, 0), 0);
+  /* The owner, inside a transaction. */
+  ASSERT_EQ(l->ops->begin(l), ERR_OK);
+  ASSERT_EQ(ledger_finish_notice(l, a, "w1", JOB_FAILED, 2, "out", "step 1 exited with 2", &m),
+            ERR_OK);
+  ASSERT_EQ(l->ops->commit(l), ERR_OK);
+  ASSERT_EQ(l->ops->job_get(l, a, &j), ERR_OK);
+  ASSERT_EQ(j.state, JOB_FAILED);
+  ASSERT_EQ(j.exit_code, 2);
+  ASSERT_STREQ(j.output_tail, "out");
+  ASSERT_STREQ(j.reason, "step 1 exited with 2");
+  ASSERT(j.lease_owner == NULL);
+  job_release(&j);
+  ASSERT_EQ(l->ops->job_transitions(l, a, &t, &n), ERR_OK);
+  ASSERT(n > 0);
+  ASSERT_EQ(t[n - 1].to, JOB_FAILED);
+  ASSERT_STREQ(t[n - 1].actor, "worker:w1");
+  transition_list_free(t, n);
+  ASSERT_EQ(notices_of(l, a, text, sizeof text), 1);
+  ASSERT_CONTAINS(text, "job done");
+  ASSERT(!strstr(text, "s3cr3t-token"));
+  /* Once ended, again: nothing more. */
+  ASSERT_EQ(ledger_finish_notice(l, a, "w1", JOB_SUCCEEDED, 0, "x", NULL, &m), ERR_OK);
+  ASSERT_EQ(notices_of(l, a, NULL, 0), 1);
+  log_clear_secrets();
+  ledger_close(l);
+}
+
 TEST(expired_leases_are_found)
 {
   struct ledger *l = open_l();
@@ -879,6 +951,7 @@ static void run_suite(void)
   RUN(create_get_and_transitions);
   RUN(create_routed_records_every_transition);
   RUN(claim_heartbeat_finish);
+  RUN(finish_notice_lands_only_with_the_lease);
   RUN(expired_leases_are_found);
   RUN(concurrent_claims_take_each_job_once);
   RUN(claim_some_takes_the_oldest_in_order);

@@ -120,8 +120,7 @@ static void *wait_thread(void *arg)
   pthread_mutex_lock(&w->mu);
   w->ready = 1;
   pthread_mutex_unlock(&w->mu);
-  /* NOTIFY is database-wide: other tests' jobs wake us too (spurious
-   * wake-ups are allowed), so wait until a claim succeeds. */
+  /* Spurious wake-ups are allowed: wait until a claim succeeds. */
   w->e = ERR_TIMEOUT;
   for (long long end = tu_now_ms() + 5000; tu_now_ms() < end;) {
     struct job j;
@@ -167,9 +166,8 @@ TEST(notify_wakes_an_idle_worker_fast)
 }
 
 /* wait_for_work counts what it heard: a notification per job queued, also
- * when one transaction queues several (the bell's tickets).  NOTIFY is
- * database-wide, and other test programs may queue jobs meanwhile: at
- * least these four. */
+ * when one transaction queues several (the bell's tickets); and only this
+ * schema's (other test programs queue jobs in theirs meanwhile). */
 TEST(notifications_are_counted_per_job)
 {
   struct ledger *w = open_l(), *q = open_l();
@@ -186,7 +184,18 @@ TEST(notifications_are_counted_per_job)
   for (long long end = tu_now_ms() + 3000; total < 4 && tu_now_ms() < end;)
     if (w->ops->wait_for_work(w, 100, &heard) == ERR_OK)
       total += heard;
-  ASSERT(total >= 4);
+  ASSERT_EQ(total, 4);
+  ASSERT_EQ(w->ops->wait_for_work(w, 200, &heard), ERR_TIMEOUT);
+  /* Another schema's jobs are not heard here. */
+  char other_url[1400];
+  struct ledger *o = NULL;
+  ASSERT_EQ(tpg_schema_url(getenv("SKYNET_TEST_PG_URL"), "ledger_pg_other", other_url,
+                           sizeof other_url), 0);
+  ASSERT((o = tu_ledger_open(other_url)) != NULL);
+  ASSERT(queued_job(o, "elsewhere"));
+  ASSERT_EQ(w->ops->wait_for_work(w, 300, &heard), ERR_TIMEOUT);
+  ledger_close(o);
+  tpg_schema_drop(getenv("SKYNET_TEST_PG_URL"), "ledger_pg_other");
   ledger_close(w);
   ledger_close(q);
 }

@@ -357,6 +357,40 @@ static int64_t submit_approved(const char *plan)
   return id;
 }
 
+/* The result's announcement tells how long the job took ("#17 SUCCEEDED ·
+ * exit 0 · 1.0s"),
+ * from the claim's time in the ledger plus the worker's own clock since. */
+TEST(result_tells_the_elapsed_time)
+{
+  const char *slow = "{\"steps\":[{\"action\":\"shell\",\"args\":{\"argv\":[\"sleep\",\"1\"]}}]}";
+  struct outbox_msg *v;
+  enum job_state st;
+  double secs = -1;
+  struct job j;
+  size_t n;
+  int64_t id = submit_plan(slow, &st);
+
+  ASSERT(id > 0);
+  orch_wake(g_orch);
+  ASSERT_EQ(wait_final(id, 10000, &j), JOB_SUCCEEDED);
+  job_release(&j);
+  for (int tries = 0; secs < 0 && tries < 50; tries++) {
+    ASSERT_EQ(g_l->ops->outbox_pending(g_l, "unit", ledger_now_ms() + 1000, 1000, &v, &n), ERR_OK);
+    for (size_t i = 0; i < n; i++) {
+      const char *at = NULL, *p = v[i].job_id == id && !v[i].edit_key ? v[i].text : NULL;
+      while (p && (p = strstr(p, " · ")))      /* the last field */
+        at = p++;
+      if (at && strstr(v[i].text, "SUCCEEDED"))
+        sscanf(at + strlen(" · "), "%lfs", &secs);
+    }
+    outbox_list_free(v, n);
+    if (secs < 0)
+      tu_sleep_ms(20);
+  }
+  fprintf(stderr, "  announced after %.1fs\n", secs);
+  ASSERT(secs >= 0.9 && secs < 8);
+}
+
 TEST(unavailable_provider_is_retried_with_backoff)
 {
   char plan[1024];
@@ -737,6 +771,7 @@ int main(int argc, char **argv)
   RUN(cancel_running_and_queued);
   RUN(unknown_provider_fails_planning);
   RUN(results_reach_the_outbox);
+  RUN(result_tells_the_elapsed_time);
   RUN(unavailable_provider_is_retried_with_backoff);
   RUN(retries_stop_at_max_attempts);
   RUN(no_retry_after_a_step_that_is_not_idempotent);
