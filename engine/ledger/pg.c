@@ -852,15 +852,41 @@ static enum err pl_job_heartbeat(struct ledger *l, int64_t id, const char *owner
   return e;
 }
 
+/* A job's end: the statement's head, which leaves the ended row (columns
+ * `ret`) in `done`, and its parameters $1..$7 (finish_params). */
+#define FINISH_SQL(ret)                                                        \
+  "WITH done AS (UPDATE jobs SET exit_code = $1, output_tail = $2, state = $5," \
+  " reason = $6, updated_at = " NOW_MS ", lease_owner = NULL, lease_expires ="  \
+  " NULL WHERE id = $3 AND state = 'RUNNING' AND lease_owner = $4 RETURNING "   \
+  ret "), t AS (INSERT INTO transitions(job_id, from_state, to_state, actor,"  \
+  " reason, at) SELECT id, 'RUNNING', $5, $7, $6, updated_at FROM done) "
+
+/* 0 when `to` cannot follow RUNNING. */
+static int finish_params(struct params *p, char *actor, size_t n, int64_t id, const char *owner,
+                         enum job_state to, int exit_code, const char *output_tail,
+                         const char *reason)
+{
+  if (!job_transition_allowed(JOB_RUNNING, to))
+    return 0;
+  snprintf(actor, n, "worker:%s", owner);
+  par_i64(p, exit_code);
+  par_text(p, output_tail);
+  par_i64(p, id);
+  par_text(p, owner);
+  par_text(p, job_state_name(to));
+  par_text(p, reason);
+  par_text(p, actor);
+  return 1;
+}
+
 /* One statement: the result, the state and the transition, only while
- * `owner` holds the lease; it returns the row, so that the announcement
- * needs no second round trip. */
+ * `owner` holds the lease; it returns the row, so that an announcement
+ * made from it needs no second round trip. */
 static enum err pl_job_finish(struct ledger *l, int64_t id, const char *owner,
                               enum job_state to, int exit_code,
                               const char *output_tail, const char *reason,
                               struct job *out)
 {
-  struct pg_ledger *s = pl_of(l);
   struct params p = {0};
   char actor[160];
   PGresult *r;
@@ -868,24 +894,9 @@ static enum err pl_job_finish(struct ledger *l, int64_t id, const char *owner,
 
   if (out)
     memset(out, 0, sizeof *out);
-  if (!job_transition_allowed(JOB_RUNNING, to))
+  if (!finish_params(&p, actor, sizeof actor, id, owner, to, exit_code, output_tail, reason))
     return ERR_STATE;
-  snprintf(actor, sizeof actor, "worker:%s", owner);
-  par_i64(&p, exit_code);
-  par_text(&p, output_tail);
-  par_i64(&p, id);
-  par_text(&p, owner);
-  par_text(&p, job_state_name(to));
-  par_text(&p, reason);
-  par_text(&p, actor);
-  e = pl_q(s, "WITH done AS (UPDATE jobs SET exit_code = $1, output_tail = $2,"
-              " state = $5, reason = $6, updated_at = " NOW_MS ", lease_owner ="
-              " NULL, lease_expires = NULL WHERE id = $3 AND state = 'RUNNING'"
-              " AND lease_owner = $4 RETURNING *), t AS (INSERT"
-              " INTO transitions(job_id, from_state, to_state, actor, reason,"
-              " at) SELECT id, 'RUNNING', $5, $7, $6, updated_at FROM done)"
-              " SELECT " JOB_COLS " FROM done", &p, &r);
-  if (e)
+  if ((e = pl_q(pl_of(l), FINISH_SQL("*") "SELECT " JOB_COLS " FROM done", &p, &r)))
     return e;
   e = ERR_STATE;
   if (PQntuples(r) == 1) {
@@ -906,27 +917,14 @@ static enum err pl_job_finish_notice(struct ledger *l, int64_t id, const char *o
   struct params p = {0};
   char actor[160];
 
-  if (!job_transition_allowed(JOB_RUNNING, to))
+  if (!finish_params(&p, actor, sizeof actor, id, owner, to, exit_code, output_tail, reason))
     return ERR_STATE;
-  snprintf(actor, sizeof actor, "worker:%s", owner);
-  par_i64(&p, exit_code);
-  par_text(&p, output_tail);
-  par_i64(&p, id);
-  par_text(&p, owner);
-  par_text(&p, job_state_name(to));
-  par_text(&p, reason);
-  par_text(&p, actor);
   par_text(&p, notice->channel);
   par_i64(&p, notice->chat_id);
   par_text(&p, notice->text ? notice->text : "");
-  return pl_q(pl_of(l), "WITH done AS (UPDATE jobs SET exit_code = $1, output_tail = $2,"
-                        " state = $5, reason = $6, updated_at = " NOW_MS ", lease_owner ="
-                        " NULL, lease_expires = NULL WHERE id = $3 AND state = 'RUNNING'"
-                        " AND lease_owner = $4 RETURNING id, updated_at), t AS (INSERT INTO"
-                        " transitions(job_id, from_state, to_state, actor, reason, at) SELECT"
-                        " id, 'RUNNING', $5, $7, $6, updated_at FROM done) INSERT INTO"
-                        " outbox(channel, chat_id, job_id, text, not_before, created_at)"
-                        " SELECT $8, $9, id, $10, 0, updated_at FROM done", &p, NULL);
+  return pl_q(pl_of(l), FINISH_SQL("id, updated_at") "INSERT INTO outbox(channel, chat_id,"
+                        " job_id, text, not_before, created_at) SELECT $8, $9, id, $10, 0,"
+                        " updated_at FROM done", &p, NULL);
 }
 
 static enum err pl_job_request_cancel(struct ledger *l, int64_t id)
