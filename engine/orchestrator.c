@@ -1627,6 +1627,7 @@ static void *bell_main(void *arg)
   struct orch *o = arg;
   struct ledger *l = NULL;
   int64_t last = mono_ms();
+  int retry = 200;              /* ms before listening again after a failure */
   char err[256];
 
   while (!atomic_load(&o->stopping) &&
@@ -1641,14 +1642,20 @@ static void *bell_main(void *arg)
   while (!atomic_load(&o->stopping)) {
     int heard = 0;
     enum err e = l->ops->wait_for_work(l, BELL_POLL_MS, &heard);
+    if (e != ERR_OK && e != ERR_TIMEOUT) {
+      /* Reconnecting: the slots poll meanwhile; then a sweep.  A database
+       * that stays away is tried less and less often (and logged so). */
+      atomic_store(&o->bell_on, 0);
+      wait_for_work(o, &o->cv, wake_seq(o), retry);
+      retry = retry < 3200 ? retry * 2 : 3200;
+      grant(o, 0, 1);
+      last = mono_ms();
+      continue;
+    }
+    retry = 200;
     if (e == ERR_OK) {
       atomic_store(&o->bell_on, 1);
       grant(o, heard, 0);
-    } else if (e != ERR_TIMEOUT) {
-      /* Reconnecting: the slots poll meanwhile; then a sweep. */
-      atomic_store(&o->bell_on, 0);
-      wait_for_work(o, &o->cv, wake_seq(o), 200);
-      grant(o, 0, 1);
     } else if (mono_ms() - last >= DUE_POLL_MS) {
       atomic_store(&o->bell_on, 1);
       grant(o, 0, 1);
