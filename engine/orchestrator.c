@@ -36,7 +36,8 @@
 #define BELL_POLL_MS 250        /* the bell's wait for a notification, at most */
 #define DUE_POLL_MS 500         /* without one, a claim this often: retries
                                  * that came due (they send none) */
-#define BELL_IDLE_MS 5000       /* an idle slot's sleep when the bell rings */
+#define BELL_IDLE_MS 5000       /* an idle slot's longest sleep while the bell
+                                 * is on (tickets and stop wake it sooner) */
 
 struct slot {
   pthread_t thread;

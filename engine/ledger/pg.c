@@ -131,6 +131,7 @@ static int res_ok(const PGresult *r)
 static void forget_session(struct pg_ledger *s)
 {
   s->listening = 0;
+  s->piped = s->piped_begin = 0;   /* PQreset leaves pipeline mode */
   while (s->n_prepared)
     free(s->prepared[--s->n_prepared]);
 }
@@ -157,6 +158,18 @@ static const char *prepared_name(struct pg_ledger *s, const char *sql, char *nam
     return NULL;
   s->n_prepared++;
   return name;
+}
+
+/* The connection failed (what: doing what; msg: why, else libpq's last
+ * error): reports it and resets the connection, so that the next statement
+ * finds a working one.  ERR_DB. */
+static enum err pl_reset(struct pg_ledger *s, const char *what, const char *msg)
+{
+  pl_fail(s, what, msg ? msg : PQerrorMessage(s->c));
+  log_warn("ledger", "postgresql reconnecting");
+  PQreset(s->c);
+  forget_session(s);
+  return ERR_DB;
 }
 
 /* Sends a statement in pipeline mode without waiting for its result,
@@ -221,9 +234,7 @@ static PGresult *pipe_end(struct pg_ledger *s, const char *sql, const struct par
   if (!PQexitPipelineMode(s->c)) {
     PQclear(fail);
     PQclear(last);
-    pl_fail(s, "pipeline", PQerrorMessage(s->c));
-    PQreset(s->c);
-    forget_session(s);
+    pl_reset(s, "pipeline", NULL);
     s->tx_lost = s->in_tx;
     return NULL;
   }
@@ -257,13 +268,8 @@ static enum err pl_defer(struct pg_ledger *s, const char *sql, const struct para
   PGresult *r;
 
   if (!pipe_send(s, sql, p, name)) {
-    pl_fail(s, "connection lost", PQerrorMessage(s->c));
-    log_warn("ledger", "postgresql reconnecting");
-    PQreset(s->c);            /* leaves pipeline mode */
-    forget_session(s);
-    s->piped = s->piped_begin = 0;
     s->tx_lost = 1;
-    return ERR_DB;
+    return pl_reset(s, "connection lost", NULL);
   }
   if (s->piped < MAX_PIPED)
     return ERR_OK;
@@ -293,13 +299,9 @@ static enum err pl_q(struct pg_ledger *s, const char *sql,
     return pl_defer(s, sql, p);
   r = run_once(s, sql, p);
   if (!res_ok(r) && PQstatus(s->c) == CONNECTION_BAD) {
-    pl_fail(s, "connection lost", r && *PQresultErrorMessage(r) ?
-                                  PQresultErrorMessage(r) : PQerrorMessage(s->c));
+    pl_reset(s, "connection lost", r && *PQresultErrorMessage(r) ? PQresultErrorMessage(r) : NULL);
     PQclear(r);
     r = NULL;
-    log_warn("ledger", "postgresql reconnecting");
-    PQreset(s->c);
-    forget_session(s);
     if (s->in_tx || s->own_tx) {
       s->tx_lost = s->in_tx;
       return ERR_DB;
@@ -476,7 +478,6 @@ static enum err pl_begin(struct ledger *l)
 static enum err pl_commit(struct ledger *l)
 {
   struct pg_ledger *s = pl_of(l);
-
   enum err e;
 
   if (!s->in_tx)
@@ -771,7 +772,6 @@ static enum err pl_job_transition(struct ledger *l, int64_t id,
  * to RUNNING under a lease, and record the transitions; out[0..*n) in id
  * order.  Autocommits unless the caller holds a transaction; no NOTIFY, as
  * the jobs leave the queue. */
-
 static enum err claim_rows(struct pg_ledger *s, const char *owner, int lease_ms, int64_t only,
                            int max, struct job *out, int *n)
 {
@@ -1085,18 +1085,15 @@ static enum err pl_outbox_put(struct ledger *l, const struct outbox_msg *m,
   par_text(&p, m->buttons_json);
   par_text(&p, m->edit_key);
   par_i64(&p, m->not_before);
+#define OUTBOX_INSERT                                                     \
+  "INSERT INTO outbox(channel, chat_id, job_id, text, buttons_json, edit_key," \
+  " not_before, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, " NOW_MS ")"
   if (!id)                      /* may go with the next statement (pl_defer) */
-    return pl_q(pl_of(l), "INSERT INTO outbox(channel, chat_id, job_id, text, buttons_json,"
-                          " edit_key, not_before, created_at) VALUES ($1, $2, $3, $4, $5, $6,"
-                          " $7, " NOW_MS ")", &p, NULL);
-  e = pl_q(pl_of(l), "INSERT INTO outbox(channel, chat_id, job_id, text,"
-                     " buttons_json, edit_key, not_before, created_at) VALUES"
-                     " ($1, $2, $3, $4, $5, $6, $7, " NOW_MS ") RETURNING id",
-           &p, &r);
-  if (e)
+    return pl_q(pl_of(l), OUTBOX_INSERT, &p, NULL);
+  if ((e = pl_q(pl_of(l), OUTBOX_INSERT " RETURNING id", &p, &r)))
     return e;
-  if (id)
-    *id = col_i64(r, 0, 0);
+#undef OUTBOX_INSERT
+  *id = col_i64(r, 0, 0);
   PQclear(r);
   return ERR_OK;
 }
@@ -1323,8 +1320,7 @@ static enum err pl_usage_sum(struct ledger *l, const struct usage_filter *f,
   return ERR_OK;
 }
 
-/* Drains notifications already received; 1 if any. */
-/* How many notifications had come (each one freed). */
+/* Drains the notifications already received; how many there were. */
 static int drain_notifies(struct pg_ledger *s)
 {
   PGnotify *nf;
@@ -1337,15 +1333,6 @@ static int drain_notifies(struct pg_ledger *s)
   return got;
 }
 
-/* The listening connection failed: reset now, so that the next call
- * LISTENs on a working one (nothing else may use this connection). */
-static enum err wait_lost(struct pg_ledger *s)
-{
-  pl_fail(s, "wait", PQerrorMessage(s->c));
-  PQreset(s->c);
-  forget_session(s);
-  return ERR_DB;
-}
 
 static enum err pl_wait_for_work(struct ledger *l, int timeout_ms, int *heard)
 {
@@ -1370,7 +1357,7 @@ static enum err pl_wait_for_work(struct ledger *l, int timeout_ms, int *heard)
   if (!heard)
     heard = &dummy;
   if (!PQconsumeInput(s->c))
-    return wait_lost(s);
+    return pl_reset(s, "wait", NULL);  /* the next call LISTENs on a working one */
   if ((*heard = drain_notifies(s)))
     return ERR_OK;
   pfd.fd = PQsocket(s->c);
@@ -1384,7 +1371,7 @@ static enum err pl_wait_for_work(struct ledger *l, int timeout_ms, int *heard)
   if (rc <= 0)
     return ERR_TIMEOUT;
   if (!PQconsumeInput(s->c))
-    return wait_lost(s);
+    return pl_reset(s, "wait", NULL);
   *heard = drain_notifies(s);
   return *heard ? ERR_OK : ERR_TIMEOUT;
 }
