@@ -175,7 +175,8 @@ struct ledger_ops {
    * AWAITING_APPROVAL or QUEUED) with its three transitions, CREATED (by
    * actor), PLANNED (by "planner") and `to` (by to_actor, with reason), and
    * the wake-up when queued: what job_create, job_set_plan and two
-   * job_transition calls do, with one round trip.  Sets j->id. */
+   * job_transition calls do, with one round trip.  Sets j->id, and
+   * j->created_at when the backend read it back (else 0). */
   enum err (*job_create_routed)(struct ledger *l, struct job *j, const char *actor,
                                 enum job_state to, const char *to_actor,
                                 const char *reason);

@@ -31,7 +31,8 @@
  *
  * BENCH_ORCH_IDLE_ONLY=1 runs only the idle part, BENCH_ORCH_BATCH_ONLY=1
  * only the batched burst, BENCH_ORCH_FIRST_ONLY=1 only the first burst (1
- * submitter, 1 worker: for profiling); BENCH_ORCH_PG_ONLY=1 skips SQLite.
+ * submitter, 1 worker: for profiling), BENCH_ORCH_ALONE_ONLY=1 only the
+ * submitter alone; BENCH_ORCH_PG_ONLY=1 skips SQLite.
  * Databases and homes (one log file per job) live under $TMPDIR (else
  * /tmp): on a machine where /tmp sees heavy file churn from other
  * programs, creating a file there can cost 0.5 ms (ext4 inode allocation),
@@ -172,16 +173,19 @@ static int64_t submit(struct bench *b, struct ledger *l, double *before_commit,
 static int64_t submit_batch(struct bench *b, struct ledger *l, int64_t *last)
 {
   struct submit_req r = {"bench", 1, 1, "noop", plan, "bench", 0};
-  int64_t first = 0;
+  int64_t first = 0, ids[TG_BATCH];
+  int n = 0;
   enum err e = l->ops->begin(l);
 
-  for (int i = 0; !e && i < b->batch && atomic_fetch_add(&b->next, 1) < b->jobs; i++) {
+  for (int i = 0; !e && i < b->batch && i < TG_BATCH && atomic_fetch_add(&b->next, 1) < b->jobs;
+       i++) {
     struct submit_res res = {0};
     if (!(e = orch_submit(b->o, l, &r, &res)) && res.state != JOB_QUEUED)
       e = ERR_STATE;
     if (!e && !first)
       first = res.job_id;
     *last = res.job_id;
+    ids[n++] = res.job_id;
     submit_res_release(&res);
   }
   double at = now_ms();
@@ -190,8 +194,8 @@ static int64_t submit_batch(struct bench *b, struct ledger *l, int64_t *last)
     fprintf(stderr, "%s: batch submit failed (%s)\n", b->name, l->errmsg);
     first = 0;
   }
-  for (int64_t id = first; first && id <= *last; id++)
-    enqueued(b, id, at);
+  for (int i = 0; first && i < n; i++)
+    enqueued(b, ids[i], at);
   orch_wake(b->o);
   return first;
 }
@@ -275,8 +279,10 @@ static void *submitter(void *arg)
  * measured. */
 static double stamp_of(const struct job *j);
 
-/* Waits until jobs first..last have all ended; how many SUCCEEDED, and in
- * lat[*n] their enqueue->start times, ms. */
+/* Waits until the jobs submitted, first..last, have all ended (ids in
+ * between that no submission took are skipped: the PostgreSQL ledger
+ * reserves ids in blocks during a burst, so gaps are normal); how many
+ * SUCCEEDED, and in lat[*n] their enqueue->start times, ms. */
 static int wait_all(struct bench *b, struct ledger *l, int64_t first, int64_t last, double t0,
                     double *lat, int *n)
 {
@@ -286,6 +292,10 @@ static int wait_all(struct bench *b, struct ledger *l, int64_t first, int64_t la
   *n = 0;
   for (int64_t id = first; id && id <= last && now_ms() - t0 < 300000;) {
     struct job j;
+    if (id <= (int64_t)b->jobs * 2 && !(b->enq[id - 1] > 0)) {
+      id++;   /* not a job of ours */
+      continue;
+    }
     if (l->ops->job_get(l, id, &j) == ERR_OK && job_state_terminal(j.state)) {
       done += j.state == JOB_SUCCEEDED;
       if (j.state == JOB_SUCCEEDED && stamp_of(&j) > 0 && id <= (int64_t)b->jobs * 2 &&
@@ -540,8 +550,9 @@ static void run_backend(const char *name, const char *pg, int jobs, struct figur
   printf("%-10s floor: %.0f durable commits/s one at a time (one small INSERT each)\n", name,
          fig->floor);
   int bursts = !getenv("BENCH_ORCH_IDLE_ONLY") && !getenv("BENCH_ORCH_BATCH_ONLY");
+  int alone_only = getenv("BENCH_ORCH_ALONE_ONLY") != NULL;
 
-  for (size_t i = 0; i < (bursts ? 3 : 0); i++, run++) {
+  for (size_t i = 0; i < (bursts && !alone_only ? 3 : 0); i++, run++) {
     if (!fresh(b, pg, dir, run)) {
       fig->rate[i] = burst(b, counts[i], 1, dir);
       fig->burst_p50[i] = b->lat_p50;
@@ -554,16 +565,18 @@ static void run_backend(const char *name, const char *pg, int jobs, struct figur
   if (bursts && !fresh(b, pg, dir, run))
     fig->alone = burst(b, 0, 1, dir);
   done_with(pg, run++);
+  if (alone_only)
+    bursts = 0;
   if (bursts && !fresh(b, pg, dir, run))
     fig->rate_x4 = burst(b, 4, SUBMITTERS, dir);
   done_with(pg, run++);
   b->batch = TG_BATCH;
-  if (!getenv("BENCH_ORCH_IDLE_ONLY") && !getenv("BENCH_ORCH_FIRST_ONLY") &&
+  if (!getenv("BENCH_ORCH_IDLE_ONLY") && !getenv("BENCH_ORCH_FIRST_ONLY") && !alone_only &&
       !fresh(b, pg, dir, run))
     fig->rate_tg = burst(b, 2, 1, dir);
   done_with(pg, run++);
   b->batch = 1;
-  if (!getenv("BENCH_ORCH_BATCH_ONLY") && !getenv("BENCH_ORCH_FIRST_ONLY") &&
+  if (!getenv("BENCH_ORCH_BATCH_ONLY") && !getenv("BENCH_ORCH_FIRST_ONLY") && !alone_only &&
       !fresh(b, pg, dir, run))
     idle(b, dir, fig);
   done_with(pg, run);
