@@ -38,10 +38,60 @@ int ledger_is_new(const char *url)
          errno == ENOENT;
 }
 
+struct ledger_tx_hook {
+  struct ledger_tx_hook *next;
+  void (*fn)(void *arg, struct ledger *l, int committed);
+  void *arg;
+};
+
+enum err ledger_after_tx(struct ledger *l, void (*fn)(void *arg, struct ledger *l, int committed),
+                         void *arg)
+{
+  struct ledger_tx_hook *h = malloc(sizeof *h);
+
+  if (!h)
+    return ERR_NOMEM;
+  h->fn = fn;
+  h->arg = arg;
+  h->next = l->tx_hooks;
+  l->tx_hooks = h;
+  return ERR_OK;
+}
+
+/* The hooks run oldest first; each may use l (not inside a transaction any
+ * more), which may register no new hook for this one. */
+static void run_tx_hooks(struct ledger *l, struct ledger *pass, int committed)
+{
+  struct ledger_tx_hook *h = l->tx_hooks, *rev = NULL;
+
+  l->tx_hooks = NULL;
+  while (h) {                   /* newest first -> oldest first */
+    struct ledger_tx_hook *next = h->next;
+    h->next = rev;
+    rev = h;
+    h = next;
+  }
+  while (rev) {
+    struct ledger_tx_hook *next = rev->next;
+    rev->fn(rev->arg, pass, committed);
+    free(rev);
+    rev = next;
+  }
+}
+
+void ledger_tx_ended(struct ledger *l, int committed)
+{
+  if (l && l->tx_hooks)
+    run_tx_hooks(l, l, committed);
+}
+
 void ledger_close(struct ledger *l)
 {
-  if (l)
-    l->ops->close(l);
+  if (!l)
+    return;
+  if (l->tx_hooks)
+    run_tx_hooks(l, NULL, 0);
+  l->ops->close(l);
 }
 
 void ledger_release_memory(struct ledger *l)

@@ -176,10 +176,15 @@ struct ledger_ops {
    * actor), PLANNED (by "planner") and `to` (by to_actor, with reason), and
    * the wake-up when queued: what job_create, job_set_plan and two
    * job_transition calls do, with one round trip.  Sets j->id, and
-   * j->created_at when the backend read it back (else 0). */
+   * j->created_at when the backend read it back (else 0).
+   * With claim_owner (to must be QUEUED), the job is also claimed at once
+   * under claim_owner's lease of lease_ms, as job_claim(claim_owner, id)
+   * would (RUNNING, attempts 1, a fourth transition QUEUED -> RUNNING by
+   * "worker:<claim_owner>"), and no wake-up is sent: for a worker of the
+   * submitting process that is idle (the orchestrator's hand-off). */
   enum err (*job_create_routed)(struct ledger *l, struct job *j, const char *actor,
                                 enum job_state to, const char *to_actor,
-                                const char *reason);
+                                const char *reason, const char *claim_owner, int lease_ms);
   enum err (*job_get)(struct ledger *l, int64_t id, struct job *out);
   /* Newest first. */
   enum err (*job_list)(struct ledger *l, const struct job_filter *f,
@@ -351,9 +356,12 @@ struct ledger_ops {
                            const char *owner);
 };
 
+struct ledger_tx_hook;
+
 struct ledger {
   const struct ledger_ops *ops;
   char errmsg[256];         /* the last backend error, redacted */
+  struct ledger_tx_hook *tx_hooks;  /* ledger_after_tx, oldest last */
 };
 
 /* Opens a connection for the calling thread: sqlite://PATH or
@@ -367,6 +375,15 @@ int ledger_is_new(const char *url);
 void ledger_close(struct ledger *l);
 /* l->ops->release_memory when the backend has it and l is not NULL. */
 void ledger_release_memory(struct ledger *l);
+/* Inside begin/commit: fn(arg, l, committed) runs when that transaction
+ * ends, committed 1 once its COMMIT succeeded, 0 when it was rolled back,
+ * its commit failed or l was closed first (then l is NULL): for what may
+ * happen only once the transaction's writes are durable.  In the order
+ * registered.  ERR_NOMEM (fn is then not called). */
+enum err ledger_after_tx(struct ledger *l, void (*fn)(void *arg, struct ledger *l, int committed),
+                         void *arg);
+/* For backends: the caller's transaction on l ended (see ledger_after_tx). */
+void ledger_tx_ended(struct ledger *l, int committed);
 /* Up to max jobs claimed atomically (ops->job_claim_some, else
  * ledger_claim_each); see job_claim_some.  Not inside begin/commit. */
 enum err ledger_claim_some(struct ledger *l, const char *owner, int lease_ms, int max,

@@ -58,7 +58,7 @@
 /* The notification channel of the ledger's schema: a name of at most 28
  * characters, [a-z0-9_] (a schema name may take all 63 a channel has). */
 #define JOBS_CHANNEL "('skynet_jobs_' || left(md5(current_schema()), 16))"
-#define MAX_PARAMS 12
+#define MAX_PARAMS 16
 #define MAX_PREPARED 64           /* statements prepared per session */
 #define MAX_PIPED 128             /* writes queued before they are sent anyway */
 #define ID_BLOCK_MAX 32           /* job ids a session reserves at most at once */
@@ -495,41 +495,42 @@ static enum err pl_commit(struct ledger *l)
     return ERR_STATE;
   if (s->tx_lost) {
     s->in_tx = s->tx_lost = 0;
-    return pl_fail(s, "commit", "the transaction was lost with its connection");
-  }
-  if (s->begin_pending) {       /* nothing was sent: nothing to commit */
+    e = pl_fail(s, "commit", "the transaction was lost with its connection");
+  } else if (s->begin_pending) {       /* nothing was sent: nothing to commit */
     s->in_tx = s->begin_pending = 0;
-    return ERR_OK;
+    e = ERR_OK;
+  } else {
+    /* Still in_tx: a COMMIT whose connection fails is not tried again on a
+     * new one, where it would succeed with nothing to commit. */
+    e = pl_q(s, "COMMIT", NULL, NULL);
+    s->in_tx = s->tx_lost = 0;
+    /* A queued write failed: the server skipped the COMMIT, and its
+     * transaction waits, aborted, for a rollback. */
+    if (e && PQstatus(s->c) == CONNECTION_OK && PQtransactionStatus(s->c) != PQTRANS_IDLE)
+      pl_q(s, "ROLLBACK", NULL, NULL);
   }
-  /* Still in_tx: a COMMIT whose connection fails is not tried again on a
-   * new one, where it would succeed with nothing to commit. */
-  e = pl_q(s, "COMMIT", NULL, NULL);
-  s->in_tx = s->tx_lost = 0;
-  /* A queued write failed: the server skipped the COMMIT, and its
-   * transaction waits, aborted, for a rollback. */
-  if (e && PQstatus(s->c) == CONNECTION_OK && PQtransactionStatus(s->c) != PQTRANS_IDLE)
-    pl_q(s, "ROLLBACK", NULL, NULL);
+  ledger_tx_ended(l, e == ERR_OK);
   return e;
 }
 
 static enum err pl_rollback(struct ledger *l)
 {
   struct pg_ledger *s = pl_of(l);
+  enum err e = ERR_OK;
 
   if (!s->in_tx)
     return ERR_STATE;
   s->in_tx = 0;
   if (s->piped)             /* queued writes: their results, then ROLLBACK */
     PQclear(pipe_end(s, NULL, NULL, NULL));
-  if (s->tx_lost) {
-    s->tx_lost = 0;
-    return ERR_OK;          /* the server already threw it away */
-  }
-  if (s->begin_pending) {
+  if (s->tx_lost)
+    s->tx_lost = 0;         /* the server already threw it away */
+  else if (s->begin_pending)
     s->begin_pending = 0;
-    return ERR_OK;
-  }
-  return pl_q(s, "ROLLBACK", NULL, NULL);
+  else
+    e = pl_q(s, "ROLLBACK", NULL, NULL);
+  ledger_tx_ended(l, 0);
+  return e;
 }
 
 /* One statement (one round trip, atomic on its own): the job and its first
@@ -601,8 +602,7 @@ static enum err next_job_id(struct pg_ledger *s, int64_t *id)
   }
   s->id_block = s->id_block * 2 > ID_BLOCK_MAX ? ID_BLOCK_MAX : s->id_block * 2;
   par_i64(&p, s->id_block);
-  if ((e = pl_q(s, "SELECT nextval(pg_get_serial_sequence('jobs', 'id'))"
-                   " FROM generate_series(1, $1)", &p, &r)))
+  if ((e = pl_q(s, "SELECT nextval('jobs_id_seq') FROM generate_series(1, $1)", &p, &r)))
     return e;
   for (int i = 0; i < PQntuples(r) && i < ID_BLOCK_MAX; i++)
     s->ids[s->n_ids++] = col_i64(r, i, 0);
@@ -613,32 +613,41 @@ static enum err next_job_id(struct pg_ledger *s, int64_t *id)
   return ERR_OK;
 }
 
-/* The statement of pl_job_create_routed, after the id ($12 or the
- * sequence's). */
-#define CREATE_ROUTED_SQL(id, id_col)                                                   \
-  "WITH made AS (INSERT INTO jobs(" id_col "channel, chat_id, user_id, text, state,"   \
-  " plan_json, summary, risk, reason, created_at, updated_at) VALUES (" id "$1, $2,"   \
-  " $3, $4, $5, $6, $7, $8, $9, " NOW_MS ", " NOW_MS ") RETURNING id, created_at),"   \
-  " t AS (INSERT INTO transitions(job_id, from_state, to_state, actor, reason, at)"    \
-  " SELECT id, v.f, v.t, v.a, v.r, created_at FROM made, (VALUES (1, NULL,"            \
-  " 'CREATED', $10, NULL), (2, 'CREATED', 'PLANNED', 'planner', NULL), (3, 'PLANNED'," \
-  " $5, $11, $9)) AS v(n, f, t, a, r) ORDER BY v.n) SELECT id, created_at, (SELECT"     \
-  " pg_notify(" JOBS_CHANNEL ", made.id::text) WHERE $5 = 'QUEUED') FROM made"
+/* The statement of pl_job_create_routed: $12 the id (NULL: the sequence's
+ * next); $13 the owner of a claim made with it (NULL: none), $14 its lease,
+ * $15 its actor. */
+#define CREATE_ROUTED_SQL                                                              \
+  "WITH made AS (INSERT INTO jobs(id, channel, chat_id, user_id, text, state,"        \
+  " plan_json, summary, risk, reason, created_at, updated_at, attempts, lease_owner," \
+  " lease_expires) VALUES (COALESCE($12::bigint, nextval('jobs_id_seq')), $1, $2,"    \
+  " $3, $4, CASE WHEN $13::text IS NULL THEN $5 ELSE 'RUNNING' END, $6, $7, $8, $9, " \
+  NOW_MS ", " NOW_MS ", CASE WHEN $13::text IS NULL THEN 0 ELSE 1 END, $13, CASE"     \
+  " WHEN $13::text IS NULL THEN NULL ELSE " NOW_MS " + $14 END) RETURNING id,"        \
+  " created_at), t AS (INSERT INTO transitions(job_id, from_state, to_state, actor,"  \
+  " reason, at) SELECT id, v.f, v.t, v.a, v.r, created_at FROM made, (VALUES (1,"     \
+  " NULL, 'CREATED', $10, NULL), (2, 'CREATED', 'PLANNED', 'planner', NULL), (3,"     \
+  " 'PLANNED', $5, $11, $9), (4, $5, 'RUNNING', $15, NULL)) AS v(n, f, t, a, r)"      \
+  " WHERE v.n < 4 OR $13::text IS NOT NULL ORDER BY v.n) SELECT id, created_at,"      \
+  " (SELECT pg_notify(" JOBS_CHANNEL ", made.id::text) WHERE $5 = 'QUEUED' AND"       \
+  " $13::text IS NULL) FROM made"
 
 static enum err pl_job_create_routed(struct ledger *l, struct job *j, const char *actor,
                                      enum job_state to, const char *to_actor,
-                                     const char *reason)
+                                     const char *reason, const char *claim_owner,
+                                     int lease_ms)
 {
   struct pg_ledger *s = pl_of(l);
   struct params p = {0};
+  char claim_actor[160];
   PGresult *r = NULL;
   int64_t id;
   enum err e;
 
-  if (!job_transition_allowed(JOB_PLANNED, to))
+  if (!job_transition_allowed(JOB_PLANNED, to) || (claim_owner && to != JOB_QUEUED))
     return ERR_STATE;
   if ((e = next_job_id(s, &id)))
     return e;
+  snprintf(claim_actor, sizeof claim_actor, "worker:%s", claim_owner ? claim_owner : "");
   par_text(&p, j->channel ? j->channel : "console");
   par_i64(&p, j->chat_id);
   par_i64(&p, j->user_id);
@@ -650,17 +659,24 @@ static enum err pl_job_create_routed(struct ledger *l, struct job *j, const char
   par_text(&p, reason);
   par_text(&p, actor ? actor : "system");
   par_text(&p, to_actor ? to_actor : "system");
-  j->state = to;
+  if (id)
+    par_i64(&p, id);
+  else
+    par_text(&p, NULL);         /* $12: the sequence's next */
+  par_text(&p, claim_owner);
+  par_i64(&p, lease_ms);
+  par_text(&p, claim_actor);
+  j->state = claim_owner ? JOB_RUNNING : to;
+  j->attempts = claim_owner ? 1 : 0;
   if (id) {
     /* Nothing to read back: queued with the caller's COMMIT (pl_defer). */
-    par_i64(&p, id);
-    if ((e = pl_q(s, CREATE_ROUTED_SQL("$12, ", "id, "), &p, NULL)))
+    if ((e = pl_q(s, CREATE_ROUTED_SQL, &p, NULL)))
       return e;
     j->id = id;
     j->created_at = j->updated_at = 0;   /* the database's clock: not read */
     return ERR_OK;
   }
-  if ((e = pl_q(s, CREATE_ROUTED_SQL("", ""), &p, &r)))
+  if ((e = pl_q(s, CREATE_ROUTED_SQL, &p, &r)))
     return e;
   j->id = col_i64(r, 0, 0);
   j->created_at = j->updated_at = col_i64(r, 0, 1);

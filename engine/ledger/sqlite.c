@@ -602,21 +602,27 @@ static enum err sl_begin(struct ledger *l)
 static enum err sl_commit(struct ledger *l)
 {
   struct sqlite_ledger *s = sl_of(l);
+  enum err e;
 
   if (!s->in_tx)
     return ERR_STATE;
   s->in_tx = 0;
-  return sl_write_end(s, "COMMIT");   /* a failed one is rolled back */
+  e = sl_write_end(s, "COMMIT");   /* a failed one is rolled back */
+  ledger_tx_ended(l, e == ERR_OK);
+  return e;
 }
 
 static enum err sl_rollback(struct ledger *l)
 {
   struct sqlite_ledger *s = sl_of(l);
+  enum err e;
 
   if (!s->in_tx)
     return ERR_STATE;
   s->in_tx = 0;
-  return sl_write_end(s, "ROLLBACK");
+  e = sl_write_end(s, "ROLLBACK");
+  ledger_tx_ended(l, 0);
+  return e;
 }
 
 static enum err add_transition(struct sqlite_ledger *s, int64_t id,
@@ -670,43 +676,57 @@ static enum err sl_job_create(struct ledger *l, struct job *j, const char *actor
 
 static enum err sl_job_create_routed(struct ledger *l, struct job *j, const char *actor,
                                      enum job_state to, const char *to_actor,
-                                     const char *reason)
+                                     const char *reason, const char *claim_owner,
+                                     int lease_ms)
 {
   struct sqlite_ledger *s = sl_of(l);
   int64_t now = ledger_now_ms();
+  enum job_state state = claim_owner ? JOB_RUNNING : to;
+  char claim_actor[160];
   sqlite3_stmt *st;
   enum err e;
 
-  if (!job_transition_allowed(JOB_PLANNED, to))
+  if (!job_transition_allowed(JOB_PLANNED, to) || (claim_owner && to != JOB_QUEUED))
     return ERR_STATE;
   if ((e = tx_begin(s)))
     return e;
   st = sl_prep_kept(s, "INSERT INTO jobs(channel, chat_id, user_id, text, state, plan_json,"
-                  " summary, risk, reason, created_at, updated_at) VALUES (?, ?, ?, ?,"
-                  " ?, ?, ?, ?, ?, ?, ?)");
+                  " summary, risk, reason, created_at, updated_at, attempts, lease_owner,"
+                  " lease_expires) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
   if (!st)
     return tx_end(s, ERR_DB);
   bind_text(st, 1, j->channel ? j->channel : "console");
   sqlite3_bind_int64(st, 2, j->chat_id);
   sqlite3_bind_int64(st, 3, j->user_id);
   bind_text(st, 4, j->text ? j->text : "");
-  bind_text(st, 5, job_state_name(to));
+  bind_text(st, 5, job_state_name(state));
   bind_text(st, 6, j->plan_json);
   bind_text(st, 7, j->summary);
   bind_text(st, 8, risk_name(j->risk));
   bind_text(st, 9, reason);
   sqlite3_bind_int64(st, 10, now);
   sqlite3_bind_int64(st, 11, now);
+  sqlite3_bind_int(st, 12, claim_owner ? 1 : 0);
+  bind_text(st, 13, claim_owner);
+  if (claim_owner)
+    sqlite3_bind_int64(st, 14, now + lease_ms);
+  else
+    sqlite3_bind_null(st, 14);
   if ((e = sl_done(s, st)))
     return tx_end(s, e);
   j->id = sqlite3_last_insert_rowid(s->db);
-  j->state = to;
+  j->state = state;
+  j->attempts = claim_owner ? 1 : 0;
   j->created_at = j->updated_at = now;
   e = add_transition(s, j->id, NULL, "CREATED", actor, NULL, now);
   if (!e)
     e = add_transition(s, j->id, "CREATED", "PLANNED", "planner", NULL, now);
   if (!e)
     e = add_transition(s, j->id, "PLANNED", job_state_name(to), to_actor, reason, now);
+  if (!e && claim_owner) {
+    snprintf(claim_actor, sizeof claim_actor, "worker:%s", claim_owner);
+    e = add_transition(s, j->id, "QUEUED", "RUNNING", claim_actor, NULL, now);
+  }
   return tx_end(s, e);
 }
 

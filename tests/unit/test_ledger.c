@@ -94,6 +94,113 @@ TEST(create_get_and_transitions)
   ledger_close(l);
 }
 
+/* Created claimed (the orchestrator's hand-off): RUNNING under the owner's
+ * lease with the claim's transition, as a claim would leave it; only for a
+ * queued job; the lease is the owner's (heartbeat, finish), nobody else's
+ * claim takes it. */
+TEST(create_routed_can_claim_at_once)
+{
+  struct ledger *l = open_l();
+  struct job j = {0}, got;
+  struct transition *t;
+  size_t n;
+  int cancel = 1;
+
+  ASSERT(l);
+  j.channel = "console";
+  j.chat_id = 7;
+  j.user_id = 1;
+  j.text = "uptime";
+  j.plan_json = "{\"steps\":[]}";
+  j.summary = "sum";
+  j.risk = RISK_READ_ONLY;
+  ASSERT_EQ(l->ops->job_create_routed(l, &j, "user:1", JOB_AWAITING_APPROVAL, "policy", "x",
+                                      "w:1", 30000), ERR_STATE);
+  ASSERT_EQ(l->ops->begin(l), ERR_OK);
+  ASSERT_EQ(l->ops->job_create_routed(l, &j, "user:1", JOB_QUEUED, "policy", "reads only",
+                                      "host:1:w0", 30000), ERR_OK);
+  ASSERT_EQ(l->ops->commit(l), ERR_OK);
+  ASSERT(j.id > 0);
+  ASSERT_EQ(j.state, JOB_RUNNING);
+  ASSERT_EQ(j.attempts, 1);
+  ASSERT_EQ(l->ops->job_get(l, j.id, &got), ERR_OK);
+  ASSERT_EQ(got.state, JOB_RUNNING);
+  ASSERT_EQ(got.attempts, 1);
+  ASSERT_STREQ(got.lease_owner, "host:1:w0");
+  ASSERT(got.lease_expires > ledger_now_ms() + 20000);
+  ASSERT(got.lease_expires <= ledger_now_ms() + 31000);
+  job_release(&got);
+  ASSERT_EQ(l->ops->job_transitions(l, j.id, &t, &n), ERR_OK);
+  ASSERT_EQ(n, 4);
+  ASSERT_EQ(t[2].to, JOB_QUEUED);
+  ASSERT_STREQ(t[2].reason, "reads only");
+  ASSERT_EQ(t[3].from, JOB_QUEUED);
+  ASSERT_EQ(t[3].to, JOB_RUNNING);
+  ASSERT_STREQ(t[3].actor, "worker:host:1:w0");
+  transition_list_free(t, n);
+  ASSERT_EQ(l->ops->job_claim(l, "w:2", 30000, j.id, &got), ERR_NOTFOUND);
+  ASSERT_EQ(l->ops->job_heartbeat(l, j.id, "w:2", 30000, &cancel), ERR_STATE);
+  ASSERT_EQ(l->ops->job_heartbeat(l, j.id, "host:1:w0", 30000, &cancel), ERR_OK);
+  ASSERT_EQ(cancel, 0);
+  ASSERT_EQ(l->ops->job_finish(l, j.id, "host:1:w0", JOB_SUCCEEDED, 0, "ok", NULL, NULL),
+            ERR_OK);
+  ASSERT_EQ(l->ops->job_get(l, j.id, &got), ERR_OK);
+  ASSERT_EQ(got.state, JOB_SUCCEEDED);
+  job_release(&got);
+  ledger_close(l);
+}
+
+struct tx_seen {
+  int calls, committed, had_ledger;
+};
+
+static void tx_hook(void *arg, struct ledger *l, int committed)
+{
+  struct tx_seen *s = arg;
+
+  s->calls++;
+  s->committed = committed;
+  s->had_ledger = l != NULL;
+}
+
+/* ledger_after_tx: called once when the transaction ends, with whether it
+ * committed; closing inside one calls it with no ledger.  (A commit that
+ * fails: test_ledger_pg, where a queued write fails at COMMIT.) */
+TEST(after_tx_hooks_learn_how_the_transaction_ended)
+{
+  struct ledger *l = open_l();
+  struct tx_seen a = {0}, b = {0}, c = {0}, d = {0};
+  struct job j = {0};
+
+  ASSERT(l);
+  ASSERT_EQ(l->ops->begin(l), ERR_OK);
+  ASSERT_EQ(ledger_after_tx(l, tx_hook, &a), ERR_OK);
+  ASSERT_EQ(ledger_after_tx(l, tx_hook, &b), ERR_OK);
+  ASSERT_EQ(a.calls, 0);
+  j.text = "t";
+  ASSERT_EQ(l->ops->job_create(l, &j, "user:1"), ERR_OK);
+  ASSERT_EQ(l->ops->commit(l), ERR_OK);
+  ASSERT_EQ(a.calls, 1);
+  ASSERT_EQ(a.committed, 1);
+  ASSERT_EQ(a.had_ledger, 1);
+  ASSERT_EQ(b.calls, 1);
+  ASSERT_EQ(b.committed, 1);
+  ASSERT_EQ(l->ops->begin(l), ERR_OK);
+  ASSERT_EQ(l->ops->commit(l), ERR_OK);
+  ASSERT_EQ(a.calls, 1);         /* once only */
+  ASSERT_EQ(l->ops->begin(l), ERR_OK);
+  ASSERT_EQ(ledger_after_tx(l, tx_hook, &c), ERR_OK);
+  ASSERT_EQ(l->ops->rollback(l), ERR_OK);
+  ASSERT_EQ(c.calls, 1);
+  ASSERT_EQ(c.committed, 0);
+  ASSERT_EQ(l->ops->begin(l), ERR_OK);
+  ASSERT_EQ(ledger_after_tx(l, tx_hook, &d), ERR_OK);
+  ledger_close(l);
+  ASSERT_EQ(d.calls, 1);
+  ASSERT_EQ(d.committed, 0);
+  ASSERT_EQ(d.had_ledger, 0);
+}
+
 TEST(claim_heartbeat_finish)
 {
   struct ledger *l = open_l();
@@ -913,9 +1020,10 @@ TEST(create_routed_records_every_transition)
   j.plan_json = "{\"steps\":[]}";
   j.summary = "sum";
   j.risk = RISK_READ_ONLY;
-  ASSERT_EQ(l->ops->job_create_routed(l, &j, "user:1", JOB_SUCCEEDED, "policy", "x"), ERR_STATE);
-  ASSERT_EQ(l->ops->job_create_routed(l, &j, "user:1", JOB_QUEUED, "policy", "reads only"),
-            ERR_OK);
+  ASSERT_EQ(l->ops->job_create_routed(l, &j, "user:1", JOB_SUCCEEDED, "policy", "x", NULL, 0),
+            ERR_STATE);
+  ASSERT_EQ(l->ops->job_create_routed(l, &j, "user:1", JOB_QUEUED, "policy", "reads only", NULL,
+                                      0), ERR_OK);
   ASSERT(j.id > 0);
   ASSERT_EQ(l->ops->job_get(l, j.id, &got), ERR_OK);
   ASSERT_EQ(got.state, JOB_QUEUED);
@@ -950,6 +1058,8 @@ static void run_suite(void)
   RUN(migrate_is_idempotent);
   RUN(create_get_and_transitions);
   RUN(create_routed_records_every_transition);
+  RUN(create_routed_can_claim_at_once);
+  RUN(after_tx_hooks_learn_how_the_transaction_ended);
   RUN(claim_heartbeat_finish);
   RUN(finish_notice_lands_only_with_the_lease);
   RUN(expired_leases_are_found);

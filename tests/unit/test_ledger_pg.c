@@ -294,9 +294,16 @@ TEST(killed_connection_is_reconnected)
 /* Writes whose result nobody reads go with the next round trip: a failing
  * one is reported by that statement or by the commit, which then rolls the
  * whole transaction back and leaves the connection usable. */
+static void tx_ended(void *arg, struct ledger *l, int committed)
+{
+  (void)l;
+  *(int *)arg = committed ? 2 : 1;
+}
+
 TEST(queued_writes_go_with_the_next_round_trip)
 {
   struct ledger *l = open_l(), *other = open_l();
+  int ended = 0;
   struct job_step_rec rec = {0};
   struct outbox_msg m = {0};
   char key[32], *val = NULL;
@@ -334,11 +341,13 @@ TEST(queued_writes_go_with_the_next_round_trip)
   /* A queued write that fails (no such job) is not reported when queued,
    * but by the commit: nothing of the transaction lands. */
   ASSERT_EQ(l->ops->begin(l), ERR_OK);
+  ASSERT_EQ(ledger_after_tx(l, tx_ended, &ended), ERR_OK);
   ASSERT_EQ(l->ops->kv_set(l, "piped", "c"), ERR_OK);
   ASSERT_EQ(l->ops->step_record(l, 987654321, &rec), ERR_OK);
   ASSERT_EQ(l->ops->kv_set(l, "piped", "d"), ERR_OK);
   ASSERT_EQ(l->ops->commit(l), ERR_DB);
   ASSERT_CONTAINS(l->errmsg, "foreign key");
+  ASSERT_EQ(ended, 1);          /* told: not committed */
   ASSERT_EQ(other->ops->kv_get(other, "piped", &val), ERR_OK);
   ASSERT_STREQ(val, "b");
   free(val);

@@ -648,10 +648,76 @@ TEST(quick_jobs_finish_exactly_once)
   outbox_list_free(v, n);
 }
 
-/* Jobs queued one at a time to idle workers (two here) on PostgreSQL: each
- * costs one claim, not one per worker, plus the bell's sweeps for retries
- * that come due (one per DUE_POLL_MS, 500 ms, without notifications); and
- * idle workers make only the sweeps' claims. */
+/* A job queued as another process queues it (a `skynet run` without
+ * workers): in the ledger only, with its wake-up; its id or 0. */
+static int64_t queue_elsewhere(const char *plan)
+{
+  struct job j = {0};
+
+  j.channel = "unit";
+  j.chat_id = 1;
+  j.user_id = 1;
+  j.text = "from elsewhere";
+  j.plan_json = (char *)plan;
+  j.summary = "elsewhere";
+  j.risk = RISK_READ_ONLY;
+  if (g_l->ops->job_create_routed(g_l, &j, "user:1", JOB_QUEUED, "policy", "reads only", NULL,
+                                  0))
+    return 0;
+  return j.id;
+}
+
+/* A job this process queues while one of its slots is idle goes to that
+ * slot without a claim (created claimed, RUNNING once committed, with the
+ * claim's transition); none when its transaction is rolled back, and the
+ * slot it was meant for is free again at once. */
+TEST(an_idle_slot_takes_its_own_processs_job_without_a_claim)
+{
+  unsigned long long made0, empty0, made1, empty1;
+  struct transition *t;
+  struct job j;
+  size_t n;
+  int64_t id, gone;
+  enum job_state st;
+
+  ASSERT(warm_up());
+  tu_sleep_ms(100);
+  ledger_claim_counts(&made0, &empty0);
+  ASSERT_EQ(submit_together(quick_plan, &id, 1), 0);
+  ASSERT_EQ(wait_final(id, 10000, &j), JOB_SUCCEEDED);
+  ASSERT_EQ(j.attempts, 1);
+  job_release(&j);
+  ledger_claim_counts(&made1, &empty1);
+  ASSERT_EQ((made1 - empty1) - (made0 - empty0), 0ULL);   /* no claim took a job */
+  ASSERT_EQ(g_l->ops->job_transitions(g_l, id, &t, &n), ERR_OK);
+  ASSERT_EQ(n, 5);
+  ASSERT_EQ(t[2].to, JOB_QUEUED);
+  ASSERT_EQ(t[3].from, JOB_QUEUED);
+  ASSERT_EQ(t[3].to, JOB_RUNNING);
+  ASSERT(strncmp(t[3].actor, "worker:", 7) == 0);
+  ASSERT_EQ(t[4].to, JOB_SUCCEEDED);
+  transition_list_free(t, n);
+  /* Rolled back: no job; every slot is free for the next. */
+  ASSERT_EQ(g_l->ops->begin(g_l), ERR_OK);
+  ASSERT((gone = submit_plan(quick_plan, &st)) > 0);
+  ASSERT_EQ(st, JOB_QUEUED);
+  ASSERT_EQ(g_l->ops->rollback(g_l), ERR_OK);
+  ASSERT_EQ(g_l->ops->job_get(g_l, gone, &j), ERR_NOTFOUND);
+  for (int i = 0; i < 2; i++) {
+    ASSERT_EQ(submit_together(quick_plan, &id, 1), 0);
+    ASSERT_EQ(wait_final(id, 10000, &j), JOB_SUCCEEDED);
+    job_release(&j);
+  }
+  /* Outside any transaction too. */
+  ASSERT((id = submit_plan(quick_plan, &st)) > 0);
+  ASSERT_EQ(wait_final(id, 10000, &j), JOB_SUCCEEDED);
+  job_release(&j);
+}
+
+/* Jobs queued one at a time by another process to idle workers (two here)
+ * on PostgreSQL: each costs one claim, not one per worker, plus the bell's
+ * sweeps for retries that come due (one per DUE_POLL_MS, 500 ms, without
+ * notifications); and idle workers make only the sweeps' claims. */
 TEST(a_queued_job_costs_one_claim)
 {
   enum { N = 20 };
@@ -665,7 +731,7 @@ TEST(a_queued_job_costs_one_claim)
   t0 = tu_now_ms();
   for (int i = 0; i < N; i++) {
     int64_t id;
-    ASSERT_EQ(submit_together(quick_plan, &id, 1), 0);
+    ASSERT((id = queue_elsewhere(quick_plan)) > 0);
     ASSERT_EQ(wait_final(id, 10000, &j), JOB_SUCCEEDED);
     job_release(&j);
     tu_sleep_ms(10);
@@ -777,6 +843,7 @@ int main(int argc, char **argv)
   RUN(this_process_is_in_the_worker_registry);
   RUN(prefetched_jobs_are_cancelled_before_they_start);
   RUN(quick_jobs_finish_exactly_once);
+  RUN(an_idle_slot_takes_its_own_processs_job_without_a_claim);
   if (g_pg)                     /* the bell: PostgreSQL only */
     RUN(a_queued_job_costs_one_claim);
   RUN(stop_hands_back_prefetched_jobs);
