@@ -31,7 +31,7 @@
  *
  * BENCH_ORCH_IDLE_ONLY=1 runs only the idle part, BENCH_ORCH_BATCH_ONLY=1
  * only the batched burst, BENCH_ORCH_FIRST_ONLY=1 only the first burst (1
- * submitter, 1 worker: for profiling), BENCH_ORCH_ALONE_ONLY=1 only the
+ * submitter, 1 worker: for profiling; =2 or =4 with that many workers), BENCH_ORCH_ALONE_ONLY=1 only the
  * submitter alone; BENCH_ORCH_PG_ONLY=1 skips SQLite.
  * Databases and homes (one log file per job) live under $TMPDIR (else
  * /tmp): on a machine where /tmp sees heavy file churn from other
@@ -551,10 +551,11 @@ static void run_backend(const char *name, const char *pg, int jobs, struct figur
          fig->floor);
   int bursts = !getenv("BENCH_ORCH_IDLE_ONLY") && !getenv("BENCH_ORCH_BATCH_ONLY");
   int alone_only = getenv("BENCH_ORCH_ALONE_ONLY") != NULL;
+  int first_only = getenv("BENCH_ORCH_FIRST_ONLY") ? atoi(getenv("BENCH_ORCH_FIRST_ONLY")) : 0;
 
   for (size_t i = 0; i < (bursts && !alone_only ? 3 : 0); i++, run++) {
     if (!fresh(b, pg, dir, run)) {
-      fig->rate[i] = burst(b, counts[i], 1, dir);
+      fig->rate[i] = burst(b, first_only > 1 ? first_only : counts[i], 1, dir);
       fig->burst_p50[i] = b->lat_p50;
       fig->burst_p99[i] = b->lat_p99;
     }
