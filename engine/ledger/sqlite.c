@@ -27,6 +27,7 @@
 #include <pthread.h>
 #include <sqlite3.h>
 #include <stdint.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,6 +44,8 @@
 #define SL_WAL_HDR 32            /* bytes before the WAL's first frame */
 #define SL_WAL_LOW 64            /* frames of written room the WAL keeps ahead */
 #define SL_WAL_HIGH 128          /* ... grown to this many at a time */
+#define SL_LINGER_US 200         /* a sync waits this long at most for a
+                                  * commit under way (sl_linger) */
 
 /* The group sync of one database file in this process (by device and
  * inode), shared by its connections. */
@@ -61,12 +64,17 @@ struct sl_sync {
   uint64_t synced;          /* every ticket up to this one is durable */
   uint64_t started, done;   /* syncs begun; the last that finished well */
   int frames;               /* in the WAL after the last commit of ours */
+  sqlite3_int64 wal_room;   /* the WAL file is at least this long (0: not
+                             * known yet; see sl_wal_reserve) */
   int syncing;              /* a sync is under way */
   int shm_fd;               /* the -shm file, read-only, or -1 (sl_wal_state) */
   char *shm_path;
   unsigned char sync_state[48];   /* the WAL the sync under way covers */
   unsigned char done_state[48];   /* ... and the last that finished well */
   int sync_known, done_known;     /* those two are set */
+  atomic_int writers;       /* connections holding or waiting for wmu */
+  pthread_mutex_t ckpt_mu;  /* held by the connection checkpointing */
+  int lingering;            /* a would-be leader waits for them (mu) */
   pthread_mutex_t wmu;      /* held by the connection of this process that
                              * holds (or waits for) the file's write lock
                              * in an explicit transaction: the others queue
@@ -211,9 +219,17 @@ static enum err sl_done(struct sqlite_ledger *s, sqlite3_stmt *st)
  * ended (committed, rolled back, or never begun). */
 static void sl_write_settle(struct sqlite_ledger *s)
 {
+  struct sl_sync *g = s->sync;
+
   if (s->wmu_held && sqlite3_get_autocommit(s->db)) {
     s->wmu_held = 0;
-    pthread_mutex_unlock(&s->sync->wmu);
+    pthread_mutex_unlock(&g->wmu);
+    if (atomic_fetch_sub(&g->writers, 1) == 1) {
+      pthread_mutex_lock(&g->mu);
+      if (g->lingering)         /* the last writer is done: the sync may go */
+        pthread_cond_broadcast(&g->cv);
+      pthread_mutex_unlock(&g->mu);
+    }
   }
 }
 
@@ -225,6 +241,7 @@ static enum err sl_write_begin(struct sqlite_ledger *s)
   enum err e;
 
   if (s->sync && !s->wmu_held) {
+    atomic_fetch_add(&s->sync->writers, 1);
     pthread_mutex_lock(&s->sync->wmu);
     s->wmu_held = 1;
   }
@@ -313,6 +330,7 @@ static struct sl_sync *sl_sync_get(const char *path)
     pthread_mutex_init(&g->mu, NULL);
     pthread_cond_init(&g->cv, NULL);
     pthread_mutex_init(&g->wmu, NULL);
+    pthread_mutex_init(&g->ckpt_mu, NULL);
     g->shm_fd = -1;
     g->shm_path = malloc(strlen(path) + 5);
     if (g->shm_path)
@@ -340,6 +358,7 @@ static void sl_sync_put(struct sl_sync *g)
     pthread_mutex_destroy(&g->mu);
     pthread_cond_destroy(&g->cv);
     pthread_mutex_destroy(&g->wmu);
+    pthread_mutex_destroy(&g->ckpt_mu);
     if (g->shm_fd >= 0)
       close(g->shm_fd);
     free(g->shm_path);
@@ -392,6 +411,29 @@ static int sl_lead_sync(struct sl_sync *g, sqlite3 *db, const char *name)
   return rc;
 }
 
+/* About to lead a sync while another connection of this process is in a
+ * write transaction (or waits for one): waits up to SL_LINGER_US for it to
+ * end, so that one sync carries both commits.  Without it, four submitters
+ * took turns, each commit waiting for the sync before its own: ~1 sync per
+ * commit.  Returns with g->mu held; the caller looks again (a sync may
+ * have begun meanwhile). */
+static void sl_linger(struct sl_sync *g)
+{
+  struct timespec until;
+
+  clock_gettime(CLOCK_REALTIME, &until);
+  until.tv_nsec += SL_LINGER_US * 1000L;
+  if (until.tv_nsec >= 1000000000L) {
+    until.tv_sec++;
+    until.tv_nsec -= 1000000000L;
+  }
+  g->lingering++;
+  while (atomic_load(&g->writers) > 0 && !g->syncing &&
+         pthread_cond_timedwait(&g->cv, &g->mu, &until) == 0)
+    ;
+  g->lingering--;
+}
+
 /* Returns once the commit with ticket `mine`, whose frames are written, is
  * durable: the first committer to find no sync under way syncs for every
  * commit written before it began; the others wait for it, or for the next.
@@ -400,12 +442,14 @@ static int sl_lead_sync(struct sl_sync *g, sqlite3 *db, const char *name)
  * success. */
 static int sl_group_sync(struct sl_sync *g, sqlite3 *db, const char *name, uint64_t mine)
 {
-  int rc = SQLITE_OK;
+  int rc = SQLITE_OK, lingered = 0;
 
   pthread_mutex_lock(&g->mu);
   while (g->synced < mine && rc == SQLITE_OK) {
     if (g->syncing)
       pthread_cond_wait(&g->cv, &g->mu);
+    else if (!lingered++ && atomic_load(&g->writers) > 0)
+      sl_linger(g);
     else
       rc = sl_lead_sync(g, db, name);
   }
@@ -424,23 +468,32 @@ static int sl_group_sync(struct sl_sync *g, sqlite3 *db, const char *name, uint6
  * whenever readers hold a checkpoint back.  Zeros past the last frame are
  * what SQLite itself leaves there after a restart: they fail the frame
  * checksum, so recovery stops before them.  Not synced here: the commit's
- * own sync carries them.  A failure only leaves the room unwritten. */
-static void sl_wal_reserve(struct sqlite_ledger *s, int frames)
+ * own sync carries them.  A failure only leaves the room unwritten.
+ * *room caches the file's length, so that a commit asks for it (fstat)
+ * only when the frames come near it: on this kernel (multigrain
+ * timestamps) a stat makes the next write stamp a new mtime, and on this
+ * disk (ext4 without a journal) every sync then writes the inode block as
+ * well; one fstat per commit cost ~15% of the submissions a second. */
+static void sl_wal_reserve(struct sqlite_ledger *s, int frames, sqlite3_int64 *room)
 {
   static const char zeros[64 * 1024];
   const sqlite3_int64 chunk = sizeof zeros, fsz = s->page_size + 24;
+  const sqlite3_int64 need = SL_WAL_HDR + (frames + SL_WAL_LOW) * fsz;
   sqlite3_int64 size, want;
-  sqlite3_file *f = sl_wal_file(s->db, "main");
+  sqlite3_file *f;
 
-  if (!f || f->pMethods->xFileSize(f, &size) != SQLITE_OK ||
-      size >= SL_WAL_HDR + (frames + SL_WAL_LOW) * fsz)
+  if (*room >= need || !(f = sl_wal_file(s->db, "main")) ||
+      f->pMethods->xFileSize(f, &size) != SQLITE_OK)
+    return;
+  *room = size;
+  if (size >= need)
     return;
   want = (SL_WAL_HDR + (frames + SL_WAL_HIGH) * fsz + chunk - 1) / chunk * chunk;
   while (size < want) {
     sqlite3_int64 n = chunk - size % chunk;   /* up to the next chunk boundary */
     if (f->pMethods->xWrite(f, zeros, (int)n, size) != SQLITE_OK)
       return;
-    size += n;
+    *room = size += n;
   }
 }
 
@@ -451,12 +504,41 @@ static int sl_commit_hook(void *ud)
   struct sqlite_ledger *s = ud;
   int frames;
 
+  sqlite3_int64 room;
+
   pthread_mutex_lock(&s->sync->mu);
   s->ticket = ++s->sync->commits;
   frames = s->sync->frames;
+  room = s->sync->wal_room;
   pthread_mutex_unlock(&s->sync->mu);
-  sl_wal_reserve(s, frames);
+  sl_wal_reserve(s, frames, &room);   /* the write lock is held: no other
+                                       * commit of ours grows the file now */
+  pthread_mutex_lock(&s->sync->mu);
+  s->sync->wal_room = room;
+  pthread_mutex_unlock(&s->sync->mu);
   return 0;
+}
+
+/* Copies the WAL's frames back into the database file, so that the next
+ * writer starts the WAL again from its beginning.  It can only when the
+ * checkpoint took every frame: one that runs while others commit never
+ * catches up, and then every commit past SL_AUTOCHECKPOINT frames ran a
+ * checkpoint of its own, with a sync of the database file (four
+ * submitters: one database sync per two commits, and a WAL that only
+ * grew).  So the writers of this process wait meanwhile (g->wmu), and one
+ * connection at a time checkpoints; a few ms every thousand frames. */
+static void sl_checkpoint(struct sl_sync *g, sqlite3 *db, const char *name)
+{
+  if (!g) {
+    sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+    return;
+  }
+  if (pthread_mutex_trylock(&g->ckpt_mu) != 0)
+    return;                     /* another connection is at it */
+  pthread_mutex_lock(&g->wmu);
+  sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+  pthread_mutex_unlock(&g->wmu);
+  pthread_mutex_unlock(&g->ckpt_mu);
 }
 
 /* After every commit that wrote frames, its write lock released: the
@@ -469,7 +551,6 @@ static int sl_wal_hook(void *ud, sqlite3 *db, const char *name, int frames)
   struct sl_sync *g = s->sync;
   int rc = SQLITE_OK;
 
-  sl_write_settle(s);   /* the write lock is released: the next writer may go */
   if (g) {
     pthread_mutex_lock(&g->mu);
     if (s->ticket > g->written)
@@ -477,13 +558,16 @@ static int sl_wal_hook(void *ud, sqlite3 *db, const char *name, int frames)
     g->frames = frames;
     pthread_mutex_unlock(&g->mu);
   }
+  /* The write lock is released: the next writer may go (after `written`
+   * counts this commit, for a sync that lingered for it). */
+  sl_write_settle(s);
   if (!s->lazy)
     rc = g ? sl_group_sync(g, db, name, s->ticket) : sl_sync_wal(db, name);
   if (rc != SQLITE_OK)
     log_error("ledger", "sqlite: cannot sync the write-ahead log (error %d): the last commit "
               "may not survive a power cut", rc);
   if (frames >= SL_AUTOCHECKPOINT)
-    sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+    sl_checkpoint(g, db, name);
   return rc;
 }
 

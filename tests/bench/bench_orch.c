@@ -31,8 +31,9 @@
  *
  * BENCH_ORCH_IDLE_ONLY=1 runs only the idle part, BENCH_ORCH_BATCH_ONLY=1
  * only the batched burst, BENCH_ORCH_FIRST_ONLY=1 only the first burst (1
- * submitter, 1 worker: for profiling; =2 or =4 with that many workers), BENCH_ORCH_ALONE_ONLY=1 only the
- * submitter alone; BENCH_ORCH_PG_ONLY=1 skips SQLite.
+ * submitter, 1 worker: for profiling; =2 or =4 with that many workers),
+ * BENCH_ORCH_ALONE_ONLY=1 only the submitter alone, BENCH_ORCH_X4_ONLY=1
+ * only the 4 submitters; BENCH_ORCH_PG_ONLY=1 skips SQLite.
  * Databases and homes (one log file per job) live under $TMPDIR (else
  * /tmp): on a machine where /tmp sees heavy file churn from other
  * programs, creating a file there can cost 0.5 ms (ext4 inode allocation),
@@ -550,7 +551,8 @@ static void run_backend(const char *name, const char *pg, int jobs, struct figur
   printf("%-10s floor: %.0f durable commits/s one at a time (one small INSERT each)\n", name,
          fig->floor);
   int bursts = !getenv("BENCH_ORCH_IDLE_ONLY") && !getenv("BENCH_ORCH_BATCH_ONLY");
-  int alone_only = getenv("BENCH_ORCH_ALONE_ONLY") != NULL;
+  int x4_only = getenv("BENCH_ORCH_X4_ONLY") != NULL;
+  int alone_only = getenv("BENCH_ORCH_ALONE_ONLY") != NULL || x4_only;
   int first_only = getenv("BENCH_ORCH_FIRST_ONLY") ? atoi(getenv("BENCH_ORCH_FIRST_ONLY")) : 0;
 
   for (size_t i = 0; i < (bursts && !alone_only ? 3 : 0); i++, run++) {
@@ -563,10 +565,10 @@ static void run_backend(const char *name, const char *pg, int jobs, struct figur
     if (getenv("BENCH_ORCH_FIRST_ONLY"))
       bursts = 0;
   }
-  if (bursts && !fresh(b, pg, dir, run))
+  if (bursts && !x4_only && !fresh(b, pg, dir, run))
     fig->alone = burst(b, 0, 1, dir);
   done_with(pg, run++);
-  if (alone_only)
+  if (alone_only && !x4_only)
     bursts = 0;
   if (bursts && !fresh(b, pg, dir, run))
     fig->rate_x4 = burst(b, 4, SUBMITTERS, dir);
