@@ -521,22 +521,28 @@ static int sl_commit_hook(void *ud)
 
 /* Copies the WAL's frames back into the database file, so that the next
  * writer starts the WAL again from its beginning.  It can only when the
- * checkpoint took every frame: one that runs while others commit never
- * catches up, and then every commit past SL_AUTOCHECKPOINT frames ran a
- * checkpoint of its own, with a sync of the database file (four
- * submitters: one database sync per two commits, and a WAL that only
- * grew).  So the writers of this process wait meanwhile (g->wmu), and one
- * connection at a time checkpoints; a few ms every thousand frames. */
-static void sl_checkpoint(struct sl_sync *g, sqlite3 *db, const char *name)
+ * checkpoint took every frame: a passive one that runs while others commit
+ * never catches up, and then every commit past SL_AUTOCHECKPOINT frames ran
+ * a checkpoint of its own, with a sync of the database file (four
+ * submitters: one database sync per two commits, and a WAL that grew past
+ * 40 MB).  So it is a RESTART checkpoint, which holds SQLite's write lock
+ * until it is done and waits (busy handler) for readers still on the old
+ * frames; the writers of this process wait asleep (g->wmu), and one
+ * connection at a time checkpoints: a few ms every thousand frames. */
+static void sl_checkpoint(struct sqlite_ledger *s, sqlite3 *db, const char *name)
 {
+  struct sl_sync *g = s->sync;
+
   if (!g) {
     sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
     return;
   }
-  if (pthread_mutex_trylock(&g->ckpt_mu) != 0)
+  if (s->wmu_held || pthread_mutex_trylock(&g->ckpt_mu) != 0)
     return;                     /* another connection is at it */
   pthread_mutex_lock(&g->wmu);
-  sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+  s->wmu_held = 1;              /* its busy handler then sleeps, not waits for itself */
+  sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_RESTART, NULL, NULL);
+  s->wmu_held = 0;
   pthread_mutex_unlock(&g->wmu);
   pthread_mutex_unlock(&g->ckpt_mu);
 }
@@ -567,7 +573,7 @@ static int sl_wal_hook(void *ud, sqlite3 *db, const char *name, int frames)
     log_error("ledger", "sqlite: cannot sync the write-ahead log (error %d): the last commit "
               "may not survive a power cut", rc);
   if (frames >= SL_AUTOCHECKPOINT)
-    sl_checkpoint(g, db, name);
+    sl_checkpoint(s, db, name);
   return rc;
 }
 
