@@ -493,6 +493,7 @@ struct handoff {
 };
 
 static int busy_slots(struct orch *o);
+static void ready_append(struct orch *o, struct ready *r);
 static void ready_free(struct ready *r);
 
 /* While jobs are quick, a process takes more than its idle slots, up to
@@ -606,12 +607,7 @@ static void handoff_done(void *arg, struct ledger *l, int committed)
   free(h);
   pthread_mutex_lock(&o->mu);
   if (committed && id && !unusable && !atomic_load(&o->stopping)) {
-    if (o->ready_tail)
-      o->ready_tail->next = r;
-    else
-      o->ready = r;
-    o->ready_tail = r;
-    o->n_ready++;
+    ready_append(o, r);
     run = 1;
   }
   o->handoffs--;
@@ -1603,15 +1599,21 @@ static void run_job(struct slot *s, struct ledger *l, struct job *j, const char 
  * prefetching at once, so that long jobs are not queued behind one another
  * in one process while other workers wait. */
 
-static void ready_push(struct orch *o, struct ready *r)
+/* With o->mu held. */
+static void ready_append(struct orch *o, struct ready *r)
 {
-  pthread_mutex_lock(&o->mu);
   if (o->ready_tail)
     o->ready_tail->next = r;
   else
     o->ready = r;
   o->ready_tail = r;
   o->n_ready++;
+}
+
+static void ready_push(struct orch *o, struct ready *r)
+{
+  pthread_mutex_lock(&o->mu);
+  ready_append(o, r);
   o->wake_seq++;
   pthread_cond_signal(&o->scv);
   pthread_mutex_unlock(&o->mu);

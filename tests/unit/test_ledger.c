@@ -94,6 +94,18 @@ TEST(create_get_and_transitions)
   ledger_close(l);
 }
 
+/* The job of a console /task, planned: what job_create_routed stores. */
+static void planned_job(struct job *j)
+{
+  j->channel = "console";
+  j->chat_id = 7;
+  j->user_id = 1;
+  j->text = "uptime";
+  j->plan_json = "{\"steps\":[]}";
+  j->summary = "sum";
+  j->risk = RISK_READ_ONLY;
+}
+
 /* Created claimed (the orchestrator's hand-off): RUNNING under the owner's
  * lease with the claim's transition, as a claim would leave it; only for a
  * queued job; the lease is the owner's (heartbeat, finish), nobody else's
@@ -107,13 +119,7 @@ TEST(create_routed_can_claim_at_once)
   int cancel = 1;
 
   ASSERT(l);
-  j.channel = "console";
-  j.chat_id = 7;
-  j.user_id = 1;
-  j.text = "uptime";
-  j.plan_json = "{\"steps\":[]}";
-  j.summary = "sum";
-  j.risk = RISK_READ_ONLY;
+  planned_job(&j);
   ASSERT_EQ(l->ops->job_create_routed(l, &j, "user:1", JOB_AWAITING_APPROVAL, "policy", "x",
                                       "w:1", 30000), ERR_STATE);
   ASSERT_EQ(l->ops->begin(l), ERR_OK);
@@ -1013,13 +1019,7 @@ TEST(create_routed_records_every_transition)
   size_t n;
 
   ASSERT(l);
-  j.channel = "console";
-  j.chat_id = 7;
-  j.user_id = 1;
-  j.text = "uptime";
-  j.plan_json = "{\"steps\":[]}";
-  j.summary = "sum";
-  j.risk = RISK_READ_ONLY;
+  planned_job(&j);
   ASSERT_EQ(l->ops->job_create_routed(l, &j, "user:1", JOB_SUCCEEDED, "policy", "x", NULL, 0),
             ERR_STATE);
   ASSERT_EQ(l->ops->job_create_routed(l, &j, "user:1", JOB_QUEUED, "policy", "reads only", NULL,
