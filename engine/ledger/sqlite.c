@@ -74,6 +74,8 @@ struct sl_sync {
   int sync_known, done_known;     /* those two are set */
   atomic_int writers;       /* connections holding or waiting for wmu */
   pthread_mutex_t ckpt_mu;  /* held by the connection checkpointing */
+  int ckpt_failed_at;       /* frames when the last checkpoint gave up
+                             * (ckpt_mu), else 0 */
   int lingering;            /* a would-be leader waits for them (mu) */
   pthread_mutex_t wmu;      /* held by the connection of this process that
                              * holds (or waits for) the file's write lock
@@ -93,6 +95,7 @@ struct sqlite_ledger {
   int wal;                  /* in WAL mode, with the group sync (else FULL) */
   int in_tx;                /* inside a caller's begin/commit */
   int wmu_held;             /* holds sync->wmu */
+  int checkpointing;        /* in sl_checkpoint: its busy waits are short */
   int page_size;
   struct {
     const char *sql;        /* a string literal: its address is the key
@@ -528,10 +531,14 @@ static int sl_commit_hook(void *ud)
  * 40 MB).  So it is a RESTART checkpoint, which holds SQLite's write lock
  * until it is done and waits (busy handler) for readers still on the old
  * frames; the writers of this process wait asleep (g->wmu), and one
- * connection at a time checkpoints: a few ms every thousand frames. */
-static void sl_checkpoint(struct sqlite_ledger *s, sqlite3 *db, const char *name)
+ * connection at a time checkpoints: a few ms every thousand frames.  It
+ * waits for others' locks ~2 ms at most (a reader that keeps an old
+ * snapshot would otherwise hold every writer of the process for the busy
+ * handler's 10 s), and gives up: the frames it copied stay copied. */
+static void sl_checkpoint(struct sqlite_ledger *s, sqlite3 *db, const char *name, int frames)
 {
   struct sl_sync *g = s->sync;
+  int rc;
 
   if (!g) {
     sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
@@ -539,11 +546,20 @@ static void sl_checkpoint(struct sqlite_ledger *s, sqlite3 *db, const char *name
   }
   if (s->wmu_held || pthread_mutex_trylock(&g->ckpt_mu) != 0)
     return;                     /* another connection is at it */
+  /* After one that gave up (a reader stayed on the old frames), not at
+   * every commit: again 250 frames later, or once the WAL started again. */
+  if (g->ckpt_failed_at && frames >= g->ckpt_failed_at && frames < g->ckpt_failed_at + 250) {
+    pthread_mutex_unlock(&g->ckpt_mu);
+    return;
+  }
   pthread_mutex_lock(&g->wmu);
   s->wmu_held = 1;              /* its busy handler then sleeps, not waits for itself */
-  sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_RESTART, NULL, NULL);
+  s->checkpointing = 1;         /* ... and gives up after ~2 ms */
+  rc = sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_RESTART, NULL, NULL);
+  s->checkpointing = 0;
   s->wmu_held = 0;
   pthread_mutex_unlock(&g->wmu);
+  g->ckpt_failed_at = rc == SQLITE_OK ? 0 : frames;
   pthread_mutex_unlock(&g->ckpt_mu);
 }
 
@@ -573,7 +589,7 @@ static int sl_wal_hook(void *ud, sqlite3 *db, const char *name, int frames)
     log_error("ledger", "sqlite: cannot sync the write-ahead log (error %d): the last commit "
               "may not survive a power cut", rc);
   if (frames >= SL_AUTOCHECKPOINT)
-    sl_checkpoint(s, db, name);
+    sl_checkpoint(s, db, name, frames);
   return rc;
 }
 
@@ -1972,7 +1988,7 @@ static int sl_busy(void *ud, int count)
   struct sqlite_ledger *s = ud;
   struct timespec ts = {0, count < 10 ? 50000L : count < 20 ? 250000L : 5000000L};
 
-  if (count >= 20 + 2000)
+  if (count >= 20 + 2000 || (s->checkpointing && count >= 15))
     return 0;
   if (s->sync && !s->wmu_held) {
     if (pthread_mutex_trylock(&s->sync->wmu) != 0) {
