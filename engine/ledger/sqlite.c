@@ -645,8 +645,10 @@ static void sl_close(struct ledger *l)
   for (int i = 0; i < SL_KEPT && s->kept[i].sql; i++)
     sqlite3_finalize(s->kept[i].st);
   sqlite3_close_v2(s->db);
-  if (s->wmu_held)          /* closed inside a transaction: rolled back */
+  if (s->wmu_held) {        /* closed inside a transaction: rolled back */
     pthread_mutex_unlock(&s->sync->wmu);
+    atomic_fetch_sub(&s->sync->writers, 1);
+  }
   sl_sync_put(s->sync);
   free(s);
 }
