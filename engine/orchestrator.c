@@ -1695,6 +1695,17 @@ static void run_ready(struct slot *s, struct ledger *l, struct ready *r)
     log_warn("orch", "lost the lease of job #%lld before it started", (long long)r->job.id);
     return;
   }
+  /* Taken just as the process stops: orch_stop marks only the slots it saw
+   * busy, so a job that a slot takes after that look is handed back here
+   * (the store of job_id above and the load here pair with orch_stop's
+   * store of stopping and its look: one of the two sees the other). */
+  if (atomic_load(&o->stopping)) {
+    atomic_store(&s->job_id, 0);
+    if (l->ops->job_transition(l, r->job.id, JOB_RUNNING, JOB_QUEUED, r->owner,
+                               "skynet stopped; handed back to the queue"))
+      log_error("orch", "cannot hand back job #%lld", (long long)r->job.id);
+    return;
+  }
   run_job(s, l, &r->job, r->owner);
   atomic_store(&s->job_id, 0);
   if (mono_ms() - t0 < QUICK_MS)
