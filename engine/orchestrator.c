@@ -495,6 +495,21 @@ struct handoff {
 static int busy_slots(struct orch *o);
 static void ready_append(struct orch *o, struct ready *r);
 static void ready_free(struct ready *r);
+static void handoff_done(void *arg, struct ledger *l, int committed);
+
+#define HANDED_BACK "skynet stopped; handed back to the queue"
+
+/* A job claimed by this process that will not run here goes back to the
+ * queue (l NULL: the ledger is gone; the reclaimer takes it back when its
+ * lease ends). */
+static void hand_back(struct ledger *l, int64_t id, const char *owner, const char *why)
+{
+  enum err e = l ? l->ops->job_transition(l, id, JOB_RUNNING, JOB_QUEUED, owner, why) : ERR_DB;
+
+  if (e)
+    log_error("orch", "cannot hand back job #%lld (%s): taken back when its lease ends",
+              (long long)id, err_str(e));
+}
 
 /* While jobs are quick, a process takes more than its idle slots, up to
  * PREFETCH_MAX waiting (as a prefetching claim does). */
@@ -514,7 +529,6 @@ static int spoken_for(struct orch *o)
   pthread_mutex_unlock(&o->mu);
   return yes;
 }
-static void handoff_done(void *arg, struct ledger *l, int committed);
 
 /* The room of an idle slot for a job about to be created, or NULL; inside
  * the caller's transaction on l, else in one begun here (*own). */
@@ -620,11 +634,8 @@ static void handoff_done(void *arg, struct ledger *l, int committed)
   pthread_mutex_unlock(&o->mu);
   if (run)
     return;
-  if (committed && id && (!l || l->ops->job_transition(l, id, JOB_RUNNING, JOB_QUEUED, r->owner,
-                                                       unusable ? "out of memory" :
-                                                       "skynet stopped; handed back to the queue")))
-    log_error("orch", "cannot hand back job #%lld: taken back when its lease ends",
-              (long long)id);
+  if (committed && id)
+    hand_back(l, id, r->owner, unusable ? "out of memory" : HANDED_BACK);
   ready_free(r);
 }
 
@@ -1029,7 +1040,8 @@ static void supersede(struct write *g, int n)
 static void deadline_in(struct timespec *until, int64_t ms)
 {
   clock_gettime(CLOCK_REALTIME, until);
-  until->tv_nsec += (long)ms * 1000000L;
+  until->tv_sec += ms / 1000;
+  until->tv_nsec += (long)(ms % 1000) * 1000000L;
   if (until->tv_nsec >= 1000000000L) {
     until->tv_sec++;
     until->tv_nsec -= 1000000000L;
@@ -1509,17 +1521,13 @@ static void finish(struct run_ctx *c, const struct step_outcome *oc)
   struct slot *s = c->s;
   struct write *w;
   char reason[512];
-  enum err e;
 
   /* Hand-back and retry write on this connection: after the queued writes
    * of the job, not before. */
   if (atomic_load(&s->handback) || (oc->state == JOB_FAILED && oc->transient))
     write_barrier(s->o);
   if (atomic_load(&s->handback)) {
-    e = c->l->ops->job_transition(c->l, c->job->id, JOB_RUNNING, JOB_QUEUED, c->owner,
-                                  "skynet stopped; handed back to the queue");
-    if (e)
-      log_error("orch", "cannot hand back job #%lld: %s", (long long)c->job->id, err_str(e));
+    hand_back(c->l, c->job->id, c->owner, HANDED_BACK);
     return;
   }
   snprintf(reason, sizeof reason, "%s", oc->reason);
@@ -1701,9 +1709,7 @@ static void run_ready(struct slot *s, struct ledger *l, struct ready *r)
    * store of stopping and its look: one of the two sees the other). */
   if (atomic_load(&o->stopping)) {
     atomic_store(&s->job_id, 0);
-    if (l->ops->job_transition(l, r->job.id, JOB_RUNNING, JOB_QUEUED, r->owner,
-                               "skynet stopped; handed back to the queue"))
-      log_error("orch", "cannot hand back job #%lld", (long long)r->job.id);
+    hand_back(l, r->job.id, r->owner, HANDED_BACK);
     return;
   }
   run_job(s, l, &r->job, r->owner);
@@ -1720,9 +1726,8 @@ static void hand_back_ready(struct orch *o, struct ledger *l)
   struct ready *r;
 
   while ((r = ready_take(o))) {
-    if (!r->lost && l->ops->job_transition(l, r->job.id, JOB_RUNNING, JOB_QUEUED, r->owner,
-                                           "skynet stopped; handed back to the queue"))
-      log_error("orch", "cannot hand back job #%lld", (long long)r->job.id);
+    if (!r->lost)
+      hand_back(l, r->job.id, r->owner, HANDED_BACK);
     ready_free(r);
   }
 }
@@ -2352,13 +2357,7 @@ void orch_stop(struct orch *o, int grace_ms)
   pthread_mutex_lock(&o->mu);
   for (int64_t left; o->handoffs && (left = until + 5000 - mono_ms()) > 0;) {
     struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_sec += left / 1000;
-    ts.tv_nsec += (left % 1000) * 1000000L;
-    if (ts.tv_nsec >= 1000000000L) {
-      ts.tv_sec++;
-      ts.tv_nsec -= 1000000000L;
-    }
+    deadline_in(&ts, left);
     pthread_cond_timedwait(&o->hcv, &o->mu, &ts);
   }
   int pending = o->handoffs;

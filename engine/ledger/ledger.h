@@ -418,6 +418,8 @@ void ledger_outbox_ring(void);
 void ledger_outbox_wait(uint64_t *seen, int timeout_ms);
 
 int64_t ledger_now_ms(void);
+/* A monotonic clock, ms: for intervals within this process. */
+int64_t ledger_mono_ms(void);
 
 /* The outbox_done/_retry/_fail of every backend, through its outbox_set. */
 enum err ledger_outbox_done(struct ledger *l, int64_t id);

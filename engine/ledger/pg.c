@@ -48,7 +48,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "../log.h"
 #include "migrations.h"
@@ -90,7 +89,7 @@ struct pg_ledger {
   int n_ids, next_id;       /* reserved; the next to use */
   int id_block;             /* how many the next reservation takes */
   int64_t ids_at;           /* when they were reserved (monotonic ms) */
-  int64_t created_at;       /* when this session last created a job (the same) */
+  int64_t last_create;      /* when this session last created a job (the same) */
 };
 
 struct params {
@@ -563,14 +562,6 @@ static enum err pl_job_create(struct ledger *l, struct job *j, const char *actor
 }
 
 /* One statement: the job in its routed state and its three transitions. */
-static int64_t mono_ms(void)
-{
-  struct timespec ts;
-
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* The id of the job about to be created, when this session has one
  * reserved; else 0 (the insert takes the next from the sequence itself and
  * returns it: a round trip).  While this session creates jobs in a burst
@@ -583,14 +574,14 @@ static int64_t mono_ms(void)
  * interleave in blocks rather than one by one. */
 static enum err next_job_id(struct pg_ledger *s, int64_t *id)
 {
-  int64_t now = mono_ms();
-  int burst = s->created_at && now - s->created_at < ID_BURST_MS;
+  int64_t now = ledger_mono_ms();
+  int burst = s->last_create && now - s->last_create < ID_BURST_MS;
   struct params p = {0};
   PGresult *r;
   enum err e;
 
   *id = 0;
-  s->created_at = now;
+  s->last_create = now;
   if (s->next_id < s->n_ids && now - s->ids_at < ID_KEEP_MS) {
     *id = s->ids[s->next_id++];
     return ERR_OK;

@@ -505,9 +505,8 @@ static void sl_wal_reserve(struct sqlite_ledger *s, int frames, sqlite3_int64 *r
 static int sl_commit_hook(void *ud)
 {
   struct sqlite_ledger *s = ud;
-  int frames;
-
   sqlite3_int64 room;
+  int frames;
 
   pthread_mutex_lock(&s->sync->mu);
   s->ticket = ++s->sync->commits;
@@ -534,10 +533,10 @@ static int sl_commit_hook(void *ud)
  * handler) for readers still on the old frames, while the writers of this
  * process wait asleep (g->wmu).  (A RESTART alone held the writers for the
  * whole copy: one burst's enqueue->start p99 was 87 ms.)  One connection at
- * a time checkpoints.  It
- * waits for others' locks ~2 ms at most (a reader that keeps an old
- * snapshot would otherwise hold every writer of the process for the busy
- * handler's 10 s), and gives up: the frames it copied stay copied. */
+ * a time checkpoints.  It waits for others' locks ~2 ms at most (a reader
+ * that keeps an old snapshot would otherwise hold every writer of the
+ * process for the busy handler's 10 s), and gives up: the frames it copied
+ * stay copied. */
 static void sl_checkpoint(struct sqlite_ledger *s, sqlite3 *db, const char *name, int frames)
 {
   struct sl_sync *g = s->sync;

@@ -291,15 +291,17 @@ TEST(killed_connection_is_reconnected)
   ledger_close(l);
 }
 
-/* Writes whose result nobody reads go with the next round trip: a failing
- * one is reported by that statement or by the commit, which then rolls the
- * whole transaction back and leaves the connection usable. */
+/* ledger_after_tx: 1 when the transaction ended without committing, 2
+ * when it committed. */
 static void tx_ended(void *arg, struct ledger *l, int committed)
 {
   (void)l;
   *(int *)arg = committed ? 2 : 1;
 }
 
+/* Writes whose result nobody reads go with the next round trip: a failing
+ * one is reported by that statement or by the commit, which then rolls the
+ * whole transaction back and leaves the connection usable. */
 TEST(queued_writes_go_with_the_next_round_trip)
 {
   struct ledger *l = open_l(), *other = open_l();

@@ -358,8 +358,8 @@ static int64_t submit_approved(const char *plan)
 }
 
 /* The result's announcement tells how long the job took ("#17 SUCCEEDED ·
- * exit 0 · 1.0s"),
- * from the claim's time in the ledger plus the worker's own clock since. */
+ * exit 0 · 1.0s"), from the claim's time in the ledger plus the worker's
+ * own clock since. */
 TEST(result_tells_the_elapsed_time)
 {
   const char *slow = "{\"steps\":[{\"action\":\"shell\",\"args\":{\"argv\":[\"sleep\",\"1\"]}}]}";
