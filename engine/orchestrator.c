@@ -131,6 +131,10 @@ struct orch {
   int has_writer;
   pthread_t supervisor;
   int has_supervisor;
+  int registered;               /* the supervisor has registered this process
+                                 * (or given up): slots claim only after, so
+                                 * that a worker that holds jobs is one the
+                                 * registry knows, and watches (mu) */
   _Atomic(struct sentinel *) sentinel;  /* provider health; may be NULL */
   char id[96];                  /* "host:pid": this process in the registry */
   char host[200];
@@ -197,6 +201,15 @@ static void wake_all(struct orch *o)
   o->wake_seq++;
   pthread_cond_broadcast(&o->scv);
   pthread_cond_broadcast(&o->cv);
+  pthread_mutex_unlock(&o->mu);
+}
+
+/* Slots may claim from now on (see registered). */
+static void claims_open(struct orch *o)
+{
+  pthread_mutex_lock(&o->mu);
+  o->registered = 1;
+  pthread_cond_broadcast(&o->scv);
   pthread_mutex_unlock(&o->mu);
 }
 
@@ -1872,6 +1885,10 @@ static void *worker_main(void *arg)
     log_error("orch", "worker %d cannot open the ledger: %s", s->index, err);
     return NULL;
   }
+  pthread_mutex_lock(&o->mu);
+  while (!o->registered && !atomic_load(&o->stopping))
+    pthread_cond_wait(&o->scv, &o->mu);
+  pthread_mutex_unlock(&o->mu);
   while (!atomic_load(&o->stopping)) {
     int seq = wake_seq(o);
     int k = atomic_load(&o->quick) >= QUICK_STREAK ? PREFETCH_MAX : 1, n = 0;
@@ -2233,10 +2250,12 @@ static void *supervisor_main(void *arg)
 
   if (ledger_open(o->cfg->database_url, &l, err, sizeof err)) {
     log_error("orch", "supervisor cannot open the ledger: %s", err);
+    claims_open(o);
     return NULL;
   }
   if (o->n_slots)
     register_self(o, l);
+  claims_open(o);
   /* On stop, leases are renewed for as long as jobs run (the grace period):
    * a short lease must not hand a job that is still running to another
    * worker. */
@@ -2313,6 +2332,8 @@ enum err orch_start(const struct cfg *cfg, const struct registry *reg,
     o->has_bell = 1;
   if (pthread_create(&o->supervisor, NULL, supervisor_main, o) == 0)
     o->has_supervisor = 1;
+  else
+    claims_open(o);
   *out = o;
   return ERR_OK;
 }

@@ -63,6 +63,14 @@
 #define ID_BLOCK_MAX 32           /* job ids a session reserves at most at once */
 #define ID_BURST_MS 20            /* jobs created closer than this are a burst */
 #define ID_KEEP_MS 1000           /* reserved ids unused this long are let go */
+/* A session idle inside a transaction this long is ended by the server,
+ * unless the server, database, role or URL set a limit of their own: a
+ * process cut off from the network between two statements of a transaction
+ * would otherwise hold its row locks (a job's, the reclaim lock's) for as
+ * long as the dead connection lasts, and every other worker that needs them
+ * would wait as long.  No transaction of skynet waits for anything but the
+ * database between its statements. */
+#define IDLE_TX_LIMIT "10s"
 /* Any constant shared by every skynet process: serialises migrations. */
 #define MIGRATE_LOCK_KEY "727370001"
 
@@ -146,6 +154,15 @@ static void forget_session(struct pg_ledger *s)
     free(s->prepared[--s->n_prepared]);
 }
 
+/* What every session of the ledger sets first (see IDLE_TX_LIMIT); nothing
+ * when it fails, as the next statement finds out anyway. */
+static void session_setup(struct pg_ledger *s)
+{
+  PQclear(PQexec(s->c, "SELECT set_config('idle_in_transaction_session_timeout', '"
+                       IDLE_TX_LIMIT "', false) WHERE"
+                       " current_setting('idle_in_transaction_session_timeout') = '0'"));
+}
+
 /* The name of sql prepared on this session, preparing it on first use;
  * NULL when it cannot be (the caller runs it unprepared). */
 static const char *prepared_name(struct pg_ledger *s, const char *sql, char *name,
@@ -179,6 +196,8 @@ static enum err pl_reset(struct pg_ledger *s, const char *what, const char *msg)
   log_warn("ledger", "postgresql reconnecting");
   PQreset(s->c);
   forget_session(s);
+  if (PQstatus(s->c) == CONNECTION_OK)
+    session_setup(s);
   return ERR_DB;
 }
 
@@ -1809,6 +1828,7 @@ enum err ledger_pg_open(const char *url, struct ledger **out, char *errbuf,
   }
   /* "relation already exists, skipping" and friends are not news. */
   PQsetNoticeProcessor(s->c, quiet_notice, NULL);
+  session_setup(s);
   *out = &s->base;
   return ERR_OK;
 }

@@ -155,6 +155,30 @@ static inline int proc_expect(struct proc *p, const char *needle, int ms)
   }
 }
 
+/* Waits up to ms for both a and b after the mark, in either order (two
+ * things that happen concurrently); on success the mark moves past the
+ * later one.  Returns 1 if both were found. */
+static inline int proc_expect_both(struct proc *p, const char *a, const char *b, int ms)
+{
+  long long until = proc_ms() + ms;
+  char *ha, *hb;
+
+  for (;;) {
+    ha = p->buf ? strstr(p->buf + p->mark, a) : NULL;
+    hb = p->buf ? strstr(p->buf + p->mark, b) : NULL;
+    if (ha && hb) {
+      p->mark = ha > hb ? (size_t)(ha - p->buf) + strlen(a) : (size_t)(hb - p->buf) + strlen(b);
+      return 1;
+    }
+    if (proc_ms() >= until) {
+      fprintf(stderr, "timed out waiting for \"%s\" and \"%s\"; output after mark:\n%s\n",
+              a, b, p->buf ? p->buf + p->mark : "");
+      return 0;
+    }
+    proc_pump(p, 50);
+  }
+}
+
 /* Closes stdin and waits up to ms for the exit; returns its exit code, or
  * -1 after killing it on timeout. */
 static inline int proc_finish(struct proc *p, int ms)

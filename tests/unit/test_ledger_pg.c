@@ -416,6 +416,69 @@ TEST(leases_use_the_database_clock)
   ledger_close(l);
 }
 
+/* A ledger on g_url with one more server setting (escaped, "-c%20x%3Dy"),
+ * added to the options that end g_url (they set the schema). */
+static struct ledger *open_with(const char *setting)
+{
+  char url[1600];
+
+  if (!strstr(g_url, "options="))
+    return NULL;
+  snprintf(url, sizeof url, "%s%%20%s", g_url, setting);
+  return tu_ledger_open(url);
+}
+
+/* How long (ms) another session waits for the row of job id that a (in a
+ * transaction it then leaves idle) has changed; -1 if it gave up (after
+ * 15 s: lock_timeout) or failed. */
+static long long wait_behind_idle_tx(struct ledger *a, int64_t id)
+{
+  struct ledger *b = open_with("-c%20lock_timeout%3D15000");
+  long long t0;
+  char *v = NULL;
+  enum err e;
+
+  if (!b || a->ops->begin(a) ||
+      a->ops->job_transition(a, id, JOB_QUEUED, JOB_CANCELLED, "a", NULL) ||
+      a->ops->kv_get(a, "nothing", &v) != ERR_NOTFOUND) {   /* the row is locked now */
+    ledger_close(b);
+    return -1;
+  }
+  t0 = tu_now_ms();
+  e = b->ops->job_transition(b, id, JOB_QUEUED, JOB_CANCELLED, "b", NULL);
+  ledger_close(b);
+  return e ? -1 : tu_now_ms() - t0;
+}
+
+/* A process cut off from the network in the middle of a transaction would
+ * hold its row locks as long as its dead connection lasts (behind a NAT or
+ * a proxy, for ever): the server ends a session idle in a transaction after
+ * 10 s, unless the URL (or the server) sets a limit of its own.  The lost
+ * transaction is reported, and the ledger goes on on a new session. */
+TEST(a_session_idle_in_a_transaction_lets_go_of_its_locks)
+{
+  struct ledger *a = open_l(), *quick = open_with("-c%20idle_in_transaction_session_timeout%3D500");
+  char *v = NULL;
+  long long ms;
+  int64_t id;
+
+  ASSERT(a && quick);
+  ASSERT((id = queued_job(a, "idle tx")));
+  ms = wait_behind_idle_tx(quick, id);
+  fprintf(stderr, "  behind a session whose URL sets 500 ms: %lld ms\n", ms);
+  ASSERT(ms >= 300 && ms < 5000);
+  ASSERT_EQ(quick->ops->commit(quick), ERR_DB);
+  ASSERT_EQ(quick->ops->kv_get(quick, "nothing", &v), ERR_NOTFOUND);
+  ASSERT((id = queued_job(a, "idle tx 2")));
+  ms = wait_behind_idle_tx(a, id);
+  fprintf(stderr, "  behind a session with the ledger's limit: %lld ms\n", ms);
+  ASSERT(ms >= 8000 && ms < 14000);
+  ASSERT_EQ(a->ops->commit(a), ERR_DB);
+  ASSERT_EQ(a->ops->kv_set(a, "idle", "again"), ERR_OK);
+  ledger_close(quick);
+  ledger_close(a);
+}
+
 int main(void)
 {
   const char *pg = getenv("SKYNET_TEST_PG_URL");
@@ -432,6 +495,7 @@ int main(void)
   RUN(queued_writes_go_with_the_next_round_trip);
   RUN(password_is_not_in_connection_errors);
   RUN(leases_use_the_database_clock);
+  RUN(a_session_idle_in_a_transaction_lets_go_of_its_locks);
   tpg_schema_drop(pg, TAG);
   return test_summary();
 }

@@ -11,6 +11,7 @@
  * ledger's notifications (the bell): then also, a queued job costs one
  * claim however many workers wait. */
 #include "../harness.h"
+#include "../ledgerutil.h"
 #include "../pgutil.h"
 #include "../testutil.h"
 #include "engine/config.h"
@@ -26,6 +27,7 @@ static struct registry g_reg;
 static struct orch *g_orch;
 static struct ledger *g_l;
 static const char *g_pg;        /* the PostgreSQL run's server, else NULL */
+static int64_t g_early;         /* a job queued before the workers started */
 
 static int64_t submit_plan(const char *plan, enum job_state *state)
 {
@@ -510,6 +512,37 @@ TEST(this_process_is_in_the_worker_registry)
   ASSERT(found);
 }
 
+/* A job queued before the process started is claimed only once the process
+ * is in the registry: a worker that holds jobs is one the registry watches
+ * (a worker cut off before it registered would go offline unreported). */
+TEST(no_job_is_claimed_before_the_process_is_registered)
+{
+  struct worker_rec *v;
+  struct transition *t;
+  struct job j;
+  size_t n, nt;
+  int64_t started = -1, claimed = -1;
+
+  ASSERT(g_early > 0);
+  ASSERT_EQ(wait_final(g_early, 10000, &j), JOB_SUCCEEDED);
+  job_release(&j);
+  ASSERT_EQ(g_l->ops->worker_list(g_l, &v, &n), ERR_OK);
+  for (size_t i = 0; i < n; i++)
+    if (v[i].pid == (int64_t)getpid())
+      started = v[i].started_at;
+  worker_list_free(v, n);
+  ASSERT_EQ(g_l->ops->job_transitions(g_l, g_early, &t, &nt), ERR_OK);
+  for (size_t i = 0; i < nt; i++)
+    if (t[i].to == JOB_RUNNING && claimed < 0)
+      claimed = t[i].at;
+  transition_list_free(t, nt);
+  ASSERT(started > 0 && claimed > 0);
+  if (started > claimed)
+    fprintf(stderr, "registered at %lld, claimed at %lld\n", (long long)started,
+            (long long)claimed);
+  ASSERT(started <= claimed);
+}
+
 /* ---- prefetching and group commits ------------------------------------- */
 
 static const char quick_plan[] =
@@ -820,6 +853,7 @@ int main(int argc, char **argv)
   g_l->ops->migrate(g_l, &applied);
   g_cfg.kill_grace_ms = 300;
   registry_init(&g_reg, &g_cfg);
+  g_early = tu_enqueue(g_l, "{\"steps\": [{\"action\": \"uptime\", \"provider\": \"mock\"}]}");
   if (orch_start(&g_cfg, &g_reg, 2, &g_orch, err, sizeof err))
     return 1;
   RUN(read_only_runs_and_succeeds);
@@ -841,6 +875,7 @@ int main(int argc, char **argv)
   RUN(no_retry_after_a_step_that_is_not_idempotent);
   RUN(dead_runner_idempotent_work_runs_again_other_work_fails);
   RUN(this_process_is_in_the_worker_registry);
+  RUN(no_job_is_claimed_before_the_process_is_registered);
   RUN(prefetched_jobs_are_cancelled_before_they_start);
   RUN(quick_jobs_finish_exactly_once);
   RUN(an_idle_slot_takes_its_own_processs_job_without_a_claim);
