@@ -172,6 +172,8 @@ static void nap(int ms)
 static int wait_state(struct ledger *l, int64_t id, enum job_state want, int ms, struct job *out)
 {
   long long until = proc_ms() + ms;
+  struct transition *t;
+  size_t n;
 
   while (proc_ms() < until) {
     if (l->ops->job_get(l, id, out) == ERR_OK) {
@@ -182,7 +184,15 @@ static int wait_state(struct ledger *l, int64_t id, enum job_state want, int ms,
     nap(50);
   }
   memset(out, 0, sizeof *out);
-  fprintf(stderr, "job #%lld did not reach %s\n", (long long)id, job_state_name(want));
+  fprintf(stderr, "job #%lld did not reach %s; its transitions:\n", (long long)id,
+          job_state_name(want));
+  if (l->ops->job_transitions(l, id, &t, &n) == ERR_OK) {
+    for (size_t i = 0; i < n; i++)
+      fprintf(stderr, "  %lld %s -> %s by %s (%s)\n", (long long)t[i].at,
+              t[i].has_from ? job_state_name(t[i].from) : "-", job_state_name(t[i].to),
+              t[i].actor, t[i].reason ? t[i].reason : "");
+    transition_list_free(t, n);
+  }
   return 0;
 }
 
