@@ -13,8 +13,15 @@
  * Memory is bounded whatever a command prints: the writer holds one partial
  * line, a query holds at most q->max lines of LOGSTORE_LINE_MAX bytes.
  *
+ * A quick job's log may never reach a file: opened with logstore_open_held,
+ * its lines wait in memory until the log passes LOGSTORE_HOLD_BYTES or the
+ * job LOGSTORE_HOLD_MS, and logstore_close_held hands them to the caller,
+ * who keeps them in the ledger (job_log_put).  Queries take those lines
+ * (held) and read them before the file's.
+ *
  * Thread contract: a writer belongs to one thread (the worker running the
- * job).  Queries may run on any thread at any time, also while the job is
+ * job), except logstore_settle, which any thread may call until it is
+ * closed.  Queries may run on any thread at any time, also while the job is
  * written; a line being written is skipped. */
 #ifndef SKYNET_LOGSTORE_H
 #define SKYNET_LOGSTORE_H
@@ -27,6 +34,8 @@
 
 #define LOGSTORE_LINE_MAX 4096
 #define LOGSTORE_QUERY_MAX 10000
+#define LOGSTORE_HOLD_BYTES (16 * 1024)  /* a held log gets its file past this */
+#define LOGSTORE_HOLD_MS 1000            /* ... or once the job has run this long */
 
 struct logstore_writer;
 
@@ -35,8 +44,24 @@ struct logstore_writer;
 enum err logstore_open(const char *home, int64_t job_id,
                        struct logstore_writer **out, char *errbuf,
                        size_t errlen);
-/* Flushes any partial line and closes.  NULL-safe. */
+/* A writer whose lines are held in memory, with no file yet (see above);
+ * ERR_NOMEM only. */
+enum err logstore_open_held(const char *home, int64_t job_id,
+                            struct logstore_writer **out);
+/* Flushes any partial line and closes; a held log gets its file.
+ * NULL-safe. */
 void logstore_close(struct logstore_writer *w);
+/* Closes; the lines still held (malloc'd JSON lines, each ending in '\n'),
+ * for the caller to keep, or NULL when they are in the file (or there are
+ * none).  NULL-safe. */
+char *logstore_close_held(struct logstore_writer *w);
+/* From any thread: a held log whose job has run LOGSTORE_HOLD_MS gets its
+ * file now (a step that prints nothing would not get there itself), so
+ * that a query shows what the job has done so far.  NULL-safe. */
+void logstore_settle(struct logstore_writer *w);
+/* Appends lines (as logstore_close_held returned them) to the job's file:
+ * held lines that the ledger will not keep. */
+enum err logstore_keep(const char *home, int64_t job_id, const char *lines);
 /* One line from skynet itself (stream "skynet"), written out at the next
  * logstore_flush or close.  NULL-safe. */
 void logstore_event(struct logstore_writer *w, enum log_level level, int step,
@@ -66,10 +91,11 @@ struct log_query {
                              * at most LOGSTORE_QUERY_MAX */
 };
 
-/* The last q->max lines of the job's log that match q, oldest first.
- * ERR_NOTFOUND when the job has no log.  Caller frees with
+/* The last q->max lines of the job's log that match q, oldest first: the
+ * lines kept in the ledger (held, or NULL), then the file's.
+ * ERR_NOTFOUND when the job has neither.  Caller frees with
  * log_line_list_free(). */
-enum err logstore_query(const char *home, int64_t job_id,
+enum err logstore_query(const char *home, int64_t job_id, const char *held,
                         const struct log_query *q, struct log_line **out,
                         size_t *n);
 void log_line_list_free(struct log_line *v, size_t n);
@@ -77,7 +103,7 @@ void log_line_list_free(struct log_line *v, size_t n);
 /* The output tail for chat: the last lines of the job's output (all steps)
  * up to max_bytes, "" when there is none; malloc'd, NULL when there is no
  * log. */
-char *logstore_tail_text(const char *home, int64_t job_id, size_t max_lines,
-                         size_t max_bytes);
+char *logstore_tail_text(const char *home, int64_t job_id, const char *held,
+                         size_t max_lines, size_t max_bytes);
 
 #endif

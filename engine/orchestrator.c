@@ -49,6 +49,7 @@ struct slot {
   atomic_uint run_seq;          /* +1 per claim: which run job_id means */
   atomic_int cancel;            /* stop the running step */
   atomic_int handback;          /* stopped by shutdown: requeue */
+  struct logstore_writer *log;  /* the running job's, for logstore_settle (mu) */
 };
 
 /* A job claimed ahead (prefetched), waiting in this process for a free
@@ -87,6 +88,7 @@ struct write {
   int exit_code;
   char *tail;
   char *reason;
+  char *log;                    /* the job's log lines, kept in the ledger */
   int artifacts;                /* the plan keeps some */
   int64_t created_at, ended_at; /* the job's, database clock, for the
                                  * announcement (ended_at estimated) */
@@ -867,6 +869,7 @@ static void write_free(struct write *w)
   free(w->progress);
   free(w->tail);
   free(w->reason);
+  free(w->log);
   free(w);
 }
 
@@ -965,6 +968,8 @@ static enum err apply_write(struct orch *o, struct ledger *l, struct write *w)
   j.id = w->job_id;
   j.channel = w->channel;
   j.chat_id = w->chat_id;
+  if (w->kind == W_FINISH && w->log && l->ops->job_log_put(l, w->job_id, w->log))
+    return ERR_DB;
   if (w->kind == W_FINISH && !w->artifacts && l->ops->job_finish_notice)
     return finish_told(l, w, &j);
   if (w->kind == W_FINISH) {
@@ -1029,6 +1034,8 @@ static void commit_group(struct orch *o, struct ledger *l, struct write *g, int 
     if (mono_ms() >= g->deadline) {
       g->result = e;
       log_error("orch", "cannot write for job #%lld: %s", (long long)g->job_id, l->errmsg);
+      if (g->log)               /* the next attempt's log follows it there */
+        logstore_keep(o->cfg->home, g->job_id, g->log);
       return;
     }
     sleep_ms(250);
@@ -1529,7 +1536,11 @@ static int retry_transient(struct run_ctx *c, const struct step_outcome *oc,
   return 1;
 }
 
-static void finish(struct run_ctx *c, const struct step_outcome *oc)
+/* The job's end: its result, announcement and log (held: the lines kept
+ * in memory, which it takes) in the writer's next group commit; or, handed
+ * back or to be retried, the log goes to the job's file, where the next
+ * attempt's follows it. */
+static void finish(struct run_ctx *c, const struct step_outcome *oc, char *held)
 {
   struct slot *s = c->s;
   struct write *w;
@@ -1537,8 +1548,12 @@ static void finish(struct run_ctx *c, const struct step_outcome *oc)
 
   /* Hand-back and retry write on this connection: after the queued writes
    * of the job, not before. */
-  if (atomic_load(&s->handback) || (oc->state == JOB_FAILED && oc->transient))
+  if (atomic_load(&s->handback) || (oc->state == JOB_FAILED && oc->transient)) {
+    logstore_keep(s->o->cfg->home, c->job->id, held);
+    free(held);
+    held = NULL;
     write_barrier(s->o);
+  }
   if (atomic_load(&s->handback)) {
     hand_back(c->l, c->job->id, c->owner, HANDED_BACK);
     return;
@@ -1556,8 +1571,11 @@ static void finish(struct run_ctx *c, const struct step_outcome *oc)
    * group commit; it keeps trying while the lease can hold. */
   if (!(w = write_new(W_FINISH, c->job, c->owner, s->o->cfg->lease_ms))) {
     log_error("orch", "cannot finish job #%lld: out of memory", (long long)c->job->id);
+    logstore_keep(s->o->cfg->home, c->job->id, held);
+    free(held);
     return;
   }
+  w->log = held;
   w->to = oc->state;
   w->exit_code = oc->exit_code;
   w->ended_at = c->job->updated_at + (mono_ms() - c->started);
@@ -1573,12 +1591,20 @@ static void run_job(struct slot *s, struct ledger *l, struct job *j, const char 
   struct run_ctx c = {s, l, j, owner, {0}, 0, BUF_INIT(s->o->cfg->output_max), NULL, 0, 0};
   struct step_outcome oc = {.state = JOB_SUCCEEDED};
   int64_t started = mono_ms();
-  char why[256];
+  char why[256], *held;
 
   c.started = started;
   c.deadline = started + (int64_t)s->o->cfg->job_timeout_s * 1000;
-  if (logstore_open(s->o->cfg->home, j->id, &c.log, why, sizeof why))
-    log_warn("orch", "job #%lld runs without its log: %s", (long long)j->id, why);
+  /* A first attempt's log is held until the job proves slow or talkative
+   * (and usually lands in the ledger with the result); a retry's goes to
+   * the file, after whatever the attempts before left there. */
+  if (j->attempts <= 1 ? logstore_open_held(s->o->cfg->home, j->id, &c.log)
+                       : logstore_open(s->o->cfg->home, j->id, &c.log, why, sizeof why))
+    log_warn("orch", "job #%lld runs without its log: %s", (long long)j->id,
+             j->attempts <= 1 ? "out of memory" : why);
+  pthread_mutex_lock(&s->o->mu);
+  s->log = c.log;
+  pthread_mutex_unlock(&s->o->mu);
   if (!j->plan_json || plan_parse(j->plan_json, strlen(j->plan_json), &c.plan, why, sizeof why)) {
     oc.state = JOB_FAILED;
     snprintf(oc.reason, sizeof oc.reason, "the stored plan is unusable");
@@ -1602,9 +1628,12 @@ static void run_job(struct slot *s, struct ledger *l, struct job *j, const char 
   log_info("orch", "job #%lld %s", (long long)j->id, job_state_name(oc.state));
   logstore_event(c.log, oc.state == JOB_SUCCEEDED ? LOGL_INFO : LOGL_ERROR, 0, "job %s%s%s",
                  job_state_name(oc.state), oc.reason[0] ? ": " : "", oc.reason);
-  logstore_close(c.log);
+  pthread_mutex_lock(&s->o->mu);
+  s->log = NULL;
+  pthread_mutex_unlock(&s->o->mu);
+  held = logstore_close_held(c.log);
   c.log = NULL;
-  finish(&c, &oc);
+  finish(&c, &oc, held);
   plan_release(&c.plan);
   buf_release(&c.tail);
 }
@@ -2013,8 +2042,12 @@ static void heartbeat_all(struct orch *o, struct ledger *l)
 {
   int own, ready;
 
+  /* A held log whose job has become slow gets its file (a step that
+   * prints nothing does not get there itself), so /status shows it. */
   pthread_mutex_lock(&o->mu);
   ready = o->ready != NULL;
+  for (int i = 0; i < o->n_slots; i++)
+    logstore_settle(o->slots[i].log);
   pthread_mutex_unlock(&o->mu);
   if (!busy_slots(o) && !ready)
     return;

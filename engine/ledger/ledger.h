@@ -230,6 +230,12 @@ struct ledger_ops {
   enum err (*job_finish_notice)(struct ledger *l, int64_t id, const char *owner,
                                 enum job_state to, int exit_code, const char *output_tail,
                                 const char *reason, const struct outbox_msg *notice);
+  /* Appends JSON lines to the log kept in the ledger for job id (a quick
+   * job's whole log; see logstore_close_held).  Returns nothing, so inside a
+   * transaction on PostgreSQL it goes with the next round trip. */
+  enum err (*job_log_put)(struct ledger *l, int64_t id, const char *lines);
+  /* The lines job_log_put kept for job id (malloc'd); ERR_NOTFOUND if none. */
+  enum err (*job_log_get)(struct ledger *l, int64_t id, char **lines);
   enum err (*job_request_cancel)(struct ledger *l, int64_t id);
   /* RUNNING jobs whose lease ended before now_ms (or held by owner_prefix
    * when given, for a process that restarts under the same name).

@@ -1250,6 +1250,36 @@ static enum err pl_outbox_set(struct ledger *l, int64_t id, const char *state,
                         " WHERE id = $4", &p, NULL);
 }
 
+static enum err pl_job_log_put(struct ledger *l, int64_t id, const char *lines)
+{
+  struct params p = {0};
+
+  par_i64(&p, id);
+  par_text(&p, lines);
+  return pl_q(pl_of(l), "INSERT INTO job_logs(job_id, lines) VALUES ($1, $2) ON CONFLICT"
+                        " (job_id) DO UPDATE SET lines = job_logs.lines || excluded.lines",
+              &p, NULL);
+}
+
+static enum err pl_job_log_get(struct ledger *l, int64_t id, char **lines)
+{
+  struct params p = {0};
+  PGresult *r;
+  enum err e;
+
+  *lines = NULL;
+  par_i64(&p, id);
+  if ((e = pl_q(pl_of(l), "SELECT lines FROM job_logs WHERE job_id = $1", &p, &r)))
+    return e;
+  e = ERR_NOTFOUND;
+  if (PQntuples(r) == 1) {
+    *lines = col_text(r, 0, 0);
+    e = *lines ? ERR_OK : ERR_NOMEM;
+  }
+  PQclear(r);
+  return e;
+}
+
 static enum err pl_kv_get(struct ledger *l, const char *key, char **value)
 {
   struct params p = {0};
@@ -1760,6 +1790,8 @@ const struct ledger_ops ledger_pg_ops = {
   .job_heartbeat = pl_job_heartbeat,
   .job_finish = pl_job_finish,
   .job_finish_notice = pl_job_finish_notice,
+  .job_log_put = pl_job_log_put,
+  .job_log_get = pl_job_log_get,
   .job_request_cancel = pl_job_request_cancel,
   .job_expired = pl_job_expired,
   .job_transitions = pl_job_transitions,

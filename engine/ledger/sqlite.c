@@ -1485,6 +1485,38 @@ static enum err sl_kv_set(struct ledger *l, const char *key, const char *value)
   return sl_done(s, st);
 }
 
+static enum err sl_job_log_put(struct ledger *l, int64_t id, const char *lines)
+{
+  struct sqlite_ledger *s = sl_of(l);
+  sqlite3_stmt *st = sl_prep_kept(s, "INSERT INTO job_logs(job_id, lines) VALUES (?, ?)"
+                                     " ON CONFLICT(job_id) DO UPDATE SET lines ="
+                                     " job_logs.lines || excluded.lines");
+
+  if (!st)
+    return ERR_DB;
+  sqlite3_bind_int64(st, 1, id);
+  bind_text(st, 2, lines);
+  return sl_done(s, st);
+}
+
+static enum err sl_job_log_get(struct ledger *l, int64_t id, char **lines)
+{
+  struct sqlite_ledger *s = sl_of(l);
+  sqlite3_stmt *st = sl_prep(s, "SELECT lines FROM job_logs WHERE job_id = ?");
+  enum err e = ERR_NOTFOUND;
+
+  *lines = NULL;
+  if (!st)
+    return ERR_DB;
+  sqlite3_bind_int64(st, 1, id);
+  if (sqlite3_step(st) == SQLITE_ROW) {
+    *lines = col_text(st, 0);
+    e = *lines ? ERR_OK : ERR_NOMEM;
+  }
+  sqlite3_finalize(st);
+  return e;
+}
+
 static enum err sl_job_requeue(struct ledger *l, int64_t id, const char *owner,
                                int64_t delay_ms, const char *actor,
                                const char *reason)
@@ -1928,6 +1960,8 @@ const struct ledger_ops ledger_sqlite_ops = {
   .job_heartbeat = sl_job_heartbeat,
   .job_finish = sl_job_finish,
   .job_finish_notice = sl_job_finish_notice,
+  .job_log_put = sl_job_log_put,
+  .job_log_get = sl_job_log_get,
   .job_request_cancel = sl_job_request_cancel,
   .job_expired = sl_job_expired,
   .job_transitions = sl_job_transitions,

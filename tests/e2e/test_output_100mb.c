@@ -84,7 +84,7 @@ TEST(hundred_megabytes_bounded)
   ASSERT_EQ(stat(path, &sb), 0);
   ASSERT(sb.st_size > TOTAL);   /* every line, plus the JSON around it */
   before = peak_rss_kb();
-  ASSERT_EQ(logstore_query(g_home, 7, &q, &v, &n), ERR_OK);
+  ASSERT_EQ(logstore_query(g_home, 7, NULL, &q, &v, &n), ERR_OK);
   after = peak_rss_kb();
   ASSERT_EQ(n, 5);
   ASSERT_STREQ(v[4].text, "the very last line, number 0042");
@@ -92,7 +92,7 @@ TEST(hundred_megabytes_bounded)
   log_line_list_free(v, n);
   ASSERT(after - before < RSS_GROWTH_MAX_KB);
   q = (struct log_query){LOGL_DEBUG, 0, NULL, "number 0042", 0};
-  ASSERT_EQ(logstore_query(g_home, 7, &q, &v, &n), ERR_OK);
+  ASSERT_EQ(logstore_query(g_home, 7, NULL, &q, &v, &n), ERR_OK);
   ASSERT_EQ(n, 1);
   log_line_list_free(v, n);
 }

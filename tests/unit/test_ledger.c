@@ -961,6 +961,35 @@ TEST(locks_are_exclusive_until_released_or_expired)
   ledger_close(m);
 }
 
+/* A quick job's log kept in the ledger: appended to (a retry's lines after
+ * the first attempt's), read back whole, and none for a job without. */
+TEST(job_logs_are_kept_and_appended)
+{
+  struct ledger *l = open_l();
+  char *v = NULL;
+  int64_t id, other;
+
+  ASSERT(l);
+  id = new_job(l, "logs");
+  other = new_job(l, "logs nothing");
+  ASSERT_EQ(l->ops->job_log_get(l, id, &v), ERR_NOTFOUND);
+  ASSERT(v == NULL);
+  ASSERT_EQ(l->ops->job_log_put(l, id, "{\"text\":\"one\"}\n"), ERR_OK);
+  ASSERT_EQ(l->ops->begin(l), ERR_OK);
+  ASSERT_EQ(l->ops->job_log_put(l, id, "{\"text\":\"two\"}\n"), ERR_OK);
+  ASSERT_EQ(l->ops->commit(l), ERR_OK);
+  ASSERT_EQ(l->ops->begin(l), ERR_OK);
+  ASSERT_EQ(l->ops->job_log_put(l, id, "{\"text\":\"rolled back\"}\n"), ERR_OK);
+  ASSERT_EQ(l->ops->rollback(l), ERR_OK);
+  ASSERT_EQ(l->ops->job_log_get(l, id, &v), ERR_OK);
+  ASSERT_STREQ(v, "{\"text\":\"one\"}\n{\"text\":\"two\"}\n");
+  free(v);
+  ASSERT_EQ(l->ops->job_log_get(l, other, &v), ERR_NOTFOUND);
+  /* only for a job that exists */
+  ASSERT(l->ops->job_log_put(l, 999999999, "x\n") != ERR_OK);
+  ledger_close(l);
+}
+
 TEST(artifacts_recorded_and_listed)
 {
   struct ledger *l = open_l();
@@ -1072,6 +1101,7 @@ static void run_suite(void)
   RUN(data_survives_reopen);
   RUN(release_memory_keeps_everything);
   RUN(artifacts_recorded_and_listed);
+  RUN(job_logs_are_kept_and_appended);
   RUN(chat_turns_and_token_usage);
   RUN(bad_urls_are_refused);
   RUN(requeue_with_backoff_is_not_claimed_early);

@@ -1,7 +1,9 @@
 /* The log store: JSON lines written per job, read back by tail, search,
  * level, step and stream; lines split at newlines and at the line bound;
- * invalid UTF-8 and secrets never reach the file as they came. */
+ * invalid UTF-8 and secrets never reach the file as they came; a held log
+ * stays in memory until it is big or old, and is read back with the file. */
 #include <json-c/json.h>
+#include <pthread.h>
 
 #include "../harness.h"
 #include "../testutil.h"
@@ -36,7 +38,7 @@ TEST(lines_round_trip_with_filters)
   logstore_output(w, 2, "second step\n", 12);
   logstore_close(w);
 
-  ASSERT_EQ(logstore_query(g_home, 1, &q, &v, &n), ERR_OK);
+  ASSERT_EQ(logstore_query(g_home, 1, NULL, &q, &v, &n), ERR_OK);
   ASSERT_EQ(n, 6);
   ASSERT_STREQ(v[0].text, "step 1 started");
   ASSERT_STREQ(v[0].stream, "skynet");
@@ -50,19 +52,19 @@ TEST(lines_round_trip_with_filters)
   log_line_list_free(v, n);
 
   q.min_level = LOGL_ERROR;
-  ASSERT_EQ(logstore_query(g_home, 1, &q, &v, &n), ERR_OK);
+  ASSERT_EQ(logstore_query(g_home, 1, NULL, &q, &v, &n), ERR_OK);
   ASSERT_EQ(n, 1);
   ASSERT_STREQ(v[0].text, "step 1 exited with 3");
   log_line_list_free(v, n);
 
   q = (struct log_query){LOGL_DEBUG, 2, NULL, NULL, 0};
-  ASSERT_EQ(logstore_query(g_home, 1, &q, &v, &n), ERR_OK);
+  ASSERT_EQ(logstore_query(g_home, 1, NULL, &q, &v, &n), ERR_OK);
   ASSERT_EQ(n, 1);
   ASSERT_STREQ(v[0].text, "second step");
   log_line_list_free(v, n);
 
   q = (struct log_query){LOGL_DEBUG, 0, "output", "eta", 0};
-  ASSERT_EQ(logstore_query(g_home, 1, &q, &v, &n), ERR_OK);
+  ASSERT_EQ(logstore_query(g_home, 1, NULL, &q, &v, &n), ERR_OK);
   ASSERT_EQ(n, 1);
   ASSERT_STREQ(v[0].text, "beta");
   log_line_list_free(v, n);
@@ -82,16 +84,16 @@ TEST(tail_keeps_the_last_lines)
     logstore_output(w, 1, line, (size_t)k);
   }
   logstore_close(w);
-  ASSERT_EQ(logstore_query(g_home, 2, &q, &v, &n), ERR_OK);
+  ASSERT_EQ(logstore_query(g_home, 2, NULL, &q, &v, &n), ERR_OK);
   ASSERT_EQ(n, 3);
   ASSERT_STREQ(v[0].text, "line 998");
   ASSERT_STREQ(v[2].text, "line 1000");
   log_line_list_free(v, n);
-  t = logstore_tail_text(g_home, 2, 50, 20);
+  t = logstore_tail_text(g_home, 2, NULL, 50, 20);
   ASSERT_STREQ(t, "line 999\nline 1000");
   free(t);
-  ASSERT(logstore_tail_text(g_home, 99, 50, 20) == NULL);
-  ASSERT_EQ(logstore_query(g_home, 99, &q, &v, &n), ERR_NOTFOUND);
+  ASSERT(logstore_tail_text(g_home, 99, NULL, 50, 20) == NULL);
+  ASSERT_EQ(logstore_query(g_home, 99, NULL, &q, &v, &n), ERR_NOTFOUND);
 }
 
 TEST(long_lines_split_and_bytes_made_valid)
@@ -109,7 +111,7 @@ TEST(long_lines_split_and_bytes_made_valid)
   logstore_output(w, 1, odd, sizeof odd - 1);
   logstore_close(w);
   free(s);
-  ASSERT_EQ(logstore_query(g_home, 3, &q, &v, &n), ERR_OK);
+  ASSERT_EQ(logstore_query(g_home, 3, NULL, &q, &v, &n), ERR_OK);
   ASSERT_EQ(n, 4);
   ASSERT_EQ(strlen(v[0].text), LOGSTORE_LINE_MAX);
   ASSERT_EQ(strlen(v[2].text), 10);
@@ -139,7 +141,7 @@ TEST(secrets_are_redacted)
   fclose(f);
   buf[got] = 0;
   ASSERT(strstr(buf, "hunter2") == NULL);
-  ASSERT_EQ(logstore_query(g_home, 4, &q, &v, &n), ERR_OK);
+  ASSERT_EQ(logstore_query(g_home, 4, NULL, &q, &v, &n), ERR_OK);
   ASSERT_EQ(n, 2);
   ASSERT_CONTAINS(v[0].text, "[REDACTED]");
   log_line_list_free(v, n);
@@ -162,10 +164,147 @@ TEST(damaged_lines_are_skipped)
   ASSERT(f != NULL);
   fputs("{\"time\":\"x\",\"level\":\"nope\"}\nnot json\n{\"half\":", f);
   fclose(f);
-  ASSERT_EQ(logstore_query(g_home, 5, &q, &v, &n), ERR_OK);
+  ASSERT_EQ(logstore_query(g_home, 5, NULL, &q, &v, &n), ERR_OK);
   ASSERT_EQ(n, 1);
   ASSERT_STREQ(v[0].text, "good");
   log_line_list_free(v, n);
+}
+
+static int file_exists(int64_t id)
+{
+  char path[700];
+
+  snprintf(path, sizeof path, "%s/logs/%lld.jsonl", g_home, (long long)id);
+  return access(path, F_OK) == 0;
+}
+
+/* A quick job's log: no file; its lines come back from close, and a query
+ * given them reads them (before a later attempt's file). */
+TEST(held_log_stays_in_memory_and_reads_back)
+{
+  struct log_query q = {LOGL_DEBUG, 0, NULL, NULL, 0};
+  struct logstore_writer *w;
+  struct log_line *v;
+  char *held, *t;
+  size_t n;
+
+  ASSERT_EQ(logstore_open_held(g_home, 10, &w), ERR_OK);
+  logstore_event(w, LOGL_INFO, 1, "step 1 started");
+  logstore_flush(w);
+  logstore_output(w, 1, "first\nsecond", 12);
+  ASSERT(!file_exists(10));
+  held = logstore_close_held(w);
+  ASSERT(held != NULL);
+  ASSERT(!file_exists(10));
+  ASSERT_CONTAINS(held, "\"text\":\"second\"}\n");
+  ASSERT_EQ(logstore_query(g_home, 10, NULL, &q, &v, &n), ERR_NOTFOUND);
+  /* a retry logs to the file; the held lines come first */
+  w = open_job(10);
+  logstore_output(w, 1, "retried\n", 8);
+  logstore_close(w);
+  ASSERT_EQ(logstore_query(g_home, 10, held, &q, &v, &n), ERR_OK);
+  ASSERT_EQ(n, 4);
+  ASSERT_STREQ(v[0].text, "step 1 started");
+  ASSERT_STREQ(v[1].text, "first");
+  ASSERT_STREQ(v[2].text, "second");
+  ASSERT_STREQ(v[3].text, "retried");
+  log_line_list_free(v, n);
+  t = logstore_tail_text(g_home, 10, held, 2, 100);
+  ASSERT_STREQ(t, "second\nretried");
+  free(t);
+  /* held lines alone are a log */
+  t = logstore_tail_text(g_home, 11, held, 10, 100);
+  ASSERT_STREQ(t, "first\nsecond");
+  free(t);
+  free(held);
+  /* nothing held, nothing in the file */
+  ASSERT_EQ(logstore_open_held(g_home, 12, &w), ERR_OK);
+  ASSERT(logstore_close_held(w) == NULL);
+  ASSERT(!file_exists(12));
+}
+
+/* A held log gets its file, with every line so far, when it grows past
+ * LOGSTORE_HOLD_BYTES; logstore_close (not _held) and logstore_keep write
+ * held lines to the file too. */
+TEST(big_held_log_goes_to_its_file)
+{
+  struct log_query q = {LOGL_DEBUG, 0, "output", NULL, LOGSTORE_QUERY_MAX};
+  struct logstore_writer *w;
+  struct log_line *v;
+  char line[64];
+  size_t n;
+  int i;
+
+  ASSERT_EQ(logstore_open_held(g_home, 13, &w), ERR_OK);
+  for (i = 0; !file_exists(13) && i < 10000; i++) {
+    int k = snprintf(line, sizeof line, "line %d\n", i);
+    logstore_output(w, 1, line, (size_t)k);
+  }
+  ASSERT(file_exists(13));
+  ASSERT(i > LOGSTORE_HOLD_BYTES / 200 && i < LOGSTORE_HOLD_BYTES / 50);   /* ~100 bytes a line */
+  logstore_output(w, 1, "last\n", 5);
+  ASSERT(logstore_close_held(w) == NULL);    /* all in the file */
+  ASSERT_EQ(logstore_query(g_home, 13, NULL, &q, &v, &n), ERR_OK);
+  ASSERT_EQ(n, (size_t)i + 1);
+  ASSERT_STREQ(v[0].text, "line 0");
+  ASSERT_STREQ(v[n - 1].text, "last");
+  log_line_list_free(v, n);
+
+  ASSERT_EQ(logstore_open_held(g_home, 14, &w), ERR_OK);
+  logstore_output(w, 1, "kept\n", 5);
+  logstore_close(w);
+  ASSERT(file_exists(14));
+  ASSERT_EQ(logstore_keep(g_home, 15, "{\"time\":\"t\",\"level\":\"info\",\"step\":1,"
+                          "\"stream\":\"output\",\"text\":\"handed back\"}\n"), ERR_OK);
+  char *t = logstore_tail_text(g_home, 15, NULL, 10, 100);
+  ASSERT_STREQ(t, "handed back");
+  free(t);
+}
+
+static void *settle_later(void *arg)
+{
+  tu_sleep_ms(LOGSTORE_HOLD_MS + 100);
+  logstore_settle(arg);
+  return NULL;
+}
+
+/* A job that has run LOGSTORE_HOLD_MS gets its file at its next line, or,
+ * from another thread (a step that prints nothing), at logstore_settle;
+ * not before. */
+TEST(old_held_log_goes_to_its_file)
+{
+  struct logstore_writer *w;
+  pthread_t t;
+
+  ASSERT_EQ(logstore_open_held(g_home, 16, &w), ERR_OK);
+  logstore_event(w, LOGL_INFO, 1, "step 1 started");
+  logstore_flush(w);
+  logstore_settle(w);
+  ASSERT(!file_exists(16));
+  ASSERT_EQ(pthread_create(&t, NULL, settle_later, w), 0);
+  pthread_join(t, NULL);
+  ASSERT(file_exists(16));
+  char *tail = logstore_tail_text(g_home, 16, NULL, 10, 100);
+  ASSERT_STREQ(tail, "");      /* no output yet, but the file has the event */
+  free(tail);
+  struct log_query q = {LOGL_DEBUG, 0, NULL, NULL, 0};
+  struct log_line *v;
+  size_t n;
+  ASSERT_EQ(logstore_query(g_home, 16, NULL, &q, &v, &n), ERR_OK);
+  ASSERT_EQ(n, 1);
+  log_line_list_free(v, n);
+  logstore_output(w, 1, "after\n", 6);
+  ASSERT(logstore_close_held(w) == NULL);
+  ASSERT_EQ(logstore_query(g_home, 16, NULL, &q, &v, &n), ERR_OK);
+  ASSERT_EQ(n, 2);
+  log_line_list_free(v, n);
+
+  ASSERT_EQ(logstore_open_held(g_home, 17, &w), ERR_OK);
+  tu_sleep_ms(LOGSTORE_HOLD_MS + 50);
+  ASSERT(!file_exists(17));
+  logstore_output(w, 1, "late\n", 5);      /* the line itself spills */
+  ASSERT(file_exists(17));
+  logstore_close(w);
 }
 
 TEST(unwritable_home_is_an_error)
@@ -188,6 +327,9 @@ int main(void)
   RUN(secrets_are_redacted);
   RUN(damaged_lines_are_skipped);
   RUN(unwritable_home_is_an_error);
+  RUN(held_log_stays_in_memory_and_reads_back);
+  RUN(big_held_log_goes_to_its_file);
+  RUN(old_held_log_goes_to_its_file);
   tu_rmrf(g_home);
   return test_summary();
 }

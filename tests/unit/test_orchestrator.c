@@ -41,6 +41,40 @@ static int64_t submit_plan(const char *plan, enum job_state *state)
   return res.job_id;
 }
 
+/* A job's log as a query sees it: the lines the ledger keeps, then the
+ * file's. */
+static enum err job_log_query(int64_t id, const struct log_query *q, struct log_line **v,
+                              size_t *n)
+{
+  char *held = NULL;
+  enum err e = g_l->ops->job_log_get(g_l, id, &held);
+
+  if (e && e != ERR_NOTFOUND)
+    return e;
+  e = logstore_query(g_cfg.home, id, held, q, v, n);
+  free(held);
+  return e;
+}
+
+static char *job_log_tail(int64_t id, size_t lines, size_t bytes)
+{
+  char *held = NULL, *t;
+
+  g_l->ops->job_log_get(g_l, id, &held);
+  t = logstore_tail_text(g_cfg.home, id, held, lines, bytes);
+  free(held);
+  return t;
+}
+
+/* Whether job id has a log file of its own. */
+static int has_log_file(int64_t id)
+{
+  char path[700];
+
+  snprintf(path, sizeof path, "%s/logs/%lld.jsonl", g_cfg.home, (long long)id);
+  return access(path, F_OK) == 0;
+}
+
 static enum job_state wait_final(int64_t id, int ms, struct job *out)
 {
   long long until = tu_now_ms() + ms;
@@ -67,17 +101,54 @@ TEST(read_only_runs_and_succeeds)
   ASSERT_EQ(j.exit_code, 0);
   ASSERT_CONTAINS(j.output_tail, "hi");
   job_release(&j);
-  /* the full output and the step's events are in the job's log */
-  char *tail = logstore_tail_text(g_cfg.home, id, 10, 1000);
+  /* the full output and the step's events are in the job's log: a quick
+   * job's in the ledger, with no file */
+  char *tail = job_log_tail(id, 10, 1000);
   ASSERT_STREQ(tail, "hi");
   free(tail);
+  ASSERT(!has_log_file(id));
   struct log_query q = {LOGL_DEBUG, 1, "skynet", NULL, 0};
   struct log_line *v;
   size_t n;
-  ASSERT_EQ(logstore_query(g_cfg.home, id, &q, &v, &n), ERR_OK);
+  ASSERT_EQ(job_log_query(id, &q, &v, &n), ERR_OK);
   ASSERT_EQ(n, 2);
   ASSERT_CONTAINS(v[0].text, "step 1 started on 'local': shell: echo hi");
   ASSERT_CONTAINS(v[1].text, "step 1 exited with 0");
+  log_line_list_free(v, n);
+}
+
+/* A job that turns out slow gets its log file while it runs, even with a
+ * step that prints nothing, so that /status shows the step started; its
+ * whole log is then in the file, none in the ledger. */
+TEST(slow_job_gets_its_log_file_while_it_runs)
+{
+  enum job_state st;
+  struct job j;
+  char *held = NULL;
+  int64_t id = submit_plan("{\"steps\":[{\"action\":\"shell\",\"args\":{\"argv\":"
+                           "[\"sleep\",\"3\"]}}]}", &st);
+  long long t0 = tu_now_ms();
+
+  ASSERT(id > 0);
+  while (!has_log_file(id) && tu_now_ms() - t0 < 2800)
+    tu_sleep_ms(20);
+  ASSERT(has_log_file(id));
+  ASSERT(tu_now_ms() - t0 >= LOGSTORE_HOLD_MS);
+  ASSERT_EQ(g_l->ops->job_get(g_l, id, &j), ERR_OK);
+  ASSERT_EQ(j.state, JOB_RUNNING);
+  job_release(&j);
+  struct log_query q = {LOGL_DEBUG, 1, "skynet", NULL, 0};
+  struct log_line *v;
+  size_t n;
+  ASSERT_EQ(logstore_query(g_cfg.home, id, NULL, &q, &v, &n), ERR_OK);
+  ASSERT_EQ(n, 1);
+  ASSERT_CONTAINS(v[0].text, "step 1 started on 'local': shell: sleep 3");
+  log_line_list_free(v, n);
+  ASSERT_EQ(wait_final(id, 10000, &j), JOB_SUCCEEDED);
+  job_release(&j);
+  ASSERT_EQ(g_l->ops->job_log_get(g_l, id, &held), ERR_NOTFOUND);
+  ASSERT_EQ(logstore_query(g_cfg.home, id, NULL, &q, &v, &n), ERR_OK);
+  ASSERT_EQ(n, 2);
   log_line_list_free(v, n);
 }
 
@@ -157,7 +228,7 @@ static void expect_timeout(const char *plan_fmt, const char *why, const char *to
   struct log_query q = {LOGL_ERROR, 0, "skynet", why, 0};
   struct log_line *v;
   size_t n;
-  ASSERT_EQ(logstore_query(g_cfg.home, id, &q, &v, &n), ERR_OK);
+  ASSERT_EQ(job_log_query(id, &q, &v, &n), ERR_OK);
   ASSERT_EQ(n, 2);    /* the step's end and the job's */
   log_line_list_free(v, n);
 }
@@ -857,6 +928,7 @@ int main(int argc, char **argv)
   if (orch_start(&g_cfg, &g_reg, 2, &g_orch, err, sizeof err))
     return 1;
   RUN(read_only_runs_and_succeeds);
+  RUN(slow_job_gets_its_log_file_while_it_runs);
   RUN(write_waits_for_approval_then_runs);
   RUN(blocked_is_denied_and_never_runs);
   RUN(first_failure_stops_the_job);

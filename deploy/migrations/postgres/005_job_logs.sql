@@ -1,0 +1,7 @@
+-- The log of a job that finished quickly, kept with its result instead of in
+-- a file of its own (logs/<id>.jsonl holds the rest): the same JSON lines.
+-- Here it is also readable from every machine, not only the worker's.
+CREATE TABLE job_logs (
+  job_id BIGINT PRIMARY KEY REFERENCES jobs(id),
+  lines TEXT NOT NULL
+);
