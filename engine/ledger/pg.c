@@ -89,8 +89,12 @@ struct pg_ledger {
   int own_tx;               /* inside a transaction of one operation */
   int listening;            /* LISTEN JOBS_CHANNEL issued on this session */
   int lazy_claims;          /* claims commit asynchronously (lazy_commits) */
-  char *prepared[MAX_PREPARED];  /* their SQL; statement "s<i>" */
+  char *prepared[MAX_PREPARED];  /* their SQL; statement "s<prep_id[i]>" */
+  int prep_id[MAX_PREPARED];
   int n_prepared;
+  int next_prep_id;         /* names are never reused on a session */
+  int prep_mark;            /* prepared[prep_mark..] were prepared inside the
+                             * pipeline under way: unconfirmed until it ends */
   /* Job ids taken from the jobs' sequence ahead, while this session creates
    * jobs in a burst (see next_job_id). */
   int64_t ids[ID_BLOCK_MAX];
@@ -152,6 +156,7 @@ static void forget_session(struct pg_ledger *s)
   s->piped = s->piped_begin = 0;   /* PQreset leaves pipeline mode */
   while (s->n_prepared)
     free(s->prepared[--s->n_prepared]);
+  s->prep_mark = 0;
 }
 
 /* What every session of the ledger sets first (see IDLE_TX_LIMIT); nothing
@@ -164,7 +169,10 @@ static void session_setup(struct pg_ledger *s)
 }
 
 /* The name of sql prepared on this session, preparing it on first use;
- * NULL when it cannot be (the caller runs it unprepared). */
+ * NULL when it cannot be (the caller runs it unprepared).  Inside a
+ * pipeline the preparation is queued before the statement (one more result
+ * for pipe_end to read), so that statements first run in a pipeline (the
+ * writer's, a submission's) are not parsed and planned at every use. */
 static const char *prepared_name(struct pg_ledger *s, const char *sql, char *name,
                                  size_t n)
 {
@@ -173,18 +181,39 @@ static const char *prepared_name(struct pg_ledger *s, const char *sql, char *nam
 
   for (i = 0; i < s->n_prepared && strcmp(s->prepared[i], sql); i++)
     ;
-  snprintf(name, n, "s%d", i);
-  if (i < s->n_prepared)
+  if (i < s->n_prepared) {
+    snprintf(name, n, "s%d", s->prep_id[i]);
     return name;
-  if (i == MAX_PREPARED || s->piped)   /* no PQprepare inside a pipeline */
+  }
+  if (i == MAX_PREPARED || (s->piped && !PQsendPrepare))
     return NULL;
-  r = PQprepare(s->c, name, sql, 0, NULL);
-  ok = PQresultStatus(r) == PGRES_COMMAND_OK;
-  PQclear(r);
-  if (!ok || !(s->prepared[i] = strdup(sql)))
-    return NULL;
+  snprintf(name, n, "s%d", s->next_prep_id);
+  if (s->piped) {
+    if (!(s->prepared[i] = strdup(sql)) || !PQsendPrepare(s->c, name, sql, 0, NULL)) {
+      free(s->prepared[i]);
+      return NULL;
+    }
+    s->piped++;
+  } else {
+    r = PQprepare(s->c, name, sql, 0, NULL);
+    ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+    PQclear(r);
+    if (!ok || !(s->prepared[i] = strdup(sql)))
+      return NULL;
+  }
+  s->prep_id[i] = s->next_prep_id++;
   s->n_prepared++;
   return name;
+}
+
+/* A pipeline ended: what it prepared exists if it all went well; after a
+ * failure, preparations queued after the failed statement were skipped,
+ * so the pipeline's are forgotten (their names are not used again). */
+static void prepared_settle(struct pg_ledger *s, int ok)
+{
+  while (!ok && s->n_prepared > s->prep_mark)
+    free(s->prepared[--s->n_prepared]);
+  s->prep_mark = s->n_prepared;
 }
 
 /* The connection failed (what: doing what; msg: why, else libpq's last
@@ -209,6 +238,8 @@ static int pipe_send(struct pg_ledger *s, const char *sql, const struct params *
 {
   if (!s->piped && !PQenterPipelineMode(s->c))
     return 0;
+  if (!s->piped)
+    s->prep_mark = s->n_prepared;
   if (s->begin_pending) {
     s->begin_pending = 0;
     s->piped_begin = !s->piped;
@@ -234,7 +265,7 @@ static PGresult *pipe_end(struct pg_ledger *s, const char *sql, const struct par
 {
   PGresult *r, *fail = NULL, *last = NULL;
   int sent = (!sql || pipe_send(s, sql, p, name)) && PQpipelineSync(s->c);
-  int n = s->piped, begin = s->piped_begin, i = 0;
+  int n = s->piped, begin = s->piped_begin, i = 0, synced = 0;
 
   s->piped = s->piped_begin = 0;
   /* Each query's result is followed by a NULL; the sync's result ends it. */
@@ -248,6 +279,7 @@ static PGresult *pipe_end(struct pg_ledger *s, const char *sql, const struct par
     nulls = 0;
     if (PQresultStatus(r) == PGRES_PIPELINE_SYNC) {
       PQclear(r);
+      synced = 1;
       break;
     }
     if (i == 0 && begin && !res_ok(r))
@@ -260,6 +292,7 @@ static PGresult *pipe_end(struct pg_ledger *s, const char *sql, const struct par
       PQclear(r);
     i++;
   }
+  prepared_settle(s, synced && !fail);
   if (!PQexitPipelineMode(s->c)) {
     PQclear(fail);
     PQclear(last);

@@ -35,7 +35,7 @@
  * installed libpq lacks them, and pg.c does without. */
 #define PQ_DL_OPTIONAL(X)                                                     \
   X(PQenterPipelineMode) X(PQexitPipelineMode) X(PQpipelineSync)              \
-  X(PQsendQueryParams) X(PQsendQueryPrepared)
+  X(PQsendQueryParams) X(PQsendQueryPrepared) X(PQsendPrepare)
 
 struct pq_dl_table {
 #define PQ_DL_FIELD(name) __typeof__(&name) p_##name;
@@ -89,5 +89,6 @@ enum err pq_dl_load(char *errbuf, size_t errlen);
 #define PQpipelineSync (pq_dl.p_PQpipelineSync)
 #define PQsendQueryParams (pq_dl.p_PQsendQueryParams)
 #define PQsendQueryPrepared (pq_dl.p_PQsendQueryPrepared)
+#define PQsendPrepare (pq_dl.p_PQsendPrepare)
 
 #endif

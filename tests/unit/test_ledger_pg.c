@@ -416,6 +416,40 @@ TEST(leases_use_the_database_clock)
   ledger_close(l);
 }
 
+/* Statements first used inside a transaction are prepared in its pipeline
+ * (queued before them).  When a statement before them fails, the server
+ * skips the rest, preparations included: the session must not take them
+ * for done (the next use would fail: "prepared statement does not
+ * exist"). */
+TEST(a_failed_pipeline_forgets_what_it_prepared)
+{
+  struct ledger *l = open_l();
+  char *v = NULL;
+
+  ASSERT(l);
+  ASSERT_EQ(l->ops->begin(l), ERR_OK);
+  ASSERT_EQ(l->ops->job_log_put(l, 987654321, "no such job\n"), ERR_OK);   /* waits */
+  ASSERT_EQ(l->ops->kv_set(l, "pipeline", "skipped"), ERR_OK);        /* prepared after it */
+  ASSERT_EQ(l->ops->commit(l), ERR_DB);
+  l->ops->rollback(l);
+  ASSERT_EQ(l->ops->kv_set(l, "pipeline", "set"), ERR_OK);
+  ASSERT_EQ(l->ops->kv_get(l, "pipeline", &v), ERR_OK);
+  ASSERT_STREQ(v, "set");
+  free(v);
+  /* and one prepared in a pipeline that went well is used again */
+  ASSERT_EQ(l->ops->begin(l), ERR_OK);
+  ASSERT_EQ(l->ops->kv_set(l, "pipeline", "first"), ERR_OK);
+  ASSERT_EQ(l->ops->job_log_put(l, queued_job(l, "p"), "a\n"), ERR_OK);
+  ASSERT_EQ(l->ops->commit(l), ERR_OK);
+  ASSERT_EQ(l->ops->begin(l), ERR_OK);
+  ASSERT_EQ(l->ops->kv_set(l, "pipeline", "second"), ERR_OK);
+  ASSERT_EQ(l->ops->commit(l), ERR_OK);
+  ASSERT_EQ(l->ops->kv_get(l, "pipeline", &v), ERR_OK);
+  ASSERT_STREQ(v, "second");
+  free(v);
+  ledger_close(l);
+}
+
 /* A ledger on g_url with one more server setting (escaped, "-c%20x%3Dy"),
  * added to the options that end g_url (they set the schema). */
 static struct ledger *open_with(const char *setting)
@@ -495,6 +529,7 @@ int main(void)
   RUN(queued_writes_go_with_the_next_round_trip);
   RUN(password_is_not_in_connection_errors);
   RUN(leases_use_the_database_clock);
+  RUN(a_failed_pipeline_forgets_what_it_prepared);
   RUN(a_session_idle_in_a_transaction_lets_go_of_its_locks);
   tpg_schema_drop(pg, TAG);
   return test_summary();
