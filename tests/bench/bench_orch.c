@@ -284,13 +284,42 @@ static double stamp_of(const struct job *j);
  * between that no submission took are skipped: the PostgreSQL ledger
  * reserves ids in blocks during a burst, so gaps are normal); how many
  * SUCCEEDED, and in lat[*n] their enqueue->start times, ms. */
+/* Whether any job of the (fresh) ledger has yet to end; -1 on error. */
+static int pending(struct ledger *l)
+{
+  static const enum job_state open[] = {JOB_CREATED, JOB_PLANNED, JOB_QUEUED, JOB_RUNNING};
+
+  for (size_t i = 0; i < sizeof open / sizeof *open; i++) {
+    struct job_filter f = {NULL, 0, 0, open[i], 1};
+    struct job *v = NULL;
+    size_t n = 0;
+    if (l->ops->job_list(l, &f, &v, &n))
+      return -1;
+    job_list_free(v, n);
+    if (n)
+      return 1;
+  }
+  return 0;
+}
+
+/* Waits until every job has ended (*t_end: when that was seen, *cpu_end
+ * the machine's busy ms then), then reads each of first..last back: how
+ * many SUCCEEDED, and their enqueue->start.  Reading them one by one costs
+ * a round trip each on PostgreSQL (3,000 jobs: ~0.5 s), which is the
+ * benchmark's, not skynet's: it is not in the time. */
 static int wait_all(struct bench *b, struct ledger *l, int64_t first, int64_t last, double t0,
-                    double *lat, int *n)
+                    double *lat, int *n, double *t_end, double *cpu_end)
 {
   uint64_t seen = 0;
-  int done = 0;
+  int done = 0, p;
 
   *n = 0;
+  while ((p = pending(l)) > 0 && now_ms() - t0 < 300000)
+    ledger_outbox_wait(&seen, 5);
+  *t_end = now_ms();
+  *cpu_end = busy_ms();
+  if (p)
+    fprintf(stderr, "bench: %s\n", p < 0 ? "cannot list the jobs" : "jobs left unfinished");
   for (int64_t id = first; id && id <= last && now_ms() - t0 < 300000;) {
     struct job j;
     if (id <= (int64_t)b->jobs * 2 && !(b->enq[id - 1] > 0)) {
@@ -315,7 +344,7 @@ static double burst(struct bench *b, int workers, int submitters, const char *di
 {
   pthread_t t[SUBMITTERS];
   struct ledger *l;
-  double t0, t_sub, t1, cpu0, *lat;
+  double t0, t_sub, t1, cpu0, cpu1, *lat;
   int done, n = 0;
 
   b->lat_p50 = b->lat_p99 = 0;
@@ -353,8 +382,8 @@ static double burst(struct bench *b, int workers, int submitters, const char *di
     free(lat);
     return b->jobs / ((t_sub - t0) / 1000.0);
   }
-  done = wait_all(b, l, atomic_load(&b->first), atomic_load(&b->last), t0, lat, &n);
-  t1 = now_ms();
+  done = wait_all(b, l, atomic_load(&b->first), atomic_load(&b->last), t0, lat, &n, &t1,
+                  &cpu1);
   if (n) {
     qsort(lat, (size_t)n, sizeof *lat, cmp_d);
     b->lat_p50 = lat[n / 2];
@@ -363,7 +392,7 @@ static double burst(struct bench *b, int workers, int submitters, const char *di
   printf("%-10s burst %d sub %d wrk: %5d/%d SUCCEEDED in %7.1f ms = %6.0f jobs/s end to end"
          "  (submit %6.0f/s; machine CPU %.2f ms/job)%s\n", b->name, submitters, workers, done,
          b->jobs, t1 - t0, done / ((t1 - t0) / 1000.0), b->jobs / ((t_sub - t0) / 1000.0),
-         (busy_ms() - cpu0) / b->jobs,
+         (cpu1 - cpu0) / b->jobs,
          b->batch > 1 ? "  <- submissions committed per getUpdates batch of 100, as the"
                         " Telegram channel does" : "");
   printf("%-10s   enqueue->start p50 %.2f ms, p99 %.2f ms (%d jobs)", "", b->lat_p50,
