@@ -9,6 +9,7 @@
 #include "../pgutil.h"
 #include "../testutil.h"
 #include "engine/ledger/ledger.h"
+#include "engine/ledger/migrations.h"
 #include "engine/log.h"
 
 #include <sqlite3.h>
@@ -1278,6 +1279,73 @@ TEST(wal_room_survives_a_crash)
   ASSERT_EQ(found, 40);
 }
 
+/* A ledger made by an earlier skynet (schema 5, AUTOINCREMENT ids) with
+ * jobs, transitions, steps and notices in it: migration 6 makes the ids
+ * plain rowids and keeps every row, the foreign keys, and the next id. */
+TEST(plain_rowids_migration_keeps_everything)
+{
+  char path[600], url[620];
+  struct transition *t;
+  struct job_step_rec *st;
+  struct ledger *l;
+  struct job j = {0};
+  sqlite3 *db;
+  size_t n;
+  int v = 0;
+
+  snprintf(path, sizeof path, "%s/old.db", g_dir);
+  snprintf(url, sizeof url, "sqlite://%s", path);
+  ASSERT_EQ(sqlite3_open(path, &db), SQLITE_OK);
+  for (const struct migration *m = migrations_sqlite; m->name && m->version <= 5; m++)
+    ASSERT_EQ(sqlite3_exec(db, m->sql, NULL, NULL, NULL), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(db, "PRAGMA user_version=5; PRAGMA foreign_keys=ON;"
+                         "INSERT INTO jobs(channel, chat_id, user_id, text, state, created_at,"
+                         " updated_at) VALUES ('c', 1, 1, 'first', 'SUCCEEDED', 1, 2),"
+                         " ('c', 1, 1, 'second', 'QUEUED', 3, 4);"
+                         "DELETE FROM jobs WHERE id = 2;"   /* AUTOINCREMENT remembers 2 */
+                         "INSERT INTO jobs(channel, chat_id, user_id, text, state, created_at,"
+                         " updated_at) VALUES ('c', 1, 1, 'third', 'QUEUED', 5, 6);"
+                         "INSERT INTO transitions(job_id, to_state, actor, at) VALUES"
+                         " (1, 'CREATED', 't', 1), (3, 'CREATED', 't', 5);"
+                         "INSERT INTO steps(job_id, idx, state) VALUES (1, 0, 'SUCCEEDED');"
+                         "INSERT INTO outbox(channel, chat_id, text, created_at) VALUES"
+                         " ('c', 1, 'done', 2);", NULL, NULL, NULL), SQLITE_OK);
+  sqlite3_close(db);
+  ASSERT((l = tu_ledger_open(url)));
+  ASSERT_EQ(l->ops->schema_version(l, &v), ERR_OK);
+  ASSERT(v >= 6);
+  ASSERT_EQ(l->ops->job_get(l, 3, &j), ERR_OK);
+  ASSERT_STREQ(j.text, "third");
+  job_release(&j);
+  ASSERT_EQ(l->ops->job_get(l, 2, &j), ERR_NOTFOUND);
+  ASSERT_EQ(l->ops->job_transitions(l, 1, &t, &n), ERR_OK);
+  ASSERT_EQ(n, 1);
+  transition_list_free(t, n);
+  ASSERT_EQ(l->ops->step_list(l, 1, &st, &n), ERR_OK);
+  ASSERT_EQ(n, 1);
+  job_step_list_free(st, n);
+  memset(&j, 0, sizeof j);
+  j.channel = "c";
+  j.text = "fourth";
+  ASSERT_EQ(l->ops->job_create(l, &j, "t"), ERR_OK);
+  ASSERT_EQ(j.id, 4);
+  /* the foreign keys still hold */
+  ASSERT(l->ops->job_log_put(l, 99, "x\n") != ERR_OK);
+  ledger_close(l);
+  ASSERT_EQ(sqlite3_open(path, &db), SQLITE_OK);
+  sqlite3_stmt *q;
+  ASSERT_EQ(sqlite3_prepare_v2(db, "SELECT (SELECT count(*) FROM sqlite_sequence WHERE name IN"
+                               " ('jobs', 'transitions', 'outbox')), (SELECT count(*) FROM"
+                               " outbox), (SELECT sql FROM sqlite_master WHERE name = 'jobs')",
+                               -1, &q, NULL), SQLITE_OK);
+  ASSERT_EQ(sqlite3_step(q), SQLITE_ROW);
+  ASSERT_EQ(sqlite3_column_int(q, 0), 0);
+  ASSERT_EQ(sqlite3_column_int(q, 1), 1);
+  ASSERT(strstr((const char *)sqlite3_column_text(q, 2), "AUTOINCREMENT") == NULL);
+  sqlite3_finalize(q);
+  sqlite3_close(db);
+}
+
 int main(void)
 {
   const char *pg = getenv("SKYNET_TEST_PG_URL");
@@ -1291,6 +1359,7 @@ int main(void)
   RUN(wal_stays_bounded_with_concurrent_writers);
   RUN(a_lingering_reader_does_not_stall_writers);
   RUN(wal_room_survives_a_crash);
+  RUN(plain_rowids_migration_keeps_everything);
   tu_rmrf(g_dir);
   if (pg && *pg) {
     fprintf(stderr, "-- postgresql\n");
