@@ -1294,42 +1294,40 @@ static enum err pl_job_log_put(struct ledger *l, int64_t id, const char *lines)
               &p, NULL);
 }
 
-static enum err pl_job_log_get(struct ledger *l, int64_t id, char **lines)
+/* The one text value sql selects into *out (malloc'd); ERR_NOTFOUND when
+ * no row. */
+static enum err one_text(struct pg_ledger *s, const char *sql, const struct params *p,
+                         char **out)
 {
-  struct params p = {0};
   PGresult *r;
   enum err e;
 
-  *lines = NULL;
-  par_i64(&p, id);
-  if ((e = pl_q(pl_of(l), "SELECT lines FROM job_logs WHERE job_id = $1", &p, &r)))
+  *out = NULL;
+  if ((e = pl_q(s, sql, p, &r)))
     return e;
   e = ERR_NOTFOUND;
   if (PQntuples(r) == 1) {
-    *lines = col_text(r, 0, 0);
-    e = *lines ? ERR_OK : ERR_NOMEM;
+    *out = col_text(r, 0, 0);
+    e = *out ? ERR_OK : ERR_NOMEM;
   }
   PQclear(r);
   return e;
 }
 
+static enum err pl_job_log_get(struct ledger *l, int64_t id, char **lines)
+{
+  struct params p = {0};
+
+  par_i64(&p, id);
+  return one_text(pl_of(l), "SELECT lines FROM job_logs WHERE job_id = $1", &p, lines);
+}
+
 static enum err pl_kv_get(struct ledger *l, const char *key, char **value)
 {
   struct params p = {0};
-  PGresult *r;
-  enum err e;
 
-  *value = NULL;
   par_text(&p, key);
-  if ((e = pl_q(pl_of(l), "SELECT value FROM kv WHERE key = $1", &p, &r)))
-    return e;
-  e = ERR_NOTFOUND;
-  if (PQntuples(r) == 1) {
-    *value = col_text(r, 0, 0);
-    e = *value ? ERR_OK : ERR_NOMEM;
-  }
-  PQclear(r);
-  return e;
+  return one_text(pl_of(l), "SELECT value FROM kv WHERE key = $1", &p, value);
 }
 
 static enum err pl_kv_set(struct ledger *l, const char *key, const char *value)

@@ -1453,22 +1453,29 @@ static enum err sl_outbox_set(struct ledger *l, int64_t id, const char *state,
   return sl_done(s, st);
 }
 
+/* The one text value the bound statement st selects into *out (malloc'd);
+ * ERR_NOTFOUND when no row.  Finalizes st. */
+static enum err one_text(sqlite3_stmt *st, char **out)
+{
+  enum err e = ERR_NOTFOUND;
+
+  if (sqlite3_step(st) == SQLITE_ROW) {
+    *out = col_text(st, 0);
+    e = *out ? ERR_OK : ERR_NOMEM;
+  }
+  sqlite3_finalize(st);
+  return e;
+}
+
 static enum err sl_kv_get(struct ledger *l, const char *key, char **value)
 {
-  struct sqlite_ledger *s = sl_of(l);
-  sqlite3_stmt *st = sl_prep(s, "SELECT value FROM kv WHERE key = ?");
-  enum err e = ERR_NOTFOUND;
+  sqlite3_stmt *st = sl_prep(sl_of(l), "SELECT value FROM kv WHERE key = ?");
 
   *value = NULL;
   if (!st)
     return ERR_DB;
   bind_text(st, 1, key);
-  if (sqlite3_step(st) == SQLITE_ROW) {
-    *value = col_text(st, 0);
-    e = *value ? ERR_OK : ERR_NOMEM;
-  }
-  sqlite3_finalize(st);
-  return e;
+  return one_text(st, value);
 }
 
 static enum err sl_kv_set(struct ledger *l, const char *key, const char *value)
@@ -1501,20 +1508,13 @@ static enum err sl_job_log_put(struct ledger *l, int64_t id, const char *lines)
 
 static enum err sl_job_log_get(struct ledger *l, int64_t id, char **lines)
 {
-  struct sqlite_ledger *s = sl_of(l);
-  sqlite3_stmt *st = sl_prep(s, "SELECT lines FROM job_logs WHERE job_id = ?");
-  enum err e = ERR_NOTFOUND;
+  sqlite3_stmt *st = sl_prep(sl_of(l), "SELECT lines FROM job_logs WHERE job_id = ?");
 
   *lines = NULL;
   if (!st)
     return ERR_DB;
   sqlite3_bind_int64(st, 1, id);
-  if (sqlite3_step(st) == SQLITE_ROW) {
-    *lines = col_text(st, 0);
-    e = *lines ? ERR_OK : ERR_NOMEM;
-  }
-  sqlite3_finalize(st);
-  return e;
+  return one_text(st, lines);
 }
 
 static enum err sl_job_requeue(struct ledger *l, int64_t id, const char *owner,
