@@ -68,9 +68,11 @@
  * process cut off from the network between two statements of a transaction
  * would otherwise hold its row locks (a job's, the reclaim lock's) for as
  * long as the dead connection lasts, and every other worker that needs them
- * would wait as long.  No transaction of skynet waits for anything but the
- * database between its statements. */
-#define IDLE_TX_LIMIT "10s"
+ * would wait as long.  Few transactions of skynet wait for anything but
+ * the database between their statements; the longest is the Telegram
+ * channel's batch while /providers asks each provider for its health (a
+ * gateway's or an ssh host's answer may take 10 s), hence the margin. */
+#define IDLE_TX_LIMIT "30s"
 /* Any constant shared by every skynet process: serialises migrations. */
 #define MIGRATE_LOCK_KEY "727370001"
 
