@@ -660,15 +660,24 @@ static enum err cmd_providers(struct req *r, const char *arg)
   for (size_t i = 0; i < r->c->reg->n; i++) {
     const struct registry_entry *re = &r->c->reg->v[i];
     struct exec_health h = {0, ""};
-    if (re->inst && re->inst->backend->health)
+    struct sentinel_status st;
+    int monitored = r->c->sentinel && sentinel_status(r->c->sentinel, re->name, &st) == ERR_OK &&
+                    st.checks;
+    /* The monitor's last check when there is one: this runs inside the
+     * channel's transaction (on SQLite, the write lock), and a provider
+     * that does not answer takes up to 10 s to say so. */
+    if (monitored) {
+      h.ok = st.last_ok;
+      snprintf(h.detail, sizeof h.detail, "%s", st.detail);
+    } else if (re->inst && re->inst->backend->health) {
       re->inst->backend->health(re->inst, &h);
+    }
     buf_printf(&b, "\n%s (%s)%s: %s — %s", re->name, re->type,
                strcmp(re->name, r->c->reg->default_name) == 0 ? " default"
                : re->automatic ? " automatic, for WRITE steps" : "",
                re->inst ? (h.ok ? "up" : "down") : "unavailable",
                re->inst ? h.detail : re->error);
-    struct sentinel_status st;
-    if (r->c->sentinel && sentinel_status(r->c->sentinel, re->name, &st) == ERR_OK && st.checks)
+    if (monitored)
       buf_printf(&b, " · monitor: %s after %ld checks%s%s", st.up ? "up" : "DOWN", st.checks,
                  st.last_error[0] ? ", last error: " : "", st.last_error);
   }

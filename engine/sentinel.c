@@ -58,6 +58,8 @@ static int sentinel_record(struct sentinel *s, size_t i, int ok,
 
   pthread_mutex_lock(&s->mu);
   st->checks++;
+  st->last_ok = ok != 0;
+  sentinel_copy_redacted(st->detail, sizeof st->detail, detail);
   if (ok) {
     st->failures = 0;
     st->last_error[0] = 0;

@@ -26,6 +26,8 @@ struct sentinel_status {
   int failures;              /* consecutive failed checks */
   long checks;
   char last_error[256];      /* redacted; "" if the last check was good */
+  int last_ok;               /* the last check was good */
+  char detail[256];          /* the last check's detail, redacted */
 };
 
 /* Monitors r (which must outlive the sentinel).  interval_ms 0 → no

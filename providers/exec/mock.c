@@ -12,7 +12,9 @@
  *                      creates it: unavailable once, then "ok"
  *   anything else      exit 0, output "mock: <argv joined by spaces>\n"
  * Instance options: delay_ms (added to every run, also honouring cancel and
- * timeout), healthy ("false" makes health() report not ok), stamp ("true"
+ * timeout), healthy ("false" makes health() report not ok), health_delay_ms
+ * (health() takes that long, as an ssh host or a gateway that does not
+ * answer does), stamp ("true"
  * appends "@<CLOCK_MONOTONIC µs>\n" to the output: when the run began, for
  * benchmarks that time a step's start across threads).
  *
@@ -38,6 +40,7 @@
 struct mock_inst {
   struct exec_instance base;
   long delay_ms;
+  long health_delay_ms;
   int healthy;
   int stamp;
 };
@@ -88,6 +91,7 @@ static enum err mock_create(const struct cfg *cfg, const struct cfg_provider *p,
   const char *delay = mock_opt(p, "delay_ms");
   const char *healthy = mock_opt(p, "healthy");
   const char *stamp = mock_opt(p, "stamp");
+  const char *health_delay = mock_opt(p, "health_delay_ms");
   struct mock_inst *mi;
 
   (void)cfg;
@@ -100,7 +104,8 @@ static enum err mock_create(const struct cfg *cfg, const struct cfg_provider *p,
            p && p->name ? p->name : "mock");
   mi->healthy = !(healthy && strcmp(healthy, "false") == 0);
   mi->stamp = stamp && strcmp(stamp, "true") == 0;
-  if (delay && parse_long(delay, 0, 3600L * 1000, &mi->delay_ms) < 0) {
+  if ((delay && parse_long(delay, 0, 3600L * 1000, &mi->delay_ms) < 0) ||
+      (health_delay && parse_long(health_delay, 0, 600L * 1000, &mi->health_delay_ms) < 0)) {
     free(mi);
     return ERR_CONFIG;
   }
@@ -118,7 +123,10 @@ static enum err mock_health(struct exec_instance *inst,
                             struct exec_health *out)
 {
   struct mock_inst *mi = mock_from(inst);
+  struct timespec ts = {mi->health_delay_ms / 1000, (mi->health_delay_ms % 1000) * 1000000L};
 
+  while (mi->health_delay_ms && nanosleep(&ts, &ts) != 0 && errno == EINTR)
+    ;
   out->ok = mi->healthy;
   snprintf(out->detail, sizeof out->detail, "mock: %s",
            mi->healthy ? "scripted, healthy" : "configured unhealthy");

@@ -1,9 +1,12 @@
 /* /status <id> in chat: the output tail comes from the log store (every
- * step, live while the job runs) and the job's artifacts are listed. */
+ * step, live while the job runs) and the job's artifacts are listed.
+ * /providers answers from the provider monitor's last check, not by asking
+ * a slow provider while the channel's transaction waits. */
 #include "../harness.h"
 #include "../testutil.h"
 #include "bot/conv.h"
 #include "engine/log.h"
+#include "engine/sentinel.h"
 
 static struct cfg g_cfg;
 static struct registry g_reg;
@@ -113,6 +116,57 @@ TEST(tail_is_live_while_running)
   ASSERT_EQ(state_of(id), JOB_CANCELLED);
 }
 
+/* A provider whose health check takes 1.5 s (an ssh host or a gateway
+ * that does not answer): /providers asks it itself only while the monitor
+ * has not checked it yet; then it answers at once, from the last check. */
+TEST(providers_answer_from_the_monitor)
+{
+  char dir[512], conf[600], err[256], *t;
+  struct registry reg;
+  struct sentinel *sn = NULL;
+  struct conv *c = NULL;
+  struct conv_out out;
+  struct conv_in in = {"console", 0, 0, NULL, "/providers", NULL, NULL, 1};
+  struct cfg cfg;
+  long long t0, live, monitored;
+  FILE *f;
+
+  tu_tmpdir(dir, sizeof dir);
+  snprintf(conf, sizeof conf, "%s/skynet.yaml", dir);
+  ASSERT((f = fopen(conf, "w")) != NULL);
+  fputs("providers:\n  default: local\n  local: {type: local}\n"
+        "  slow: {type: mock, health_delay_ms: 1500}\n", f);
+  fclose(f);
+  ASSERT_EQ(cfg_load(&cfg, conf, err, sizeof err), ERR_OK);
+  ASSERT_EQ(registry_init(&reg, &cfg), ERR_OK);
+  ASSERT_EQ(conv_new(&cfg, &reg, g_orch, g_l, &c), ERR_OK);
+  ASSERT_EQ(sentinel_new(&sn, &reg, 0, 3, NULL, NULL), ERR_OK);   /* checks on demand */
+  conv_set_sentinel(c, sn);
+  t0 = tu_now_ms();
+  ASSERT_EQ(conv_handle(c, &in, &out), ERR_OK);
+  live = tu_now_ms() - t0;
+  t = last_reply();
+  ASSERT_CONTAINS(t, "slow (mock): up — mock: scripted, healthy");
+  free(t);
+  sentinel_check_now(sn);
+  t0 = tu_now_ms();
+  ASSERT_EQ(conv_handle(c, &in, &out), ERR_OK);
+  monitored = tu_now_ms() - t0;
+  t = last_reply();
+  ASSERT_CONTAINS(t, "slow (mock): up — mock: scripted, healthy · monitor: up after 1 checks");
+  ASSERT_CONTAINS(t, "local (local) default: up");
+  free(t);
+  fprintf(stderr, "  /providers: %lld ms asking the providers, %lld ms from the monitor\n", live,
+          monitored);
+  ASSERT(live >= 1400);
+  ASSERT(monitored < 500);
+  conv_free(c);
+  sentinel_free(sn);
+  registry_release(&reg);
+  cfg_release(&cfg);
+  tu_rmrf(dir);
+}
+
 int main(void)
 {
   char dir[512], home[600], err[256];
@@ -137,6 +191,7 @@ int main(void)
     return 1;
   RUN(tail_of_every_step_and_artifacts);
   RUN(tail_is_live_while_running);
+  RUN(providers_answer_from_the_monitor);
   conv_free(g_conv);
   orch_stop(g_orch, 1000);
   registry_release(&g_reg);
