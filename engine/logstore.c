@@ -371,7 +371,9 @@ void logstore_settle(struct logstore_writer *w)
   pthread_mutex_unlock(&w->mu);
 }
 
-char *logstore_close_held(struct logstore_writer *w)
+/* Flushes and frees w; lines still held are handed to the caller (give)
+ * or to the job's file. */
+static char *writer_close(struct logstore_writer *w, int give)
 {
   char *lines = NULL;
 
@@ -380,26 +382,26 @@ char *logstore_close_held(struct logstore_writer *w)
   if (w->len)
     output_line_done(w);
   pthread_mutex_lock(&w->mu);
-  if (w->held && w->pend.len)
-    lines = buf_detach(&w->pend);
+  if (w->held && w->pend.len) {
+    if (give)
+      lines = buf_detach(&w->pend);
+    else
+      spill(w);
+  }
   write_pending(w);
   pthread_mutex_unlock(&w->mu);
   writer_free(w);
   return lines;
 }
 
+char *logstore_close_held(struct logstore_writer *w)
+{
+  return writer_close(w, 1);
+}
+
 void logstore_close(struct logstore_writer *w)
 {
-  if (!w)
-    return;
-  if (w->len)
-    output_line_done(w);
-  pthread_mutex_lock(&w->mu);
-  if (w->held && w->pend.len)
-    spill(w);
-  write_pending(w);
-  pthread_mutex_unlock(&w->mu);
-  writer_free(w);
+  writer_close(w, 0);
 }
 
 enum err logstore_keep(const char *home, int64_t job_id, const char *lines)

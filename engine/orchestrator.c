@@ -873,6 +873,14 @@ static void write_free(struct write *w)
   free(w);
 }
 
+/* Held log lines (taken) that the ledger will not keep go to the job's
+ * file, where the next attempt's log follows them. */
+static void keep_in_file(struct orch *o, int64_t id, char *held)
+{
+  logstore_keep(o->cfg->home, id, held);
+  free(held);
+}
+
 /* Queues w; the writer owns it unless w->sync.  Returns its sequence.
  * The writer is woken only when w changes what it waits for: the first
  * write, the first that may not linger, one a slot waits for; otherwise
@@ -1034,8 +1042,8 @@ static void commit_group(struct orch *o, struct ledger *l, struct write *g, int 
     if (mono_ms() >= g->deadline) {
       g->result = e;
       log_error("orch", "cannot write for job #%lld: %s", (long long)g->job_id, l->errmsg);
-      if (g->log)               /* the next attempt's log follows it there */
-        logstore_keep(o->cfg->home, g->job_id, g->log);
+      keep_in_file(o, g->job_id, g->log);
+      g->log = NULL;
       return;
     }
     sleep_ms(250);
@@ -1538,8 +1546,7 @@ static int retry_transient(struct run_ctx *c, const struct step_outcome *oc,
 
 /* The job's end: its result, announcement and log (held: the lines kept
  * in memory, which it takes) in the writer's next group commit; or, handed
- * back or to be retried, the log goes to the job's file, where the next
- * attempt's follows it. */
+ * back or to be retried, the log goes to the job's file. */
 static void finish(struct run_ctx *c, const struct step_outcome *oc, char *held)
 {
   struct slot *s = c->s;
@@ -1549,8 +1556,7 @@ static void finish(struct run_ctx *c, const struct step_outcome *oc, char *held)
   /* Hand-back and retry write on this connection: after the queued writes
    * of the job, not before. */
   if (atomic_load(&s->handback) || (oc->state == JOB_FAILED && oc->transient)) {
-    logstore_keep(s->o->cfg->home, c->job->id, held);
-    free(held);
+    keep_in_file(s->o, c->job->id, held);
     held = NULL;
     write_barrier(s->o);
   }
@@ -1571,8 +1577,7 @@ static void finish(struct run_ctx *c, const struct step_outcome *oc, char *held)
    * group commit; it keeps trying while the lease can hold. */
   if (!(w = write_new(W_FINISH, c->job, c->owner, s->o->cfg->lease_ms))) {
     log_error("orch", "cannot finish job #%lld: out of memory", (long long)c->job->id);
-    logstore_keep(s->o->cfg->home, c->job->id, held);
-    free(held);
+    keep_in_file(s->o, c->job->id, held);
     return;
   }
   w->log = held;

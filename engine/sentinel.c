@@ -67,7 +67,7 @@ static int sentinel_record(struct sentinel *s, size_t i, int ok,
     st->up = 1;
   } else {
     st->failures++;
-    sentinel_copy_redacted(st->last_error, sizeof st->last_error, detail);
+    snprintf(st->last_error, sizeof st->last_error, "%s", st->detail);   /* redacted above */
     if (st->up && st->failures >= s->threshold) {
       st->up = 0;
       changed = 1;

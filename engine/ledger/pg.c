@@ -70,8 +70,9 @@
  * long as the dead connection lasts, and every other worker that needs them
  * would wait as long.  Few transactions of skynet wait for anything but
  * the database between their statements; the longest is the Telegram
- * channel's batch while /providers asks each provider for its health (a
- * gateway's or an ssh host's answer may take 10 s), hence the margin. */
+ * channel's batch while /providers asks a provider the sentinel has not
+ * checked yet for its health (a gateway's or an ssh host's answer may
+ * take 10 s), hence the margin. */
 #define IDLE_TX_LIMIT "30s"
 /* Any constant shared by every skynet process: serialises migrations. */
 #define MIGRATE_LOCK_KEY "727370001"
@@ -615,7 +616,6 @@ static enum err pl_job_create(struct ledger *l, struct job *j, const char *actor
   return ERR_OK;
 }
 
-/* One statement: the job in its routed state and its three transitions. */
 /* The id of the job about to be created, when this session has one
  * reserved; else 0 (the insert takes the next from the sequence itself and
  * returns it: a round trip).  While this session creates jobs in a burst
@@ -658,9 +658,10 @@ static enum err next_job_id(struct pg_ledger *s, int64_t *id)
   return ERR_OK;
 }
 
-/* The statement of pl_job_create_routed: $12 the id (NULL: the sequence's
- * next); $13 the owner of a claim made with it (NULL: none), $14 its lease,
- * $15 its actor. */
+/* The statement of pl_job_create_routed, one for the job in its routed
+ * state and its transitions: $12 the id (NULL: the sequence's next); $13
+ * the owner of a claim made with it (NULL: none), $14 its lease, $15 its
+ * actor. */
 #define CREATE_ROUTED_SQL                                                              \
   "WITH made AS (INSERT INTO jobs(id, channel, chat_id, user_id, text, state,"        \
   " plan_json, summary, risk, reason, created_at, updated_at, attempts, lease_owner," \

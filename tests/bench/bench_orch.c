@@ -280,10 +280,6 @@ static void *submitter(void *arg)
  * measured. */
 static double stamp_of(const struct job *j);
 
-/* Waits until the jobs submitted, first..last, have all ended (ids in
- * between that no submission took are skipped: the PostgreSQL ledger
- * reserves ids in blocks during a burst, so gaps are normal); how many
- * SUCCEEDED, and in lat[*n] their enqueue->start times, ms. */
 /* Whether any job of the (fresh) ledger has yet to end; -1 on error. */
 static int pending(struct ledger *l)
 {
@@ -303,10 +299,13 @@ static int pending(struct ledger *l)
 }
 
 /* Waits until every job has ended (*t_end: when that was seen, *cpu_end
- * the machine's busy ms then), then reads each of first..last back: how
- * many SUCCEEDED, and their enqueue->start.  Reading them one by one costs
- * a round trip each on PostgreSQL (3,000 jobs: ~0.5 s), which is the
- * benchmark's, not skynet's: it is not in the time. */
+ * the machine's busy ms then), then reads the jobs submitted, first..last,
+ * back (ids in between that no submission took are skipped: the
+ * PostgreSQL ledger reserves ids in blocks during a burst, so gaps are
+ * normal): how many SUCCEEDED, and in lat[*n] their enqueue->start times,
+ * ms.  Reading them one by one costs a round trip each on PostgreSQL
+ * (3,000 jobs: ~0.5 s), which is the benchmark's, not skynet's: it is not
+ * in the time. */
 static int wait_all(struct bench *b, struct ledger *l, int64_t first, int64_t last, double t0,
                     double *lat, int *n, double *t_end, double *cpu_end)
 {

@@ -134,27 +134,6 @@ static inline void proc_send(struct proc *p, const char *line)
     fprintf(stderr, "proc_send failed: %s\n", strerror(errno));
 }
 
-/* Waits up to ms for `needle` in the output after the mark; on success the
- * mark moves past it.  Returns 1 if found. */
-static inline int proc_expect(struct proc *p, const char *needle, int ms)
-{
-  long long until = proc_ms() + ms;
-  char *hit;
-
-  for (;;) {
-    if (p->buf && (hit = strstr(p->buf + p->mark, needle))) {
-      p->mark = (size_t)(hit - p->buf) + strlen(needle);
-      return 1;
-    }
-    if (proc_ms() >= until) {
-      fprintf(stderr, "timed out waiting for \"%s\"; output after mark:\n%s\n", needle,
-              p->buf ? p->buf + p->mark : "");
-      return 0;
-    }
-    proc_pump(p, 50);
-  }
-}
-
 /* Waits up to ms for both a and b after the mark, in either order (two
  * things that happen concurrently); on success the mark moves past the
  * later one.  Returns 1 if both were found. */
@@ -171,12 +150,20 @@ static inline int proc_expect_both(struct proc *p, const char *a, const char *b,
       return 1;
     }
     if (proc_ms() >= until) {
-      fprintf(stderr, "timed out waiting for \"%s\" and \"%s\"; output after mark:\n%s\n",
-              a, b, p->buf ? p->buf + p->mark : "");
+      fprintf(stderr, "timed out waiting for \"%s\"%s%s%s; output after mark:\n%s\n", a,
+              a == b ? "" : " and \"", a == b ? "" : b, a == b ? "" : "\"",
+              p->buf ? p->buf + p->mark : "");
       return 0;
     }
     proc_pump(p, 50);
   }
+}
+
+/* Waits up to ms for `needle` in the output after the mark; on success the
+ * mark moves past it.  Returns 1 if found. */
+static inline int proc_expect(struct proc *p, const char *needle, int ms)
+{
+  return proc_expect_both(p, needle, needle, ms);
 }
 
 /* Closes stdin and waits up to ms for the exit; returns its exit code, or
