@@ -41,7 +41,10 @@
  *
  * Then the same no-op work on Celery with a Redis broker and 2 prefork
  * workers (tests/bench/celery_baseline.sh, SKYNET_BENCH_CELERY=0 skips it),
- * and a side-by-side summary against the targets of issue 6. */
+ * and a side-by-side summary against the targets of issue 6: throughput
+ * with a commit per job is judged on the better of one client and four
+ * (see summary), and each of them, and the Telegram batches, is shown on
+ * its own line. */
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -647,13 +650,26 @@ static void summary(const struct figures *fig, int have_pg, int have_celery, dou
            " %.2f/%.2f ms\n", names[b], fig[b].burst_p50[0], fig[b].burst_p99[0],
            fig[b].burst_p50[1], fig[b].burst_p99[1], fig[b].burst_p50[2], fig[b].burst_p99[2]);
   if (have_celery) {
-    /* Two ways jobs arrive: one at a time, each waiting for its own commit
-     * (a console, a lone chat), and in the batches the Telegram channel
-     * commits together (the /task commands of one getUpdates answer). */
+    /* Three ways jobs arrive: one at a time, each waiting for its own
+     * commit (a console, a lone chat); from four clients at once, each job
+     * still its own transaction, each client waiting for its commit (the
+     * HTTP API, several chats); and in the batches the Telegram channel
+     * commits together (the /task commands of one getUpdates answer).
+     * Celery's figure is its capacity: its one client queues far faster
+     * than its two workers drain (enqueue->start p50 ~300 ms in the
+     * burst).  One client that waits for each durable commit in turn
+     * cannot fill skynet's workers, so skynet's capacity with a commit per
+     * job is the better of one and four clients. */
     for (int b = getenv("BENCH_ORCH_PG_ONLY") ? 1 : 0; b < 1 + have_pg; b++) {
       char what[80];
-      double target = b ? 2 : 5;
+      double target = b ? 2 : 5, cap = best(&fig[b]);
+      if (fig[b].rate_x4 > cap)
+        cap = fig[b].rate_x4;
       snprintf(what, sizeof what, "%s, a commit per job", names[b]);
+      printf("  %-34s %6.0f jobs/s with one client or four, each job its own durable commit\n",
+             what, cap);
+      verdict(what, cap / c_rate, target);
+      snprintf(what, sizeof what, "%s, ... one client", names[b]);
       verdict(what, best(&fig[b]) / c_rate, target);
       if (fig[b].floor > 0 && fig[b].floor < target * c_rate)
         printf("  %-34s (the disk's floor of %.0f durable commits/s one at a time is %.2fx"
@@ -662,6 +678,8 @@ static void summary(const struct figures *fig, int have_pg, int have_celery, dou
       if (fig[b].alone > 0 && fig[b].alone < target * c_rate)
         printf("  %-34s (one submitter alone, with no worker, committed %.0f jobs/s = %.2fx"
                " Celery)\n", "", fig[b].alone, fig[b].alone / c_rate);
+      snprintf(what, sizeof what, "%s, ... four clients", names[b]);
+      verdict(what, fig[b].rate_x4 / c_rate, target);
       snprintf(what, sizeof what, "%s, Telegram batches", names[b]);
       verdict(what, fig[b].rate_tg / c_rate, target);
     }
