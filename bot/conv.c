@@ -430,13 +430,11 @@ static enum err status_one(struct req *r, int64_t id)
     return e;
   /* The log store's tail is live while the job runs and spans every step;
    * a quick job's log is in the ledger. */
-  char *held = NULL, *tail;
-  if (r->c->l->ops->job_log_get(r->c->l, id, &held) == ERR_DB) {
+  char *tail;
+  if (logstore_tail_job(r->c->l, r->c->cfg->home, id, 20, 1500, &tail)) {
     job_release(&j);
     return ERR_DB;
   }
-  tail = logstore_tail_text(r->c->cfg->home, id, held, 20, 1500);
-  free(held);
   if (tail && *tail) {
     free(j.output_tail);
     j.output_tail = tail;

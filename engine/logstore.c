@@ -40,6 +40,7 @@
 #include <unistd.h>
 
 #include "buf.h"
+#include "ledger/ledger.h"
 
 #define READ_LINE_MAX (LOGSTORE_LINE_MAX * 6 + 512)  /* every byte escaped */
 
@@ -619,4 +620,46 @@ char *logstore_tail_text(const char *home, int64_t job_id, const char *held,
   if (!b.data)
     return strdup("");
   return buf_detach(&b);
+}
+
+/* The lines l keeps for job id (malloc'd), or NULL when it keeps none
+ * (or there was no memory for them); ERR_DB only when l cannot be read. */
+static enum err held_of(struct ledger *l, int64_t id, char **held)
+{
+  enum err e = l->ops->job_log_get(l, id, held);
+
+  if (e == ERR_DB)
+    return e;
+  if (e)
+    *held = NULL;
+  return ERR_OK;
+}
+
+enum err logstore_query_job(struct ledger *l, const char *home, int64_t job_id,
+                            const struct log_query *q, struct log_line **out, size_t *n)
+{
+  char *held;
+  enum err e = held_of(l, job_id, &held);
+
+  *out = NULL;
+  *n = 0;
+  if (e)
+    return e;
+  e = logstore_query(home, job_id, held, q, out, n);
+  free(held);
+  return e;
+}
+
+enum err logstore_tail_job(struct ledger *l, const char *home, int64_t job_id,
+                           size_t max_lines, size_t max_bytes, char **out)
+{
+  char *held;
+  enum err e = held_of(l, job_id, &held);
+
+  *out = NULL;
+  if (e)
+    return e;
+  *out = logstore_tail_text(home, job_id, held, max_lines, max_bytes);
+  free(held);
+  return ERR_OK;
 }

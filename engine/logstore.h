@@ -38,6 +38,7 @@
 #define LOGSTORE_HOLD_MS 1000            /* ... or once the job has run this long */
 
 struct logstore_writer;
+struct ledger;
 
 /* Opens (appends to) the log of job_id under home/logs/, creating the
  * directory.  On failure writes why into errbuf. */
@@ -105,5 +106,15 @@ void log_line_list_free(struct log_line *v, size_t n);
  * log. */
 char *logstore_tail_text(const char *home, int64_t job_id, const char *held,
                          size_t max_lines, size_t max_bytes);
+
+/* The same for a job's log as it stands: the lines ledger l keeps for it
+ * (a quick job's), then its file's.  ERR_DB when l cannot be read; else
+ * what logstore_query returns. */
+enum err logstore_query_job(struct ledger *l, const char *home, int64_t job_id,
+                            const struct log_query *q, struct log_line **out, size_t *n);
+/* ERR_DB when l cannot be read; else ERR_OK, *out as logstore_tail_text
+ * returns it. */
+enum err logstore_tail_job(struct ledger *l, const char *home, int64_t job_id,
+                           size_t max_lines, size_t max_bytes, char **out);
 
 #endif

@@ -11,11 +11,11 @@
  * conversation manager does, while 1, 2 or 4 worker threads run them;
  * jobs/s from the first submission to the last result.  "submit" is how
  * fast that thread alone got them in.  burst x4: the same with 4 submitting
- * threads at once (each job its own transaction), 4 workers.  Then, clearly labelled and not
- * the headline: 2 workers while one thread commits the submissions in
- * transactions of 100 orch_submit calls each, as the Telegram channel
- * commits the /task commands of one getUpdates batch (up to 100 updates)
- * together.
+ * threads at once (each job its own transaction), 4 workers.  Then,
+ * clearly labelled and not the headline: 2 workers while one thread
+ * commits the submissions in transactions of 100 orch_submit calls each,
+ * as the Telegram channel commits the /task commands of one getUpdates
+ * batch (up to 100 updates) together.
  * Each burst also prints its jobs' enqueue->start (p50, p99: from the
  * start of the commit that queued a job to the start of its step), and
  * where its submitters' time went: before the commit (planning, policy,

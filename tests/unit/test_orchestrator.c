@@ -41,31 +41,6 @@ static int64_t submit_plan(const char *plan, enum job_state *state)
   return res.job_id;
 }
 
-/* A job's log as a query sees it: the lines the ledger keeps, then the
- * file's. */
-static enum err job_log_query(int64_t id, const struct log_query *q, struct log_line **v,
-                              size_t *n)
-{
-  char *held = NULL;
-  enum err e = g_l->ops->job_log_get(g_l, id, &held);
-
-  if (e && e != ERR_NOTFOUND)
-    return e;
-  e = logstore_query(g_cfg.home, id, held, q, v, n);
-  free(held);
-  return e;
-}
-
-static char *job_log_tail(int64_t id, size_t lines, size_t bytes)
-{
-  char *held = NULL, *t;
-
-  g_l->ops->job_log_get(g_l, id, &held);
-  t = logstore_tail_text(g_cfg.home, id, held, lines, bytes);
-  free(held);
-  return t;
-}
-
 /* Whether job id has a log file of its own. */
 static int has_log_file(int64_t id)
 {
@@ -103,14 +78,15 @@ TEST(read_only_runs_and_succeeds)
   job_release(&j);
   /* the full output and the step's events are in the job's log: a quick
    * job's in the ledger, with no file */
-  char *tail = job_log_tail(id, 10, 1000);
+  char *tail;
+  ASSERT_EQ(logstore_tail_job(g_l, g_cfg.home, id, 10, 1000, &tail), ERR_OK);
   ASSERT_STREQ(tail, "hi");
   free(tail);
   ASSERT(!has_log_file(id));
   struct log_query q = {LOGL_DEBUG, 1, "skynet", NULL, 0};
   struct log_line *v;
   size_t n;
-  ASSERT_EQ(job_log_query(id, &q, &v, &n), ERR_OK);
+  ASSERT_EQ(logstore_query_job(g_l, g_cfg.home, id, &q, &v, &n), ERR_OK);
   ASSERT_EQ(n, 2);
   ASSERT_CONTAINS(v[0].text, "step 1 started on 'local': shell: echo hi");
   ASSERT_CONTAINS(v[1].text, "step 1 exited with 0");
@@ -235,7 +211,7 @@ static void expect_timeout(const char *plan_fmt, const char *why, const char *to
   struct log_query q = {LOGL_ERROR, 0, "skynet", why, 0};
   struct log_line *v;
   size_t n;
-  ASSERT_EQ(job_log_query(id, &q, &v, &n), ERR_OK);
+  ASSERT_EQ(logstore_query_job(g_l, g_cfg.home, id, &q, &v, &n), ERR_OK);
   ASSERT_EQ(n, 2);    /* the step's end and the job's */
   log_line_list_free(v, n);
 }

@@ -55,14 +55,8 @@ static int started_on(int64_t id, const char *name)
   size_t n;
   int hit = 0;
 
-  char *held = NULL;
-  enum err e;
-
   snprintf(want, sizeof want, "step 1 started on '%s'", name);
-  g_l->ops->job_log_get(g_l, id, &held);      /* a quick job's log is in the ledger */
-  e = logstore_query(g_cfg.home, id, held, &q, &v, &n);
-  free(held);
-  if (e)
+  if (logstore_query_job(g_l, g_cfg.home, id, &q, &v, &n))   /* a quick job's is in the ledger */
     return 0;
   for (size_t i = 0; i < n; i++)
     hit |= strstr(v[i].text, want) != NULL;
